@@ -1,0 +1,61 @@
+"""Models: one factory, small layers (timm's way).
+
+:func:`create_model` builds the ``torch.nn.Module`` a model card describes. Architectures register
+themselves in :data:`ARCHITECTURES` under the name in ``card.architecture["kind"]``.
+
+Contracts every architecture keeps, because the mapping engine relies on them:
+
+- input: float tensor ``(B, card.in_chans, H, W)``, already scaled and normalised per the card;
+- ``segmentation`` models return logits ``(B, num_classes, H, W)`` at the input's size;
+- ``classification`` models return logits ``(B, num_classes)``;
+- ``pretrain`` bundles hold an encoder only (timm ``VisionTransformer`` keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from momo_geo.errors import MomoGeoError
+
+if TYPE_CHECKING:
+    import torch
+
+    from momo_geo.bundle import ModelCard
+
+ARCHITECTURES: dict[str, Callable[[ModelCard], torch.nn.Module]] = {}
+
+
+def register(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: ``@register("vit_seg")`` on a ``builder(card) -> nn.Module``."""
+
+    def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
+        ARCHITECTURES[kind] = builder
+        return builder
+
+    return wrap
+
+
+def _load_builtin_architectures() -> None:
+    # Imported lazily so that `import momo_geo.models` stays light; each module registers itself.
+    import importlib
+
+    for module in ("momo_geo.models.conv", "momo_geo.models.vit", "momo_geo.models.heads"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def create_model(card: ModelCard) -> torch.nn.Module:
+    """Build the (untrained) network described by ``card.architecture``."""
+    _load_builtin_architectures()
+    kind = card.architecture.get("kind", "vit")
+    try:
+        builder = ARCHITECTURES[kind]
+    except KeyError:
+        raise MomoGeoError(
+            f"model card asks for architecture kind {kind!r}, which this momo-geo does not know "
+            f"(known: {', '.join(sorted(ARCHITECTURES))})") from None
+    return builder(card)
