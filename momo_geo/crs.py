@@ -56,10 +56,9 @@ def body_of(crs: Any) -> str:
     if celestial:
         names += " " + celestial.lower()
     for body in _BODIES:
-        if body.lower() in names and not (body == "Earth" and "mars" in names):
-            # "Moon" can appear as e.g. "Moon_2015"; Mars names win over generic Earth hints.
-            if body != "Earth" or celestial in (None, "Earth"):
-                return body
+        # A name that mentions the body decides; "Earth" only when nothing says otherwise.
+        if body.lower() in names and (body != "Earth" or celestial in (None, "Earth")):
+            return body
     if crs.ellipsoid is not None:
         a = crs.ellipsoid.semi_major_metre
         for body, (radius, tolerance) in _BODIES.items():

@@ -1,7 +1,7 @@
 """Opening scenes and writing outputs safely.
 
-:func:`open_scene` turns any GDAL-readable raster into a :class:`Scene` record (size, CRS, transform,
-GSD on its body, nodata, sensor) or a one-line :class:`~momo_geo.errors.MomoGeoError`.
+:func:`open_scene` turns any GDAL-readable raster into a :class:`Scene` record (size, CRS,
+transform, GSD on its body, nodata, sensor) or a one-line :class:`~momo_geo.errors.MomoGeoError`.
 :func:`atomic_output` is how every output file is written: into a hidden temporary folder beside
 the target, moved into place only when complete, removed on any failure, so a crash or Ctrl-C never
 leaves a half-written file under the user's chosen name.
@@ -112,7 +112,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_valid_mask(src: rasterio.DatasetReader, window: Window) -> np.ndarray:
-    """Boolean mask of valid pixels in ``window`` (GDAL's dataset mask: nodata, alpha, mask band)."""
+    """Valid pixels in ``window``, from GDAL's dataset mask (nodata value, alpha or mask band)."""
     return src.dataset_mask(window=window, boundless=False) > 0
 
 

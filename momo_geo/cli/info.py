@@ -42,7 +42,8 @@ def info(scenes: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"  GSD             {scene.gsd:.3f} m/px")
         click.echo(f"  CRS             {record['crs']}")
         click.echo(f"  body            {scene.body}")
-        click.echo(f"  bounds lon/lat  {_lon(west)} to {_lon(east)}, {_lat(south)} to {_lat(north)}")
+        click.echo(f"  bounds lon/lat  {_lon(west)} to {_lon(east)}, "
+                   f"{_lat(south)} to {_lat(north)}")
         click.echo(f"  nodata          {record['nodata_fraction']:.2%}"
                    + (f" (value {scene.nodata:g})" if scene.nodata is not None else ""))
 
