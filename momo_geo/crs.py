@@ -10,6 +10,7 @@ projection, and no Earth constant or EPSG:4326 shortcut is ever involved.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,11 @@ def body_of(crs: Any) -> str:
     if celestial:
         names += " " + celestial.lower()
     for body in _BODIES:
-        # A name that mentions the body decides; "Earth" only when nothing says otherwise.
-        if body.lower() in names and (body != "Earth" or celestial in (None, "Earth")):
+        # A name that mentions the body decides; "Earth" only when nothing says otherwise. The
+        # body must stand as a word of its own ("GCS_MARS", "Mars_2000"), so an Earth CRS such as
+        # "Marshall Islands 1960" (EPSG:4732) is not taken for Mars.
+        mentioned = re.search(rf"(?<![a-z]){body.lower()}(?![a-z])", names) is not None
+        if mentioned and (body != "Earth" or celestial in (None, "Earth")):
             return body
     if crs.ellipsoid is not None:
         a = crs.ellipsoid.semi_major_metre

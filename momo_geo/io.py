@@ -71,6 +71,11 @@ class Scene:
         return float(lon.min()), float(np.min(lat)), float(lon.max()), float(np.max(lat))
 
 
+# GDAL metadata domains whose values quote the file's own path (a folder called "hirise_scene" or
+# "ctx" must not decide the sensor).
+_PATH_DOMAINS = frozenset({"DERIVED_SUBDATASETS", "SUBDATASETS"})
+
+
 def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) -> Scene:
     """Open a raster and describe it, or raise a one-line :class:`MomoGeoError`."""
     path = Path(path)
@@ -82,6 +87,8 @@ def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) 
         with rasterio.open(path) as src:
             tags = dict(src.tags())
             for domain in src.tag_namespaces() or []:
+                if domain in _PATH_DOMAINS:
+                    continue  # these repeat the file's path: its folder names are not metadata
                 with contextlib.suppress(Exception):
                     tags.update({f"{domain}:{k}": v for k, v in src.tags(ns=domain).items()})
             crs, transform = src.crs, src.transform
