@@ -1,0 +1,102 @@
+"""Can QGIS's own Python run momo-geo? The check, and the exact command that fixes it.
+
+QGIS runs plugins in its embedded interpreter, which is not the user's virtual environment: on
+Linux that is the system Python, on Windows/macOS the Python shipped inside QGIS. ``momo_geo``
+and ``torch`` must import *there*. This module is QGIS-free and imports nothing heavy at module
+level, so the plugin can always load, and report a missing dependency instead of crashing QGIS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED = ("momo_geo", "torch")
+"""Modules the plugin needs; ``momo_geo`` brings rasterio, geopandas etc. as its dependencies."""
+
+PIP_REQUIREMENTS = ("momo-geo", "numpy<2")
+"""What to install. ``numpy<2`` because QGIS 3.x's Python bindings are built against numpy 1."""
+
+
+@dataclass
+class DependencyReport:
+    """Result of :func:`check_dependencies`: what failed to import, and why."""
+
+    missing: dict[str, str] = field(default_factory=dict)
+    """module name -> one-line reason (the import error)."""
+    python: str = ""
+    """The interpreter QGIS runs (a real ``python`` executable, not the QGIS binary)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    @property
+    def install_command(self) -> str:
+        return install_command(self.python)
+
+    def message(self) -> str:
+        """One message for the user: what is missing and the command that installs it."""
+        if self.ok:
+            return "momo-geo and torch are available in QGIS's Python."
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
+        return (f"momo-geo plugin disabled: QGIS's Python ({self.python}) cannot import "
+                f"{', '.join(self.missing)} ({reasons}). Install them into that interpreter "
+                f"with:  {self.install_command}  then restart QGIS.")
+
+
+def check_dependencies(modules: tuple[str, ...] = REQUIRED) -> DependencyReport:
+    """Import each module for real (a ``find_spec`` would miss broken binary wheels)."""
+    report = DependencyReport(python=qgis_python())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, OSError from a broken .so, numpy ABI errors ...
+            text = str(exc).strip().splitlines()
+            report.missing[name] = text[0] if text else type(exc).__name__
+    return report
+
+
+def qgis_python(executable: str | None = None, prefix: str | None = None) -> str:
+    """The Python executable behind QGIS's embedded interpreter.
+
+    Inside QGIS ``sys.executable`` is often the QGIS binary itself (``/usr/bin/qgis``,
+    ``qgis-bin.exe``, ``QGIS.app/Contents/MacOS/QGIS``); pip must be run with the Python of the
+    same installation and version, found next to it or under ``sys.base_exec_prefix``.
+    """
+    executable = executable if executable is not None else sys.executable
+    prefix = prefix if prefix is not None else sys.base_exec_prefix
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if executable and Path(executable).name.lower().startswith("python"):
+        return executable
+    here = Path(executable).parent if executable else Path(prefix)
+    names = (f"python{version}", f"python{sys.version_info.major}", "python", "python.exe",
+             f"python{sys.version_info.major}.exe")
+    folders = (here, here / "bin", Path(prefix) / "bin", Path(prefix), here.parent / "bin",
+               Path("/usr/bin"))
+    for folder in folders:
+        for name in names:
+            candidate = folder / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return f"python{version}"
+
+
+def externally_managed(python_stdlib: str | None = None) -> bool:
+    """True for a distribution's Python that refuses plain ``pip install`` (PEP 668)."""
+    stdlib = python_stdlib or sysconfig.get_paths()["stdlib"]
+    return (Path(stdlib) / "EXTERNALLY-MANAGED").is_file()
+
+
+def install_command(python: str | None = None, managed: bool | None = None) -> str:
+    """The exact shell command that installs momo-geo into QGIS's interpreter."""
+    python = python or qgis_python()
+    managed = externally_managed() if managed is None else managed
+    quoted = f'"{python}"' if " " in python else python
+    flags = "--user --break-system-packages " if managed else "--user "
+    requirements = " ".join(f'"{r}"' if "<" in r else r for r in PIP_REQUIREMENTS)
+    return f"{quoted} -m pip install {flags}{requirements}"

@@ -1,0 +1,229 @@
+"""The "Map Mars features" dialog: scene, model, outputs and tiling, with the model card shown.
+
+The dialog only collects a :class:`~momo_geo_plugin.engine.MapRequest`; it runs nothing. It opens
+with the active raster layer, the bundled default model and output paths beside the scene; the
+tiling fields take the model card's defaults, and a warning appears when the scene's sensor or
+GSD does not fit the model (the card's ``sensors`` and ``gsd_range``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .engine import DEVICES, VECTOR_FORMATS, MapRequest, default_outputs, scene_warnings
+
+DEFAULT_MODEL_TEXT = "Bundled default model"
+
+
+class MapFeaturesDialog(QDialog):
+    """Collects a :class:`MapRequest`; :meth:`request` reads it once the user pressed Run."""
+
+    def __init__(self, parent: QWidget | None = None, iface: Any = None,
+                 project: QgsProject | None = None) -> None:
+        super().__init__(parent)
+        self.iface = iface
+        self.project = project or QgsProject.instance()
+        self.setWindowTitle("Map Mars features")
+        self.setMinimumWidth(560)
+        self._last_scene = ""
+        self._build()
+        active = iface.activeLayer() if iface is not None else None
+        if isinstance(active, QgsRasterLayer):
+            self.layer_box.setLayer(active)
+        self._scene_changed()
+
+    # --- layout --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+
+        scene_group = QGroupBox("Scene")
+        scene_form = QFormLayout(scene_group)
+        self.layer_box = QgsMapLayerComboBox()
+        self.layer_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_box.setProject(self.project)
+        self.scene_file = QgsFileWidget()
+        self.scene_file.setFilter("Rasters (*.tif *.tiff *.img *.jp2 *.vrt *.cub);;All files (*)")
+        self.scene_file.setToolTip("Or pick a raster file that is not loaded as a layer")
+        row = QHBoxLayout()
+        row.addWidget(self.layer_box, 2)
+        row.addWidget(self.scene_file, 1)
+        scene_form.addRow("Input raster", row)
+        outer.addWidget(scene_group)
+
+        model_group = QGroupBox("Model")
+        model_form = QFormLayout(model_group)
+        self.model_file = QgsFileWidget()
+        self.model_file.setStorageMode(QgsFileWidget.GetDirectory)
+        self.model_file.lineEdit().setPlaceholderText(DEFAULT_MODEL_TEXT)
+        self.model_file.setToolTip("A NAME.bundle folder; empty uses the bundled default model")
+        model_form.addRow("Model bundle", self.model_file)
+        self.card_label = QLabel()
+        self.card_label.setWordWrap(True)
+        model_form.addRow(self.card_label)
+        outer.addWidget(model_group)
+
+        out_group = QGroupBox("Outputs")
+        out_form = QFormLayout(out_group)
+        self.mask_file = QgsFileWidget()
+        self.mask_file.setStorageMode(QgsFileWidget.SaveFile)
+        self.mask_file.setFilter("GeoTIFF (*.tif)")
+        out_form.addRow("Class mask", self.mask_file)
+        self.vector_format = QComboBox()
+        self.vector_format.addItems(list(VECTOR_FORMATS))
+        self.vector_file = QgsFileWidget()
+        self.vector_file.setStorageMode(QgsFileWidget.SaveFile)
+        self.vector_file.setFilter("GeoPackage (*.gpkg);;ESRI Shapefile (*.shp)")
+        row = QHBoxLayout()
+        row.addWidget(self.vector_file, 3)
+        row.addWidget(self.vector_format, 1)
+        out_form.addRow("Features", row)
+        self.overwrite = QCheckBox("Replace existing output files")
+        out_form.addRow(self.overwrite)
+        outer.addWidget(out_group)
+
+        run_group = QGroupBox("Tiling and device")
+        run_form = QFormLayout(run_group)
+        self.tile = QSpinBox()
+        self.tile.setRange(16, 8192)
+        self.overlap = QSpinBox()
+        self.overlap.setRange(0, 4096)
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 1024)
+        self.batch_size.setValue(8)
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.min_area = QDoubleSpinBox()
+        self.min_area.setRange(0.0, 1e12)
+        self.min_area.setDecimals(1)
+        self.min_area.setSuffix(" m²")
+        self.reset_tiling = QToolButton()
+        self.reset_tiling.setText("Model defaults")
+        run_form.addRow("Tile size (px)", self.tile)
+        run_form.addRow("Tile overlap (px)", self.overlap)
+        run_form.addRow("Batch size", self.batch_size)
+        run_form.addRow("Device", self.device)
+        run_form.addRow("Smallest feature", self.min_area)
+        run_form.addRow(self.reset_tiling)
+        outer.addWidget(run_group)
+
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #b35900;")
+        outer.addWidget(self.warning_label)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.buttons.button(QDialogButtonBox.Ok).setText("Run")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        outer.addWidget(self.buttons)
+
+        self.layer_box.layerChanged.connect(self._layer_picked)
+        self.scene_file.fileChanged.connect(self._scene_changed)
+        self.model_file.fileChanged.connect(self._model_changed)
+        self.vector_format.currentTextChanged.connect(self._format_changed)
+        self.reset_tiling.clicked.connect(self._apply_card_defaults)
+        for widget in (self.mask_file, self.vector_file):
+            widget.fileChanged.connect(self._validate)
+        self.overwrite.toggled.connect(self._validate)
+
+    # --- state ---------------------------------------------------------------------------------
+    def scene_path(self) -> str:
+        """The picked file if any, else the file behind the selected layer."""
+        if self.scene_file.filePath():
+            return self.scene_file.filePath()
+        layer = self.layer_box.currentLayer()
+        if layer is None:
+            return ""
+        from .algorithm import layer_path
+
+        return layer_path(layer)
+
+    def model(self) -> str:
+        return self.model_file.filePath().strip() or "default"
+
+    def request(self) -> MapRequest:
+        return MapRequest(
+            scene=self.scene_path(), model=self.model(), mask_path=self.mask_file.filePath(),
+            vector_path=self.vector_file.filePath(), tile=self.tile.value(),
+            overlap=self.overlap.value(), batch_size=self.batch_size.value(),
+            device=self.device.currentText(), min_area=self.min_area.value(),
+            overwrite=self.overwrite.isChecked())
+
+    def _layer_picked(self, _layer: Any = None) -> None:
+        if self.scene_file.filePath():
+            self.scene_file.setFilePath("")  # a layer choice replaces a file choice
+        self._scene_changed()
+
+    def _scene_changed(self, *_: Any) -> None:
+        scene = self.scene_path()
+        if scene and scene != self._last_scene:
+            self._last_scene = scene
+            mask, vector = default_outputs(scene, VECTOR_FORMATS[self.vector_format.currentText()])
+            self.mask_file.setFilePath(mask)
+            self.vector_file.setFilePath(vector)
+        self._model_changed()
+
+    def _model_changed(self, *_: Any) -> None:
+        summary, warnings = scene_warnings(self.scene_path(), self.model())
+        self.card_label.setText(summary or "No usable model.")
+        self._card_ok = bool(summary)
+        self._warnings = warnings
+        self._apply_card_defaults()
+        self._validate()
+
+    def _apply_card_defaults(self, *_: Any) -> None:
+        from momo_geo.bundle import load_card
+        from momo_geo.errors import MomoGeoError
+
+        try:
+            card = load_card(self.model())
+        except MomoGeoError:
+            return
+        self.tile.setValue(card.tile_size)
+        self.overlap.setValue(card.tile_overlap)
+        self.min_area.setValue(0.0)
+
+    def _format_changed(self, name: str) -> None:
+        path = self.vector_file.filePath()
+        if path:
+            self.vector_file.setFilePath(str(Path(path).with_suffix(VECTOR_FORMATS[name])))
+
+    def problems(self) -> list[str]:
+        """Blocking problems (Run is disabled while there are any)."""
+        problems = []
+        if not self.scene_path():
+            problems.append("choose an input raster")
+        if not self._card_ok:
+            problems.append("choose a model bundle")
+        for label, path in (("class mask", self.mask_file.filePath()),
+                            ("features", self.vector_file.filePath())):
+            if not path:
+                problems.append(f"choose a {label} file")
+            elif Path(path).exists() and not self.overwrite.isChecked():
+                problems.append(f"{Path(path).name} exists (tick 'Replace existing output files')")
+        return problems
+
+    def _validate(self, *_: Any) -> None:
+        lines = [f"⚠ {w}" for w in getattr(self, "_warnings", [])]
+        lines += [f"✖ {p}" for p in self.problems()]
+        self.warning_label.setText("\n".join(lines))
+        self.buttons.button(QDialogButtonBox.Ok).setEnabled(not self.problems())
