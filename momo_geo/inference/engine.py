@@ -1,0 +1,515 @@
+"""The mapping engine: a scene (or an array) in, a class mask, probabilities and vectors out.
+
+One core, three shells: the CLI (``momo-geo map``), the Python API (:func:`map_scene`,
+:func:`predict_array`) and the QGIS plugin all end up in :func:`_run_tiles`, with the same
+parameter names and defaults. The way of one scene:
+
+plan tiles on the scene grid (resized to the model's GSD when the scene is far off it) ->
+:class:`~momo_geo.inference.reader.Prefetcher` reads, masks and normalises tiles in a thread ->
+the model predicts a batch -> :class:`~momo_geo.inference.stitch.RowBandStitcher` writes
+finished rows into a tiled GeoTIFF in a staging folder -> GDAL's COG driver copies it into a
+Cloud-Optimised GeoTIFF -> :mod:`momo_geo.vectorize` turns it into polygons -> everything is
+renamed into place at the very end. Nothing ever holds the whole scene in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+
+from momo_geo import __version__
+from momo_geo.bundle import Bundle, ModelCard, load_bundle
+from momo_geo.errors import MomoGeoError
+from momo_geo.inference.plan import check_tiling, plan_shape, plan_tiles
+from momo_geo.inference.reader import ArraySource, Normalizer, Prefetcher, RasterSource
+from momo_geo.inference.stitch import BLENDS, NODATA_CLASS, NODATA_PROB, RowBandStitcher
+from momo_geo.io import Scene, atomic_output, open_scene
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Architectures that take any input size; every other model gets tiles padded to its tile size.
+FULLY_CONVOLUTIONAL = {"conv"}
+# How far (ratio of GSDs) a scene may be from the model's GSD before we warn loudly.
+EXTREME_GSD_RATIO = 8.0
+GDAL_CACHE_BYTES = 64 * 2**20
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+Log = Callable[[str], None]
+
+
+@dataclass
+class MapOptions:
+    """The knobs of a mapping run; the CLI flags and the QGIS dialog use these names."""
+
+    tile: int | None = None
+    """Tile size in model pixels; ``None``: the model card's ``tile_size``."""
+    overlap: int | None = None
+    """Overlap between neighbouring tiles in model pixels; ``None``: the card's ``tile_overlap``."""
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "fp32"
+    blend: str = "crop"
+    """``crop``: each pixel from the tile whose centre part holds it; ``smooth``: weighted blend."""
+    min_area: float = 0.0
+    """Smallest feature kept in the vector layer, in m² on Mars."""
+    simplify: float = 0.0
+    """Polygon simplification tolerance in metres on the ground (0: exact pixel outlines)."""
+    circles: bool = False
+    """Fit circles to crater features (``diameter_m``, ``centre_lon``, ``centre_lat``)."""
+    overwrite: bool = False
+
+
+@dataclass
+class MapResult:
+    """What a run produced and how long it took."""
+
+    scene: Path
+    mask_path: Path | None
+    vector_path: Path | None = None
+    probabilities_path: Path | None = None
+    model: str = ""
+    task: str = ""
+    device: str = "cpu"
+    tiles_total: int = 0
+    tiles_skipped: int = 0
+    seconds: float = 0.0
+    tiles_per_s: float = 0.0
+    resample_factor: float = 1.0
+    """Scene pixels per model pixel (1: no resampling)."""
+    class_names: list[str] = field(default_factory=list)
+    pixel_counts: dict[str, int] = field(default_factory=dict)
+    feature_counts: dict[str, int] = field(default_factory=dict)
+    feature_areas_m2: dict[str, float] = field(default_factory=dict)
+    class_areas_m2: dict[str, float] = field(default_factory=dict)
+    """Mask area per class (pixel count × pixel area at the scene centre)."""
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p in (self.mask_path, self.probabilities_path, self.vector_path) if p]
+
+
+# --------------------------------------------------------------------------------------------
+# model, device, precision
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
+    if device not in DEVICES:
+        raise MomoGeoError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MomoGeoError("device 'cuda' requested but no CUDA GPU is available")
+    if device == "mps" and not has_mps:
+        raise MomoGeoError("device 'mps' requested but Apple MPS is not available")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision not in PRECISIONS:
+        raise MomoGeoError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                           f"not {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type == "cpu":
+        raise MomoGeoError("precision fp16 needs a GPU (cuda or mps); use bf16 or fp32 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def as_bundle(model: str | os.PathLike[str] | Bundle) -> Bundle:
+    """A loaded bundle from a bundle, a bundle folder or a bundled model's name."""
+    if isinstance(model, Bundle):
+        return model
+    return load_bundle(model)
+
+
+class Predictor:
+    """A model on a device that turns a normalised batch into per-class probabilities."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", precision: str = "fp32") -> None:
+        card = bundle.card
+        if card.task not in ("segmentation", "classification"):
+            raise MomoGeoError(f"model {card.name!r} is a {card.task} model with no classes to "
+                               "map; fine-tune it for segmentation or classification first")
+        if card.num_classes > 254:
+            raise MomoGeoError(f"model {card.name!r} has {card.num_classes} classes; "
+                               "the class mask holds at most 254")
+        self.card = card
+        self.device = resolve_device(device)
+        self.precision = precision
+        self._autocast = _autocast(self.device, precision)  # validates precision early
+        self.model = bundle.build_model().to(self.device)
+
+    @torch.inference_mode()
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> probabilities ``(B, K, H, W)`` (segmentation) or ``(B, K)``."""
+        x = inputs.to(self.device, non_blocking=True)
+        with _autocast(self.device, self.precision):
+            try:
+                logits = self.model(x)
+            except RuntimeError as exc:
+                raise MomoGeoError(f"model {self.card.name!r} failed on tiles of "
+                                   f"{tuple(x.shape[-2:])} px: {str(exc).splitlines()[0]}"
+                                   ) from None
+        expected = 4 if self.card.task == "segmentation" else 2
+        if logits.ndim != expected or logits.shape[1] != self.card.num_classes:
+            raise MomoGeoError(f"model {self.card.name!r} returned shape {tuple(logits.shape)}, "
+                               f"not the {self.card.num_classes} classes its card lists")
+        return logits.float().softmax(dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# the core loop
+
+
+@dataclass
+class _Grid:
+    """Tiling on the scene's grid, derived from the model's tile size and GSD ratio."""
+
+    tile: int
+    overlap: int
+    model_shape: tuple[int, int] | None  # model-grid tile size when resampling, else None
+    factor: float  # scene pixels per model pixel
+    pad_to: tuple[int, int] | None
+
+
+def _grid(card: ModelCard, width: int, height: int, tile: int, overlap: int,
+          factor: float) -> _Grid:
+    check_tiling(tile, overlap)
+    if factor == 1.0:
+        src_tile, src_overlap, model_shape = tile, overlap, None
+    else:
+        src_tile = max(1, round(tile * factor))
+        src_overlap = min(round(overlap * factor), src_tile - 1)
+        th, tw = min(src_tile, height), min(src_tile, width)
+        model_shape = (max(1, round(th / factor)), max(1, round(tw / factor)))
+        if th == src_tile:
+            model_shape = (tile, model_shape[1])
+        if tw == src_tile:
+            model_shape = (model_shape[0], tile)
+    kind = card.architecture.get("kind", "vit")
+    pad_to = None if kind in FULLY_CONVOLUTIONAL else (tile, tile)
+    return _Grid(src_tile, src_overlap, model_shape, factor, pad_to)
+
+
+def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
+               predictor: Predictor, grid: _Grid, write_rows: Any, *, batch_size: int,
+               blend: str, keep_probabilities: bool, progress: Progress | None,
+               cancel: Cancel | None) -> tuple[int, int]:
+    """Predict every tile and stitch; returns (tiles total, tiles skipped as all-nodata)."""
+    if blend not in BLENDS:
+        raise MomoGeoError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
+    if batch_size < 1:
+        raise MomoGeoError(f"batch size must be at least 1, not {batch_size}")
+    card = predictor.card
+    rows, cols = plan_shape(width, height, grid.tile, grid.overlap)
+    total = rows * cols
+    stitcher = RowBandStitcher(width, height, card.num_classes, min(grid.tile, height),
+                               write_rows, blend=blend, overlap=grid.overlap,
+                               keep_probabilities=keep_probabilities)
+    normalizer = Normalizer(card.normalization["mean"], card.normalization["std"],
+                            card.in_chans, card.bands, grid.pad_to)
+    prefetch = Prefetcher(source, plan_tiles(width, height, grid.tile, grid.overlap),
+                          normalizer, batch_size=batch_size)
+    done = skipped = 0
+    if progress:
+        progress(0, total)
+    for batch in prefetch:
+        if cancel is not None and cancel():
+            prefetch.close()
+            raise MomoGeoError("cancelled")
+        skipped += batch.skipped
+        if batch.plans:
+            probs = predictor(batch.inputs)
+            hm, wm = batch.source_shape
+            first = batch.plans[0]
+            if probs.ndim == 4:
+                probs = probs[..., :hm, :wm]
+                if (hm, wm) != (first.height, first.width):
+                    probs = torch.nn.functional.interpolate(
+                        probs, size=(first.height, first.width), mode="bilinear",
+                        align_corners=False)
+                array = probs.cpu().numpy()
+            else:  # classification: the tile's class for all its pixels
+                array = np.broadcast_to(probs.cpu().numpy()[:, :, None, None],
+                                        (*probs.shape, first.height, first.width))
+            for plan, p, valid in zip(batch.plans, array, batch.valids):
+                stitcher.add(plan, p, valid)
+        done += len(batch.plans) + batch.skipped
+        if progress:
+            progress(done, total)
+    if cancel is not None and cancel():
+        raise MomoGeoError("cancelled")
+    stitcher.finish()
+    return total, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# in-memory arrays (evaluation)
+
+
+def predict_array(model: str | os.PathLike[str] | Bundle, image: np.ndarray,
+                  valid: np.ndarray | None = None, *, tile: int | None = None,
+                  overlap: int | None = None, batch_size: int = 8, device: str = "auto",
+                  precision: str = "fp32", blend: str = "crop",
+                  predictor: Predictor | None = None,
+                  probabilities: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Map an in-memory image with the same engine as :func:`map_scene`.
+
+    ``image`` is ``(H, W)`` or ``(C, H, W)`` raw values (uint8, uint16 or float; normalised per
+    tile as the model card says); ``valid`` an optional ``(H, W)`` bool mask. Returns
+    ``(class_map uint8 (H, W), confidence float32 (H, W))`` with 255 / -1 where the input is
+    not valid, plus ``(K, H, W)`` probabilities when ``probabilities=True``. Pass a
+    :class:`Predictor` to reuse a model already on its device across many images.
+    """
+    bundle = as_bundle(model) if predictor is None else None
+    predictor = predictor or Predictor(bundle, device, precision)
+    card = predictor.card
+    source = ArraySource(image, valid, card.bands)
+    h, w = source.height, source.width
+    classes = np.full((h, w), NODATA_CLASS, np.uint8)
+    confidence = np.full((h, w), NODATA_PROB, np.float32)
+    probs = np.full((card.num_classes, h, w), NODATA_PROB, np.float32) if probabilities else None
+
+    def write_rows(row0: int, cls: np.ndarray, conf: np.ndarray, p: np.ndarray | None) -> None:
+        classes[row0:row0 + len(cls)] = cls
+        confidence[row0:row0 + len(cls)] = conf
+        if probs is not None and p is not None:
+            probs[:, row0:row0 + len(cls)] = p
+
+    grid = _grid(card, w, h, tile or card.tile_size,
+                 card.tile_overlap if overlap is None else overlap, 1.0)
+    _run_tiles(source, w, h, predictor, grid, write_rows, batch_size=batch_size, blend=blend,
+               keep_probabilities=probabilities, progress=None, cancel=None)
+    if probs is not None:
+        return classes, confidence, probs
+    return classes, confidence
+
+
+# --------------------------------------------------------------------------------------------
+# scenes on disk
+
+
+def default_mask_path(scene: str | os.PathLike[str]) -> Path:
+    """``scene.tif`` -> ``scene_mask.tif`` next to it."""
+    scene = Path(scene)
+    return scene.with_name(f"{scene.stem}_mask.tif")
+
+
+def default_vector_path(scene: str | os.PathLike[str]) -> Path:
+    """``scene.tif`` -> ``scene_features.gpkg`` next to it."""
+    scene = Path(scene)
+    return scene.with_name(f"{scene.stem}_features.gpkg")
+
+
+def gsd_factor(scene: Scene, card: ModelCard, log: Log | None = None) -> float:
+    """Scene pixels per model pixel: 1 when the scene's GSD is in the card's range.
+
+    Outside the range the scene is read resampled to the card's GSD. A sensor the model was not
+    trained on, or a GSD many times off, gets a loud warning: the result may be poor.
+    """
+    say = log or (lambda message: None)
+    factor = 1.0
+    if card.gsd and card.gsd_range:
+        lo, hi = card.gsd_range
+        if not lo <= scene.gsd <= hi:
+            factor = card.gsd / scene.gsd
+            say(f"scene GSD {scene.gsd:.3g} m/px is outside the model's range "
+                f"{lo:g}-{hi:g} m/px: resampling tiles to {card.gsd:g} m/px")
+    if card.gsd:
+        ratio = max(scene.gsd / card.gsd, card.gsd / scene.gsd)
+        if ratio >= EXTREME_GSD_RATIO:
+            say(f"WARNING: scene GSD {scene.gsd:.3g} m/px is {ratio:.0f}x off the model's "
+                f"{card.gsd:g} m/px; features of this size look different - check results")
+    sensors = [s.lower() for s in card.sensors]
+    if scene.sensor is not None and sensors and scene.sensor.name.lower() not in sensors:
+        say(f"WARNING: scene looks like {scene.sensor.name} but model {card.name!r} was trained "
+            f"on {', '.join(card.sensors)}")
+    return factor
+
+
+class _MaskWriter:
+    """Staging rasters (tiled GeoTIFF) that finished rows are written to at once."""
+
+    def __init__(self, folder: Path, scene: Scene, card: ModelCard, confidence: bool,
+                 probabilities: bool) -> None:
+        self.scene, self.card = scene, card
+        profile = dict(driver="GTiff", width=scene.width, height=scene.height, crs=scene.crs,
+                       transform=scene.transform, tiled=True, blockxsize=256, blockysize=256,
+                       compress="deflate", bigtiff="IF_SAFER")
+        self.mask_path = folder / "_work_mask.tif"
+        self.conf_path = folder / "_work_confidence.tif" if confidence else None
+        self.prob_path = folder / "_work_probabilities.tif" if probabilities else None
+        self.mask = rasterio.open(self.mask_path, "w", count=1, dtype="uint8",
+                                  nodata=NODATA_CLASS, **profile)
+        self.conf = (rasterio.open(self.conf_path, "w", count=1, dtype="float32",
+                                   nodata=NODATA_PROB, **profile) if self.conf_path else None)
+        self.prob = (rasterio.open(self.prob_path, "w", count=card.num_classes,
+                                   dtype="float32", nodata=NODATA_PROB, predictor=3, **profile)
+                     if self.prob_path else None)
+        self.counts = np.zeros(256, np.int64)
+
+    def __call__(self, row0: int, classes: np.ndarray, conf: np.ndarray,
+                 probs: np.ndarray | None) -> None:
+        window = rasterio.windows.Window(0, row0, classes.shape[1], classes.shape[0])
+        self.mask.write(classes, 1, window=window)
+        self.counts += np.bincount(classes.ravel(), minlength=256)
+        if self.conf is not None:
+            self.conf.write(conf, 1, window=window)
+        if self.prob is not None and probs is not None:
+            self.prob.write(probs, window=window)
+
+    def close(self) -> None:
+        for ds in (self.mask, self.conf, self.prob):
+            if ds is not None and not ds.closed:
+                ds.close()
+
+    def finish(self, model_name: str) -> None:
+        """Colour table, class names and provenance into the staging mask, then close all."""
+        card = self.card
+        colormap = {i: (0, 0, 0, 0) for i in range(256)}
+        for c in card.classes:
+            colour = c.color.lstrip("#")
+            colormap[c.id] = (int(colour[0:2], 16), int(colour[2:4], 16),
+                              int(colour[4:6], 16), 255)
+        self.mask.write_colormap(1, colormap)
+        names = {str(c.id): c.name for c in card.classes}
+        self.mask.update_tags(CLASS_NAMES=json.dumps(names), MODEL=model_name,
+                              SOFTWARE=f"momo-geo {__version__}", NODATA_CLASS=str(NODATA_CLASS),
+                              **{f"CLASS_{c.id}": c.name for c in card.classes})
+        self.mask.set_band_description(1, "class")
+        if self.prob is not None:
+            for c in card.classes:
+                self.prob.set_band_description(c.id + 1, f"p({c.name})")
+            self.prob.update_tags(MODEL=model_name, SOFTWARE=f"momo-geo {__version__}")
+        self.close()
+
+
+def write_cog(src_path: Path, dst_path: Path, resampling: str = "NEAREST") -> None:
+    """Copy a tiled GeoTIFF into a Cloud-Optimised GeoTIFF (GDAL's COG driver, streaming)."""
+    from rasterio.shutil import copy as rio_copy
+
+    rio_copy(src_path, dst_path, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
+             OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER")
+
+
+def _check_output(path: Path | None, overwrite: bool, what: str) -> None:
+    if path is None:
+        return
+    if path.exists() and not overwrite:
+        raise MomoGeoError(f"{path} exists; pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise MomoGeoError(f"{parent}: output folder for the {what} does not exist")
+
+
+def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None,
+              vector_path: str | os.PathLike[str] | None = None,
+              model: str | os.PathLike[str] | Bundle = "default", *, tile: int | None = None,
+              overlap: int | None = None, batch_size: int = 8, device: str = "auto",
+              precision: str = "fp32", blend: str = "crop", min_area: float = 0.0,
+              simplify: float = 0.0, probabilities: str | os.PathLike[str] | None = None,
+              circles: bool = False, overwrite: bool = False, progress: Progress | None = None,
+              cancel: Cancel | None = None, log: Log | None = None,
+              predictor: Predictor | None = None) -> MapResult:
+    """Map one scene: class mask COG (+ optional probabilities COG and vector layer).
+
+    ``mask_path`` defaults to ``<scene>_mask.tif`` beside the scene; ``vector_path`` (``.gpkg``,
+    ``.shp`` or ``.geojson``) and ``probabilities`` are written only when given. ``model`` is a
+    bundle folder, a bundled model's name or a loaded :class:`~momo_geo.bundle.Bundle`.
+    ``progress(done, total)`` is called after each batch, ``cancel()`` is polled after each batch
+    (True stops with ``MomoGeoError("cancelled")`` and no output), ``log(message)`` gets
+    warnings. Outputs appear only complete; existing ones are kept unless ``overwrite``.
+    """
+    started = time.perf_counter()
+    info = open_scene(scene)
+    mask_out = Path(mask_path) if mask_path is not None else default_mask_path(info.path)
+    vector_out = Path(vector_path) if vector_path is not None else None
+    prob_out = Path(probabilities) if probabilities is not None else None
+    outputs = [p.resolve() for p in (mask_out, vector_out, prob_out) if p is not None]
+    if info.path.resolve() in outputs:
+        raise MomoGeoError(f"{info.path}: an output would overwrite the input scene")
+    if len(set(outputs)) != len(outputs):
+        raise MomoGeoError("mask, probabilities and vector outputs must be different files")
+    _check_output(mask_out, overwrite, "class mask")
+    _check_output(prob_out, overwrite, "probabilities")
+    _check_output(vector_out, overwrite, "vector layer")
+    if vector_out is not None:
+        from momo_geo.vectorize import check_vector_path
+
+        check_vector_path(vector_out)
+    if predictor is None:
+        predictor = Predictor(as_bundle(model), device, precision)
+    card = predictor.card
+    model_name = card.name
+    tile = tile or card.tile_size
+    overlap = card.tile_overlap if overlap is None else overlap
+    check_tiling(tile, overlap)
+    factor = gsd_factor(info, card, log)
+    grid = _grid(card, info.width, info.height, tile, overlap, factor)
+    if tile * factor < 1:
+        raise MomoGeoError("the scene is too coarse for this model's GSD")
+    result = MapResult(scene=info.path, mask_path=mask_out, vector_path=vector_out,
+                       probabilities_path=prob_out, model=model_name, task=card.task,
+                       device=str(predictor.device), resample_factor=factor,
+                       class_names=card.class_names)
+    source = RasterSource(str(info.path), card.bands, grid.model_shape)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+        mask_tmp = stack.enter_context(atomic_output(mask_out, overwrite))
+        prob_tmp = (stack.enter_context(atomic_output(prob_out, overwrite))
+                    if prob_out is not None else None)
+        writer = _MaskWriter(mask_tmp.parent, info, card, confidence=vector_out is not None,
+                             probabilities=prob_out is not None)
+        try:
+            loop_start = time.perf_counter()
+            total, skipped = _run_tiles(
+                source, info.width, info.height, predictor, grid, writer,
+                batch_size=batch_size, blend=blend, keep_probabilities=prob_out is not None,
+                progress=progress, cancel=cancel)
+            loop_seconds = time.perf_counter() - loop_start
+            writer.finish(model_name)
+        finally:
+            writer.close()
+        result.tiles_total, result.tiles_skipped = total, skipped
+        if skipped == total:
+            raise MomoGeoError(f"{info.path}: every pixel is nodata; nothing to map")
+        write_cog(writer.mask_path, mask_tmp)
+        if prob_tmp is not None and writer.prob_path is not None:
+            write_cog(writer.prob_path, prob_tmp, resampling="BILINEAR")
+        pixel_area = info.gsd_xy[0] * info.gsd_xy[1]
+        for c in card.classes:
+            n = int(writer.counts[c.id])
+            result.pixel_counts[c.name] = n
+            result.class_areas_m2[c.name] = n * pixel_area
+        if vector_out is not None:
+            from momo_geo.vectorize import vectorize
+
+            if cancel is not None and cancel():
+                raise MomoGeoError("cancelled")
+            summary = vectorize(writer.mask_path, vector_out, card.classes,
+                                confidence_path=writer.conf_path, min_area=min_area,
+                                simplify=simplify, circles=circles, overwrite=overwrite,
+                                cancel=cancel)
+            result.feature_counts = summary.counts
+            result.feature_areas_m2 = summary.areas_m2
+    result.seconds = time.perf_counter() - started
+    predicted = result.tiles_total - result.tiles_skipped
+    result.tiles_per_s = predicted / loop_seconds if loop_seconds > 0 else math.inf
+    return result

@@ -1,0 +1,295 @@
+"""Class mask -> polygons with Mars measurements -> GeoPackage, shapefile or GeoJSON.
+
+The mask is read block by block; :func:`rasterio.features.shapes` outlines the connected regions
+of each feature class in a block (4-connected, holes kept). Pieces that touch an inner block
+seam are held back and merged (exact union on the pixel grid) with their neighbours from the
+next blocks; a feature is written as soon as it can no longer grow, so memory stays bounded by
+one row of blocks plus the features crossing it. Areas and perimeters are geodesic on the CRS's
+own body (:mod:`momo_geo.crs`), so a ``--min-area`` in m² means m² on Mars in any projection.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio import features
+from rasterio.windows import Window
+from scipy import ndimage
+from shapely.geometry import shape
+
+from momo_geo import crs as mcrs
+from momo_geo.bundle import ClassInfo
+from momo_geo.errors import MomoGeoError
+from momo_geo.io import atomic_output
+
+FORMATS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+NODATA_CLASS = 255
+# Classes that are the absence of a feature; they are not outlined.
+BACKGROUND_NAMES = {"background", "other", "none", "bg", "nodata", "no_crater", "unlabelled"}
+ATTRIBUTES = ("class_id", "class_name", "area_m2", "perimeter_m", "mean_conf")
+CIRCLE_ATTRIBUTES = ("diameter_m", "centre_lon", "centre_lat")
+_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+
+
+@dataclass
+class VectorSummary:
+    path: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    areas_m2: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Piece:
+    """A polygon in pixel coordinates with its confidence sum and pixel count."""
+
+    geom: shapely.Polygon
+    class_id: int
+    conf_sum: float
+    pixels: int
+
+
+def check_vector_path(path: str | os.PathLike[str]) -> str:
+    """The OGR driver for ``path``'s extension, or a one-line error."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise MomoGeoError(f"{path}: vector format must be .gpkg, .shp or .geojson")
+    return FORMATS[suffix]
+
+
+def feature_classes(classes: Iterable[ClassInfo]) -> list[ClassInfo]:
+    """Classes that are features (not background) and get outlined."""
+    return [c for c in classes if c.name.lower() not in BACKGROUND_NAMES]
+
+
+def is_crater_class(c: ClassInfo) -> bool:
+    return "crater" in c.name.lower()
+
+
+def fit_circle(points: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares (Kåsa) circle through ``(N, 2)`` points: centre x, centre y, radius."""
+    x, y = points[:, 0], points[:, 1]
+    a = np.column_stack([x, y, np.ones_like(x)])
+    b = x * x + y * y
+    (c0, c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
+    cx, cy = c0 / 2, c1 / 2
+    return float(cx), float(cy), float(math.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
+
+
+class _Writer:
+    """Appends features to an OGR file in chunks (pyogrio), with a Mars-readable CRS."""
+
+    def __init__(self, path: Path, crs, circles: bool, chunk: int = 5000) -> None:  # noqa: ANN001
+        self.path, self.driver = path, check_vector_path(path)
+        self.crs_text = mcrs.wkt_without_id(crs)
+        self.esri = mcrs.esri_wkt(crs) if self.driver == "ESRI Shapefile" else None
+        self.columns = list(ATTRIBUTES) + (list(CIRCLE_ATTRIBUTES) if circles else [])
+        self.rows: list[dict] = []
+        self.geoms: list[shapely.Geometry] = []
+        self.written = 0
+        self.chunk = chunk
+
+    def add(self, geom: shapely.Geometry, row: dict) -> None:
+        self.geoms.append(geom)
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        import geopandas as gpd
+        import pandas as pd
+        from pyogrio import write_dataframe
+
+        if not self.rows and not (final and self.written == 0):
+            return
+        frame = pd.DataFrame(self.rows, columns=self.columns)
+        frame = frame.astype({"class_id": "int32", "class_name": "str"})
+        gdf = gpd.GeoDataFrame(frame, geometry=self.geoms, crs=self.crs_text)
+        write_dataframe(gdf, self.path, layer=self.path.stem, driver=self.driver,
+                        append=self.written > 0, geometry_type="Polygon",
+                        promote_to_multi=False)
+        self.written += len(self.rows)
+        self.rows, self.geoms = [], []
+
+    def close(self) -> None:
+        self.flush(final=True)
+        if self.esri is not None:
+            self.path.with_suffix(".prj").write_text(self.esri)
+
+
+def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[str],
+              classes: list[ClassInfo], *, confidence_path: str | os.PathLike[str] | None = None,
+              min_area: float = 0.0, simplify: float = 0.0, circles: bool = False,
+              overwrite: bool = False, block: int = 1024,
+              cancel: Callable[[], bool] | None = None) -> VectorSummary:
+    """Outline the feature classes of a class mask into ``vector_path`` (atomically).
+
+    Attributes: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (geodesic on the
+    mask CRS's body), ``mean_conf`` (mean of ``confidence_path`` inside the feature, NaN without
+    one); with ``circles``, crater classes also get a fitted circle's ``diameter_m`` and centre
+    ``centre_lon``/``centre_lat`` in degrees on Mars. ``min_area`` (m²) drops small features;
+    ``simplify`` (metres) simplifies outlines, topology kept. Shapefiles cut field names to 10
+    characters (``perimeter_m`` becomes ``perimeter_``).
+    """
+    vector_path = Path(vector_path)
+    check_vector_path(vector_path)
+    if min_area < 0 or simplify < 0:
+        raise MomoGeoError("min-area and simplify must not be negative")
+    with atomic_output(vector_path, overwrite) as tmp:
+        summary = _vectorize(Path(mask_path), tmp, classes, confidence_path, min_area, simplify,
+                             circles, block, cancel)
+    summary.path = vector_path
+    return summary
+
+
+def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
+               confidence_path: str | os.PathLike[str] | None, min_area: float,
+               simplify: float, circles: bool, block: int,
+               cancel: Callable[[], bool] | None) -> VectorSummary:
+    wanted = {c.id: c for c in feature_classes(classes)}
+    with rasterio.open(mask_path) as src:
+        crs, transform = src.crs, src.transform
+        if crs is None:
+            raise MomoGeoError(f"{mask_path}: the mask has no CRS; cannot measure features")
+        width, height = src.width, src.height
+        gsd = mcrs.pixel_size_m(crs, transform, width / 2, height / 2)
+        tolerance_px = simplify / math.sqrt(gsd[0] * gsd[1]) if simplify else 0.0
+        conf_src = rasterio.open(confidence_path) if confidence_path else None
+        writer = _Writer(out, crs, circles)
+        emitter = _Emitter(writer, wanted, crs, transform, min_area, tolerance_px, circles)
+        pending: list[_Piece] = []
+        try:
+            for row0 in range(0, height, block):
+                if cancel is not None and cancel():
+                    raise MomoGeoError("cancelled")
+                row1 = min(row0 + block, height)
+                open_pieces = pending
+                for col0 in range(0, width, block):
+                    col1 = min(col0 + block, width)
+                    window = Window(col0, row0, col1 - col0, row1 - row0)
+                    data = src.read(1, window=window)
+                    conf = conf_src.read(1, window=window) if conf_src else None
+                    for piece in _pieces(data, conf, wanted, col0, row0):
+                        x0, y0, x1, y1 = piece.geom.bounds
+                        on_seam = ((x0 == col0 and col0 > 0) or (x1 == col1 and col1 < width)
+                                   or (y0 == row0 and row0 > 0) or (y1 == row1 and row1 < height))
+                        if on_seam:
+                            open_pieces.append(piece)
+                        else:
+                            emitter.emit(piece)
+                pending = []
+                for piece in _merge(open_pieces):
+                    if piece.geom.bounds[3] >= row1 and row1 < height:
+                        pending.append(piece)
+                    else:
+                        emitter.emit(piece)
+            for piece in _merge(pending):
+                emitter.emit(piece)
+            writer.close()
+        finally:
+            if conf_src is not None:
+                conf_src.close()
+    return VectorSummary(out, emitter.counts, emitter.areas)
+
+
+def _pieces(data: np.ndarray, conf: np.ndarray | None, wanted: dict[int, ClassInfo],
+            col0: int, row0: int) -> Iterable[_Piece]:
+    """Connected regions of each wanted class in one block, as pixel-coordinate polygons."""
+    offset = rasterio.Affine.translation(col0, row0)
+    for class_id in np.unique(data):
+        if int(class_id) not in wanted:
+            continue
+        region = data == class_id
+        labels, n = ndimage.label(region, structure=_FOUR)
+        if n == 0:
+            continue
+        pixels = np.bincount(labels.ravel(), minlength=n + 1)
+        sums = (np.bincount(labels.ravel(), weights=conf.ravel().astype(np.float64),
+                            minlength=n + 1) if conf is not None else np.full(n + 1, np.nan))
+        for geom, label in features.shapes(labels.astype(np.int32), mask=region,
+                                           connectivity=4, transform=offset):
+            label = int(label)
+            yield _Piece(shape(geom), int(class_id), float(sums[label]), int(pixels[label]))
+
+
+def _merge(pieces: list[_Piece]) -> list[_Piece]:
+    """Union touching pieces of the same class (exact on the pixel grid); sums carried along."""
+    merged: list[_Piece] = []
+    by_class: dict[int, list[_Piece]] = {}
+    for piece in pieces:
+        by_class.setdefault(piece.class_id, []).append(piece)
+    for class_id, group in by_class.items():
+        if len(group) == 1:
+            merged.extend(group)
+            continue
+        union = shapely.unary_union([p.geom for p in group])
+        parts = list(getattr(union, "geoms", [union]))
+        tree = shapely.STRtree(parts)
+        points = [p.geom.representative_point() for p in group]
+        owner = tree.query(points, predicate="within")
+        conf = np.zeros(len(parts))
+        count = np.zeros(len(parts), np.int64)
+        for i, j in zip(*owner):
+            conf[j] += group[i].conf_sum
+            count[j] += group[i].pixels
+        merged.extend(_Piece(part, class_id, float(conf[j]), int(count[j]))
+                      for j, part in enumerate(parts))
+    return merged
+
+
+class _Emitter:
+    """Turns finished pixel-space pieces into measured, filtered features for the writer."""
+
+    def __init__(self, writer: _Writer, wanted: dict[int, ClassInfo], crs, transform,  # noqa: ANN001
+                 min_area: float, tolerance_px: float, circles: bool) -> None:
+        self.writer, self.wanted, self.crs, self.transform = writer, wanted, crs, transform
+        self.min_area, self.tolerance_px, self.circles = min_area, tolerance_px, circles
+        self.counts = {c.name: 0 for c in wanted.values()}
+        self.areas = {c.name: 0.0 for c in wanted.values()}
+        self.to_lonlat = mcrs.lonlat_transformer(crs) if circles else None
+        self.geod = mcrs.geod_of(crs) if circles else None
+
+    def _to_map(self, geom: shapely.Geometry) -> shapely.Geometry:
+        t = self.transform
+        matrix = np.array([[t.a, t.b], [t.d, t.e]])
+        offset = np.array([t.c, t.f])
+        return shapely.transform(geom, lambda xy: xy @ matrix.T + offset)
+
+    def emit(self, piece: _Piece) -> None:
+        geom = piece.geom
+        if self.tolerance_px:
+            geom = geom.simplify(self.tolerance_px, preserve_topology=True)
+            if geom.is_empty:
+                return
+        mapped = self._to_map(geom)
+        areas, perimeters = mcrs.areas_lengths([mapped], self.crs)
+        area = float(areas[0])
+        if area < self.min_area:
+            return
+        info = self.wanted[piece.class_id]
+        row = {"class_id": info.id, "class_name": info.name, "area_m2": area,
+               "perimeter_m": float(perimeters[0]),
+               "mean_conf": piece.conf_sum / piece.pixels if piece.pixels else math.nan}
+        if self.circles:
+            row.update(self._circle(piece.geom) if is_crater_class(info) else
+                       dict.fromkeys(CIRCLE_ATTRIBUTES, math.nan))
+        self.counts[info.name] += 1
+        self.areas[info.name] += area
+        self.writer.add(mapped, row)
+
+    def _circle(self, geom: shapely.Polygon) -> dict[str, float]:
+        cx, cy, r = fit_circle(np.asarray(geom.exterior.coords)[:-1])
+        t = self.transform
+        points = [t * (cx, cy), t * (cx + r, cy), t * (cx, cy + r)]
+        lon, lat = self.to_lonlat.transform([p[0] for p in points], [p[1] for p in points])
+        _, _, dx = self.geod.inv(lon[0], lat[0], lon[1], lat[1])
+        _, _, dy = self.geod.inv(lon[0], lat[0], lon[2], lat[2])
+        centre_lon = ((lon[0] + 180.0) % 360.0) - 180.0
+        return {"diameter_m": float(dx + dy), "centre_lon": float(centre_lon),
+                "centre_lat": float(lat[0])}
