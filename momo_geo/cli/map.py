@@ -1,0 +1,210 @@
+"""``momo-geo map SCENE…``: class mask GeoTIFF (COG) and vector layer of mapped features.
+
+A thin shell over :func:`momo_geo.inference.map_scene`: flags have the API's names and defaults,
+a progress bar shows tiles done / total with an ETA, a one-screen summary follows each scene.
+Ctrl-C (or SIGTERM) stops cleanly: the staging files are removed, nothing half-written is left,
+and the exit status is 130.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import click
+
+from momo_geo.errors import MomoGeoError
+
+TASK_MODELS = {"craters": "craters", "landmarks": "landmarks"}
+
+
+@click.command("map")
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "mask", type=click.Path(dir_okay=False),
+              help="Class mask GeoTIFF (COG). Default: SCENE_mask.tif beside the scene.")
+@click.option("--vector", type=click.Path(dir_okay=False),
+              help="Vector layer: .gpkg, .shp or .geojson. Default: SCENE_features.gpkg.")
+@click.option("--no-vector", is_flag=True, help="Write only the class mask.")
+@click.option("--model", default=None,
+              help="Model bundle folder or bundled model name. Default: the bundled crater "
+                   "segmenter.")
+@click.option("--task", type=click.Choice(sorted(TASK_MODELS)), default=None,
+              help="Use the bundled model for this task (landmarks: tile-level classes).")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help="Tile size in model pixels. Default: the model card's.")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Overlap of neighbouring tiles in model pixels. Default: the model card's.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+              show_default=True)
+@click.option("--blend", type=click.Choice(["crop", "smooth"]), default="crop",
+              show_default=True,
+              help="crop: each pixel from the tile whose centre holds it; smooth: weighted "
+                   "blend of overlapping tiles' probabilities.")
+@click.option("--min-area", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Drop features smaller than this many m² (measured on Mars).")
+@click.option("--simplify", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Simplify outlines with this tolerance in metres.")
+@click.option("--circles", is_flag=True,
+              help="Fit circles to crater features: diameter_m, centre_lon, centre_lat.")
+@click.option("--probabilities", type=click.Path(dir_okay=False),
+              help="Also write per-class probabilities (float32 COG) here.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Map several scenes in parallel processes.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, no_vector: bool,
+                model: str | None, task: str | None, tile: int | None, overlap: int | None,
+                batch_size: int, device: str, precision: str, blend: str, min_area: float,
+                simplify: float, circles: bool, probabilities: str | None, overwrite: bool,
+                workers: int, quiet: bool) -> None:
+    """Map craters (or other features) in SCENES: a class mask and a vector layer each."""
+    if len(scenes) > 1 and (mask or vector or probabilities):
+        raise MomoGeoError("-o, --vector and --probabilities name one scene's outputs; with "
+                           "several scenes, outputs are named after each scene")
+    if vector and no_vector:
+        raise MomoGeoError("--vector and --no-vector contradict each other")
+    if model and task:
+        raise MomoGeoError("give either --model or --task, not both")
+    model_name = model or (TASK_MODELS[task] if task else "default")
+    jobs = []
+    for scene in scenes:
+        from momo_geo.inference import default_vector_path
+
+        jobs.append(dict(
+            scene=scene, mask_path=mask,
+            vector_path=None if no_vector else (vector or default_vector_path(scene)),
+            model=model_name, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+            precision=precision, blend=blend, min_area=min_area, simplify=simplify,
+            probabilities=probabilities, circles=circles, overwrite=overwrite))
+    previous = _terminate_as_interrupt()
+    try:
+        if workers > 1 and len(jobs) > 1:
+            _run_parallel(jobs, workers)
+        else:
+            _run_serial(jobs, quiet)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM behave like Ctrl-C so staging files are cleaned up (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _run_serial(jobs: list[dict], quiet: bool) -> None:
+    from momo_geo.bundle import load_bundle
+    from momo_geo.inference import Predictor, map_scene
+
+    predictor = None
+    for job in jobs:
+        if predictor is None:  # load the model once for all scenes
+            predictor = Predictor(load_bundle(job["model"]), job["device"], job["precision"])
+        bar = _Bar(Path(job["scene"]).name, quiet)
+        try:
+            result = map_scene(**job, progress=bar, log=_warn, predictor=predictor)
+        finally:
+            bar.close()
+        click.echo(summary(result))
+
+
+def _run_parallel(jobs: list[dict], workers: int) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    failures = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_map_one, job): job["scene"] for job in jobs}
+        try:
+            for future in as_completed(futures):
+                try:
+                    click.echo(future.result())
+                except MomoGeoError as exc:
+                    failures += 1
+                    click.echo(f"Error: {exc}", err=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if failures:
+        raise MomoGeoError(f"{failures} of {len(jobs)} scenes failed")
+
+
+def _map_one(job: dict) -> str:
+    from momo_geo.inference import map_scene
+
+    messages: list[str] = []
+    try:
+        result = map_scene(**job, log=messages.append)
+    except MomoGeoError as exc:
+        raise MomoGeoError(f"{job['scene']}: {exc}") from None
+    return "\n".join([*messages, summary(result)])
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class _Bar:
+    """A click progress bar created on the first progress call (when the total is known)."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.quiet = label, quiet
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, show_eta=True,
+                                         show_pos=True, item_show_func=None, file=None)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def summary(result: Any) -> str:
+    """One screen about one mapped scene: outputs, speed, features and area per class."""
+    outputs = ", ".join(str(p) for p in result.paths)
+    lines = [f"{result.scene} -> {outputs}",
+             f"  model {result.model} ({result.task}) on {result.device}"
+             + (f", scene resampled x{1 / result.resample_factor:.3g} to the model's GSD"
+                if result.resample_factor != 1 else ""),
+             f"  {result.tiles_total} tiles ({result.tiles_skipped} all-nodata, skipped) in "
+             f"{result.seconds:.1f} s, {result.tiles_per_s:.1f} tiles/s"]
+    width = max([len(n) for n in result.class_names] + [5])
+    header = f"  {'class':<{width}}  {'mask area km²':>14}"
+    if result.vector_path is not None:
+        header += f"  {'features':>9}  {'feature area km²':>17}"
+    lines.append(header)
+    for name in result.class_names:
+        line = f"  {name:<{width}}  {result.class_areas_m2.get(name, 0) / 1e6:>14.4f}"
+        if result.vector_path is not None:
+            if name in result.feature_counts:
+                line += (f"  {result.feature_counts[name]:>9d}"
+                         f"  {result.feature_areas_m2[name] / 1e6:>17.4f}")
+            else:
+                line += f"  {'-':>9}  {'-':>17}"
+        lines.append(line)
+    if result.vector_path is not None:
+        lines.append(f"  {'total':<{width}}  {sum(result.class_areas_m2.values()) / 1e6:>14.4f}"
+                     f"  {sum(result.feature_counts.values()):>9d}"
+                     f"  {sum(result.feature_areas_m2.values()) / 1e6:>17.4f}")
+    return "\n".join(lines)
