@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from momo_geo import crs as mcrs
@@ -84,7 +85,11 @@ def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) 
     if path.is_dir():
         raise MomoGeoError(f"{path}: is a folder, not a raster")
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            # An ungeoreferenced file is reported below in one line, not as a library warning.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             tags = dict(src.tags())
             for domain in src.tag_namespaces() or []:
                 if domain in _PATH_DOMAINS:
@@ -94,8 +99,13 @@ def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) 
             crs, transform = src.crs, src.transform
             width, height, count = src.width, src.height, src.count
             dtype, nodata = src.dtypes[0], src.nodata
+            # A truncated or damaged file often opens (its header is intact) and fails on the
+            # first pixel read; reading the first and the last block finds that cheaply.
+            src.read(1, window=Window(0, 0, 1, 1))
+            src.read(1, window=Window(width - 1, height - 1, 1, 1))
     except RasterioIOError as exc:
-        raise MomoGeoError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+        raise MomoGeoError(f"{path}: not a readable raster, or truncated or corrupt "
+                           f"({_first_line(_root_cause(exc))})") from None
     if require_georeference and (crs is None or transform == Affine.identity()):
         raise MomoGeoError(
             f"{path}: has no georeference (no CRS or geotransform); momo-geo needs a map-projected "
@@ -113,6 +123,13 @@ def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) 
     )
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception (rasterio's "Read failed" wraps GDAL's actual reason)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -125,10 +142,14 @@ def read_valid_mask(src: rasterio.DatasetReader, window: Window) -> np.ndarray:
 
 def nodata_fraction(path: str | os.PathLike[str], max_pixels: int = 4_000_000) -> float:
     """Fraction of nodata pixels, from a decimated read (overviews when present) for big scenes."""
-    with rasterio.open(path) as src:
-        factor = max(1, int(np.ceil(np.sqrt(src.width * src.height / max_pixels))))
-        shape = (max(1, src.height // factor), max(1, src.width // factor))
-        mask = src.dataset_mask(out_shape=shape)
+    try:
+        with rasterio.open(path) as src:
+            factor = max(1, int(np.ceil(np.sqrt(src.width * src.height / max_pixels))))
+            shape = (max(1, src.height // factor), max(1, src.width // factor))
+            mask = src.dataset_mask(out_shape=shape)
+    except RasterioIOError as exc:
+        raise MomoGeoError(f"{path}: cannot read its pixels, the file may be truncated or "
+                           f"corrupt ({_first_line(exc)})") from None
     return float((mask == 0).mean())
 
 
