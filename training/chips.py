@@ -1,0 +1,63 @@
+"""Unlabelled chips for MAE pretraining: random, nodata-free crops of the *train* splits only.
+
+Pretraining must never see the validation images of the downstream tasks, or the fine-tuning
+scores would be inflated. So chips come from ``momo_geo.datasets.unlabelled_chips`` with
+``split="train"`` (HiRISE landmark crops of the training products, CTX training tiles, THEMIS
+training crops), filtered here for nodata and flat chips. They are raw grey values; every chip
+goes through :func:`momo_geo.preprocess.to_model_input` in :mod:`training.pretrain`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from momo_geo.errors import MomoGeoError
+
+MIN_VALID = 0.99
+"""A chip is kept only if at least this share of its pixels is valid (not 0, the nodata value)."""
+MIN_STD = 2.0
+"""...and if it is not flat (grey-level standard deviation on the 0-255 scale)."""
+
+
+def default_data_root() -> Path:
+    """``$MOMO_GEO_SHARED_DATA`` or ``../shared/data`` beside the project (the shared real data)."""
+    env = os.environ.get("MOMO_GEO_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def usable(chip: torch.Tensor) -> bool:
+    """Nodata filter: almost no 0 (nodata) pixels, and not flat."""
+    return bool((chip > 0).float().mean() >= MIN_VALID and chip.std() >= MIN_STD)
+
+
+def load_chips(sensor: str, root: str | os.PathLike[str], split: str, size: int, count: int,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random ``size`` px chips of ``sensor``'s ``split``: raw ``(N, 1, H, W)`` + valid.
+
+    Deterministic for a given seed: chips are drawn in order and the first ``count`` that pass
+    the filter are kept.
+    """
+    from momo_geo.datasets import unlabelled_chips
+
+    root = Path(root)
+    if not root.is_dir():
+        raise MomoGeoError(f"{root}: no data folder (set --data-root or MOMO_GEO_SHARED_DATA)")
+    source = unlabelled_chips(sensor, root, split, size, 4 * count + 16, seed)
+    kept: list[torch.Tensor] = []
+    for i in range(len(source)):
+        image = source[i]["image"].float()
+        image = image.mean(dim=0, keepdim=True) if image.shape[0] > 1 else image
+        if usable(image):
+            kept.append(image)
+            if len(kept) == count:
+                break
+    if len(kept) < count:
+        raise MomoGeoError(f"{sensor}: only {len(kept)} of {count} {size}px chips are free of "
+                           "nodata")
+    chips = torch.stack(kept)
+    return chips, chips > 0
