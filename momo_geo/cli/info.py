@@ -10,7 +10,7 @@ from momo_geo.io import nodata_fraction, open_scene
 
 
 @click.command()
-@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per scene.")
 def info(scenes: tuple[str, ...], as_json: bool) -> None:
     """Sensor, size, GSD, CRS and body, lon/lat bounds and nodata fraction of SCENES."""
