@@ -184,6 +184,21 @@ def test_boxes_become_inscribed_circles():
     assert mask[:, 40:].sum() > 0 and mask.max() == 1
 
 
+def test_boxes_cut_by_the_image_edge_are_completed():
+    # A 12 px crater cut by the left edge leaves a 4 x 12 px box; its inscribed circle (r = 2)
+    # would be a speck, the completed crater (r = 6, centre 2 px outside) is a large segment.
+    sliver = np.array([[0.0, 10.0, 4.0, 22.0]])
+    completed = boxes_to_mask((50, 60), sliver)
+    inscribed = boxes_to_mask((50, 60), sliver, clipped=False)
+    segment = 36 * np.arccos(2 / 6) - 2 * np.sqrt(36 - 4)  # circle r=6 beyond a chord 2 from centre
+    assert completed.sum() == pytest.approx(segment, rel=0.15)
+    assert inscribed.sum() < completed.sum() / 2
+    assert completed[:, 4:].sum() == 0 and completed[11:21, 0].all()
+    # A crater bigger than the image (box = whole image) keeps its inscribed circle.
+    whole = boxes_to_mask((50, 60), np.array([[0.0, 0.0, 60.0, 50.0]]))
+    assert whole.sum() == pytest.approx(np.pi * 25**2, rel=0.02)
+
+
 def test_landmark_split_is_grouped_stratified_and_deterministic(shared_data):
     root = shared_data / "hirise_landmarks"
     train = HiRISELandmarks(root, "train")

@@ -22,8 +22,10 @@ class ChipDataset(Dataset):
     """``count`` random ``size`` × ``size`` chips of the items of ``dataset``.
 
     ``dataset`` items must hold ``"image"`` (C, H, W) and may hold ``"mask"`` (H, W); both are
-    cut at the same offset. Items smaller than ``size`` are skipped; items are picked with
-    probability proportional to their number of possible offsets (big tiles give more chips).
+    cut at the same offset (datasets with ``arrays(i)``, the crater sets, are cut before the
+    conversion to tensors, and their own ``transforms`` are not applied). Items smaller than
+    ``size`` are skipped; items are picked with probability proportional to their number of
+    possible offsets (big tiles give more chips).
     Each chip: ``{"image", ["mask"], "id": "<item id>@<row>,<col>"}``.
     """
 
@@ -72,12 +74,22 @@ class ChipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item, row, col = self.locate(index)
-        source = self.dataset[item]
         window = (slice(row, row + self.size), slice(col, col + self.size))
-        chip: dict[str, Any] = {"image": source["image"][(...,) + window].clone()}
-        if "mask" in source:
-            chip["mask"] = source["mask"][window].clone()
-        name = source.get("id", source.get("file", str(item)))
+        if hasattr(self.dataset, "arrays"):
+            # Crop the cached uint8 arrays before converting: a 2000 px CTX tile as float32 +
+            # int64 would be 48 MB per chip otherwise.
+            image, mask = self.dataset.arrays(item)
+            chip: dict[str, Any] = {
+                "image": torch.from_numpy(image[window].astype(np.float32))[None],
+                "mask": torch.from_numpy(mask[window].astype(np.int64)),
+            }
+            name = self.dataset.ids[item]
+        else:
+            source = self.dataset[item]
+            chip = {"image": source["image"][(...,) + window].clone()}
+            if "mask" in source:
+                chip["mask"] = source["mask"][window].clone()
+            name = source.get("id", source.get("file", str(item)))
         chip["id"] = f"{name}@{row},{col}"
         if self.transforms is not None:
             chip = self.transforms(chip)

@@ -1,7 +1,8 @@
 """Crater segmentation data from real CTX and THEMIS images with crater boxes.
 
 Craters are round, so a bounding box becomes a crater mask by drawing its inscribed circle
-(centre of the box, diameter = the box's shorter side). That turns the two box catalogues into the
+(centre of the box, diameter = the box's shorter side; boxes clipped by the image edge are
+completed first, see :func:`boxes_to_mask`). That turns the two box catalogues into the
 binary crater-segmentation tasks MOMO is fine-tuned and evaluated on.
 
 * CTX — Mars Crater Catalogue (aliFrancis/mars-crater-catalogue, Zenodo; CC BY 4.0; Data 2020,
@@ -56,16 +57,37 @@ def circles_to_mask(shape: tuple[int, int], cx: np.ndarray, cy: np.ndarray,
     return mask
 
 
-def boxes_to_mask(shape: tuple[int, int], boxes: np.ndarray) -> np.ndarray:
-    """Inscribed-circle crater mask from ``boxes`` (N, 4) = xmin, ymin, xmax, ymax.
+def boxes_to_mask(shape: tuple[int, int], boxes: np.ndarray, clipped: bool = True
+                  ) -> np.ndarray:
+    """Crater mask from ``boxes`` (N, 4) = xmin, ymin, xmax, ymax: the box's inscribed circle.
 
-    Box edges are in continuous pixel coordinates (0 = left edge of the first pixel).
+    Box edges are in continuous pixel coordinates (0 = left edge of the first pixel). A crater cut
+    by the image edge has a box clipped to the image; its inscribed circle would be far too small
+    (a 4 × 12 px sliver of a 12 px crater). With ``clipped`` (the default) a box that touches one
+    image edge on its *shorter* axis is taken as a cut crater: its diameter is the box's longer
+    side and its centre lies that radius inside the box's uncut side, partly outside the image.
+    Boxes touching both edges of an axis (a crater larger than the image) keep the inscribed
+    circle.
     """
     boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2 - 0.5
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2 - 0.5
-    radius = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
-    return circles_to_mask(shape, cx, cy, radius)
+    x0, y0, x1, y1 = boxes.T
+    width, height = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    diameter = np.minimum(width, height)
+    if clipped and len(boxes):
+        rows, cols = shape
+        tol = 1.0
+        left, right = x0 <= tol, x1 >= cols - tol
+        top, bottom = y0 <= tol, y1 >= rows - tol
+        cut_x = (left ^ right) & (width < height)
+        cut_y = (top ^ bottom) & (height < width)
+        corner = (left ^ right) & (top ^ bottom)
+        diameter = np.where(cut_x | cut_y | corner, np.maximum(width, height), diameter)
+        shift_x = cut_x | corner
+        shift_y = cut_y | corner
+        cx = np.where(shift_x, np.where(left, x1 - diameter / 2, x0 + diameter / 2), cx)
+        cy = np.where(shift_y, np.where(top, y1 - diameter / 2, y0 + diameter / 2), cy)
+    return circles_to_mask(shape, cx - 0.5, cy - 0.5, diameter / 2)
 
 
 def read_voc_boxes(path: str | Path) -> np.ndarray:
