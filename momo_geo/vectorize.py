@@ -10,6 +10,7 @@ own body (:mod:`momo_geo.crs`), so a ``--min-area`` in m² means m² on Mars in 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -121,6 +122,28 @@ class _Writer:
         self.flush(final=True)
         if self.esri is not None:
             self.path.with_suffix(".prj").write_text(self.esri)
+        if self.driver == "GeoJSON":
+            _add_geojson_crs(self.path, self.crs_text)
+
+
+def _add_geojson_crs(path: Path, wkt: str) -> None:
+    """Name the CRS in a GeoJSON file as WKT, streaming (GDAL writes none for non-EPSG CRSs).
+
+    RFC 7946 GeoJSON knows only WGS 84; GDAL and QGIS still honour a ``crs`` member, and GDAL
+    reads a WKT there, so the file opens on Mars instead of silently on Earth.
+    """
+    member = '"crs": ' + json.dumps({"type": "name", "properties": {"name": wkt}}) + ",\n"
+    staged = path.with_name(path.name + ".crs")
+    done = False
+    with open(path, encoding="utf-8") as src, open(staged, "w", encoding="utf-8") as dst:
+        for line in src:
+            if not done and line.startswith('"crs"'):
+                continue
+            if not done and line.startswith('"features"'):
+                dst.write(member)
+                done = True
+            dst.write(line)
+    os.replace(staged, path)
 
 
 def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[str],
@@ -191,6 +214,7 @@ def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
                         emitter.emit(piece)
             for piece in _merge(pending):
                 emitter.emit(piece)
+            emitter.flush()
             writer.close()
         finally:
             if conf_src is not None:
@@ -235,7 +259,7 @@ def _merge(pieces: list[_Piece]) -> list[_Piece]:
         owner = tree.query(points, predicate="within")
         conf = np.zeros(len(parts))
         count = np.zeros(len(parts), np.int64)
-        for i, j in zip(*owner):
+        for i, j in zip(*owner, strict=True):
             conf[j] += group[i].conf_sum
             count[j] += group[i].pixels
         merged.extend(_Piece(part, class_id, float(conf[j]), int(count[j]))
@@ -244,50 +268,76 @@ def _merge(pieces: list[_Piece]) -> list[_Piece]:
 
 
 class _Emitter:
-    """Turns finished pixel-space pieces into measured, filtered features for the writer."""
+    """Turns finished pixel-space pieces into measured, filtered features for the writer.
+
+    Pieces are measured in batches with one transformer and one ``Geod`` (building them is far
+    slower than measuring a polygon), geodesically on the CRS's own body.
+    """
 
     def __init__(self, writer: _Writer, wanted: dict[int, ClassInfo], crs, transform,  # noqa: ANN001
-                 min_area: float, tolerance_px: float, circles: bool) -> None:
-        self.writer, self.wanted, self.crs, self.transform = writer, wanted, crs, transform
+                 min_area: float, tolerance_px: float, circles: bool,
+                 batch: int = 2000) -> None:
+        self.writer, self.wanted, self.transform = writer, wanted, transform
+        self.crs = mcrs.as_crs(crs)
         self.min_area, self.tolerance_px, self.circles = min_area, tolerance_px, circles
         self.counts = {c.name: 0 for c in wanted.values()}
         self.areas = {c.name: 0.0 for c in wanted.values()}
-        self.to_lonlat = mcrs.lonlat_transformer(crs) if circles else None
-        self.geod = mcrs.geod_of(crs) if circles else None
+        self.to_lonlat = mcrs.lonlat_transformer(self.crs)
+        self.geod = mcrs.geod_of(self.crs)
+        unit = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
+        # densify edges to ~1 km on the ground so they follow the projection's curvature
+        self.segment = 0.02 if self.crs.is_geographic else 1000.0 / (unit or 1.0)
+        self.pending: list[_Piece] = []
+        self.batch = batch
 
-    def _to_map(self, geom: shapely.Geometry) -> shapely.Geometry:
+    def emit(self, piece: _Piece) -> None:
+        self.pending.append(piece)
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def _to_map(self, geoms: np.ndarray) -> np.ndarray:
         t = self.transform
         matrix = np.array([[t.a, t.b], [t.d, t.e]])
         offset = np.array([t.c, t.f])
-        return shapely.transform(geom, lambda xy: xy @ matrix.T + offset)
+        return shapely.transform(geoms, lambda xy: xy @ matrix.T + offset)
 
-    def emit(self, piece: _Piece) -> None:
-        geom = piece.geom
-        if self.tolerance_px:
-            geom = geom.simplify(self.tolerance_px, preserve_topology=True)
-            if geom.is_empty:
-                return
-        mapped = self._to_map(geom)
-        areas, perimeters = mcrs.areas_lengths([mapped], self.crs)
-        area = float(areas[0])
-        if area < self.min_area:
+    def _project(self, xy: np.ndarray) -> np.ndarray:
+        lon, lat = self.to_lonlat.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([lon, lat])
+
+    def flush(self) -> None:
+        if not self.pending:
             return
-        info = self.wanted[piece.class_id]
-        row = {"class_id": info.id, "class_name": info.name, "area_m2": area,
-               "perimeter_m": float(perimeters[0]),
-               "mean_conf": piece.conf_sum / piece.pixels if piece.pixels else math.nan}
-        if self.circles:
-            row.update(self._circle(piece.geom) if is_crater_class(info) else
-                       dict.fromkeys(CIRCLE_ATTRIBUTES, math.nan))
-        self.counts[info.name] += 1
-        self.areas[info.name] += area
-        self.writer.add(mapped, row)
+        pieces, self.pending = self.pending, []
+        geoms = np.array([p.geom for p in pieces], dtype=object)
+        if self.tolerance_px:
+            geoms = shapely.simplify(geoms, self.tolerance_px, preserve_topology=True)
+        mapped = self._to_map(geoms)
+        lonlat = shapely.transform(shapely.segmentize(mapped, self.segment), self._project)
+        for piece, pixel_geom, geom, ll in zip(pieces, geoms, mapped, lonlat, strict=True):
+            if geom.is_empty:
+                continue
+            area, perimeter = self.geod.geometry_area_perimeter(ll)
+            area = abs(float(area))
+            if area < self.min_area:
+                continue
+            info = self.wanted[piece.class_id]
+            row = {"class_id": info.id, "class_name": info.name, "area_m2": area,
+                   "perimeter_m": float(perimeter),
+                   "mean_conf": piece.conf_sum / piece.pixels if piece.pixels else math.nan}
+            if self.circles:
+                row.update(self._circle(pixel_geom) if is_crater_class(info) else
+                           dict.fromkeys(CIRCLE_ATTRIBUTES, math.nan))
+            self.counts[info.name] += 1
+            self.areas[info.name] += area
+            self.writer.add(geom, row)
 
     def _circle(self, geom: shapely.Polygon) -> dict[str, float]:
         cx, cy, r = fit_circle(np.asarray(geom.exterior.coords)[:-1])
+        pixels = np.array([[cx, cy], [cx + r, cy], [cx, cy + r]])
         t = self.transform
-        points = [t * (cx, cy), t * (cx + r, cy), t * (cx, cy + r)]
-        lon, lat = self.to_lonlat.transform([p[0] for p in points], [p[1] for p in points])
+        xy = pixels @ np.array([[t.a, t.b], [t.d, t.e]]).T + np.array([t.c, t.f])
+        lon, lat = self.to_lonlat.transform(xy[:, 0], xy[:, 1])
         _, _, dx = self.geod.inv(lon[0], lat[0], lon[1], lat[1])
         _, _, dy = self.geod.inv(lon[0], lat[0], lon[2], lat[2])
         centre_lon = ((lon[0] + 180.0) % 360.0) - 180.0

@@ -72,8 +72,8 @@ def test_cores_cover_every_pixel_exactly_once(width, height, tile, data):
     count = np.zeros((height, width), np.int32)
     for p in plan_tiles(width, height, tile, overlap):
         # windows lie inside the raster (clamped, never padded) and contain their core
-        assert 0 <= p.row and p.row + p.height <= height
-        assert 0 <= p.col and p.col + p.width <= width
+        assert p.row >= 0 and p.row + p.height <= height
+        assert p.col >= 0 and p.col + p.width <= width
         assert (p.height, p.width) == (min(tile, height), min(tile, width))
         assert p.row <= p.core_row and p.core_row + p.core_height <= p.row + p.height
         assert p.col <= p.core_col and p.core_col + p.core_width <= p.col + p.width
