@@ -283,3 +283,20 @@ def test_unlabelled_chips_come_from_training_splits(shared_data):
     assert hirise[0]["image"].shape == (1, 224, 224)
     with pytest.raises(MomoGeoError, match="unknown sensor"):
         unlabelled_chips("lroc", shared_data)
+
+
+def test_explicit_crs_and_resolution_on_the_same_body(hirise_scene):
+    # Warp the real scene (local equirectangular, lon_0 = 180) to the IAU Mars equirectangular
+    # CRS (lon_0 = 0) at 50 m: allowed, both are Mars.
+    dataset = HiRISE(hirise_scene.parent, crs="IAU_2015:49910", res=50.0)
+    assert mcrs.as_crs(dataset.crs).equals(mcrs.as_crs("IAU_2015:49910"))
+    assert dataset.res == (50.0, 50.0)
+    sampler = ValidGeoSampler(GridGeoSampler(dataset, size=32, stride=32), dataset)
+    chips = [dataset[q] for q in sampler]
+    assert chips and all(c["image"].shape == (1, 32, 32) for c in chips)
+    to_lonlat = mcrs.lonlat_transformer("IAU_2015:49910")
+    for chip in chips:
+        (xmin, ymin, xmax, ymax), _ = query_bounds(dataset, chip["bounds"])
+        assert xmax - xmin == pytest.approx(32 * 50.0)
+        lon, lat = to_lonlat.transform((xmin + xmax) / 2, (ymin + ymax) / 2)
+        assert 150.4 < lon < 150.7 and -0.4 < lat < 0.0
