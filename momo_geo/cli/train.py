@@ -1,0 +1,255 @@
+"""``momo-geo pretrain | evl | merge | import-weights``: the MOMO model-building commands.
+
+Thin shells: the work happens in ``training/pretrain.py`` (pretraining), :mod:`momo_geo.merge`
+(EVL selection, merging) and :mod:`momo_geo.weights_import` (released checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from momo_geo.errors import MomoGeoError
+
+
+def _training() -> Any:
+    """Import ``training.pretrain`` (it lives beside the package, in the source tree)."""
+    try:
+        from training import pretrain
+    except ImportError:
+        root = Path(__file__).resolve().parents[2]
+        if (root / "training" / "pretrain.py").is_file():
+            sys.path.insert(0, str(root))
+            from training import pretrain
+        else:
+            raise MomoGeoError("pretraining needs the momo-geo source tree (training/); run from "
+                               "a clone of the repository") from None
+    return pretrain
+
+
+def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
+    weights = {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in weights or not value:
+            raise MomoGeoError(f"--loss {item!r}: use NAME=WEIGHT with NAME one of "
+                               f"{', '.join(weights)}")
+        try:
+            weights[key] = float(value)
+        except ValueError:
+            raise MomoGeoError(f"--loss {item!r}: {value!r} is not a number") from None
+    return weights
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="JSON config (fields of PretrainConfig); options below override it.")
+@click.option("-o", "--output", help="Run folder.")
+@click.option("--sensors", help="hirise, ctx, themis or all (comma-separated).")
+@click.option("--data-root", help="Folder of the real data (default ../shared/data).")
+@click.option("--encoder", help="vit_tiny | vit_small | vit_base | vit_large.")
+@click.option("--img-size", type=int, help="Chip size in pixels (multiple of 16).")
+@click.option("--samples", type=int, help="Training budget in samples.")
+@click.option("--batch-size", type=int, help="Global batch size.")
+@click.option("--lr", type=float, help="Learning rate (default 1e-3 x batch / 256).")
+@click.option("--warmup-samples", type=int, help="Warm-up length in samples.")
+@click.option("--checkpoint-every", type=int, help="Samples between checkpoints.")
+@click.option("--pool-size", type=int, help="Training chips per sensor.")
+@click.option("--val-size", type=int, help="Validation chips per sensor.")
+@click.option("--init-from", help="Run folder, bundle or .safetensors to start from.")
+@click.option("--resume", help="last.ckpt (or its run folder) to continue.")
+@click.option("--seed", type=int)
+@click.option("--loss", "losses", multiple=True,
+              help="Loss weight NAME=W (pixel, perceptual, ssim, gradient); repeatable.")
+@click.option("--accelerator", help="cpu, gpu or auto.")
+@click.option("--devices", help="Number of devices (processes).")
+@click.option("--strategy", help="auto or ddp.")
+@click.option("--num-nodes", type=int)
+@click.option("--precision", help="32-true, bf16-mixed, 16-mixed (default: bf16 on GPU).")
+def pretrain(config_path: str | None, losses: tuple[str, ...], **options: Any) -> None:
+    """MAE-pretrain a MOMO encoder (one sensor or all) with checkpoints and a val-loss log."""
+    mod = _training()
+    data: dict[str, Any] = {}
+    if config_path:
+        try:
+            data = json.loads(Path(config_path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MomoGeoError(f"{config_path}: unreadable config ({exc})") from None
+    for key, value in options.items():
+        if value is not None:
+            data[key] = value
+    if "devices" in data and str(data["devices"]).isdigit():
+        data["devices"] = int(data["devices"])
+    if losses:
+        data["loss_weights"] = _loss_weights(losses)
+    run_dir = mod.run_pretrain(mod.PretrainConfig.from_dict(data))
+    if _is_rank_zero():
+        click.echo(f"Run folder: {run_dir}")
+        click.echo(f"Encoder bundle: {run_dir / 'encoder.bundle'}")
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _sensor_of_run(run: Path) -> str:
+    config = run / "config.json"
+    if config.is_file():
+        try:
+            sensors = json.loads(config.read_text()).get("sensors")
+        except json.JSONDecodeError:
+            sensors = None
+        if isinstance(sensors, list) and len(sensors) == 1:
+            return str(sensors[0])
+    return run.name
+
+
+def _select(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None) -> Any:
+    from momo_geo.merge.evl import read_val_log, select_checkpoints
+
+    logs = {}
+    for run in runs:
+        path = Path(run)
+        name = _sensor_of_run(path if path.is_dir() else path.parent)
+        if name in logs:
+            raise MomoGeoError(f"two runs for {name!r}; give one run per sensor")
+        logs[name] = read_val_log(path)
+    return select_checkpoints(logs, method, tolerance, epoch)
+
+
+METHOD_CHOICE = click.Choice(["evl", "best", "last", "same_epoch"])
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--method", type=METHOD_CHOICE, default="evl", show_default=True,
+              help="evl (equal validation loss) or a baseline: best, last, same_epoch.")
+@click.option("--tolerance", type=float, default=0.0, show_default=True,
+              help="Accept spreads up to the smallest + this; then lowest mean loss wins.")
+@click.option("--epoch", type=int, help="The epoch for --method same_epoch (default: last shared).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Save the selection as JSON (and the table as .txt beside it).")
+@click.option("--overwrite", is_flag=True)
+def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
+        output: str | None, overwrite: bool) -> None:
+    """Choose one checkpoint per sensor run (RUN_DIR ...) by Equal Validation Loss."""
+    from momo_geo.merge.evl import save_selection
+
+    selection = _select(runs, method, tolerance, epoch)
+    click.echo(selection.report())
+    if output:
+        json_path, text_path = save_selection(selection, output, overwrite)
+        click.echo(f"Saved {json_path} and {text_path}")
+
+
+@click.command()
+@click.option("--base", type=click.Path(), help="Base encoder bundle (or its run folder).")
+@click.option("--checkpoints", multiple=True,
+              help="Checkpoint per sensor: SENSOR=PATH or PATH (repeatable; or several after "
+                   "one option).")
+@click.option("--runs", multiple=True, help="Sensor run folders: choose checkpoints by --select.")
+@click.argument("more", nargs=-1)
+@click.option("--select", "select_method", type=METHOD_CHOICE, default="evl", show_default=True)
+@click.option("--tolerance", type=float, default=0.0, show_default=True)
+@click.option("--method", type=click.Choice(["task-arithmetic", "magmax", "ties"]),
+              default="task-arithmetic", show_default=True)
+@click.option("--lam", type=float, help="λ (default 0.5; 1.0 for ties).")
+@click.option("--trim", type=float, default=0.2, show_default=True,
+              help="TIES: fraction of each task vector kept.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Merged bundle folder.")
+@click.option("--name", help="Name in the model card.")
+@click.option("--overwrite", is_flag=True)
+def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
+          more: tuple[str, ...], select_method: str, tolerance: float, method: str,
+          lam: float | None, trim: float, output: str, name: str | None,
+          overwrite: bool) -> None:
+    """Merge per-sensor checkpoints onto a base encoder: θ = θ_base + λ·Σ τ.
+
+    Either --checkpoints (explicit files) or --runs (checkpoints chosen by EVL). Extra
+    arguments continue whichever list was given (``--checkpoints a b c``).
+    """
+    from momo_geo.merge.recipe import merge_checkpoints
+
+    if checkpoints and runs:
+        raise MomoGeoError("give --checkpoints or --runs, not both")
+    if more:
+        if runs:
+            runs = runs + more
+        elif checkpoints:
+            checkpoints = checkpoints + more
+        else:
+            raise MomoGeoError(f"unexpected arguments {' '.join(more)}")
+    selection = None
+    if runs:
+        selection = _select(runs, select_method, tolerance, None)
+        chosen = dict(selection.paths)
+        click.echo(selection.report())
+        if base is None:
+            base = _base_of_runs(runs)
+    elif checkpoints:
+        chosen = {}
+        for i, item in enumerate(checkpoints):
+            sensor, sep, path = item.partition("=")
+            if not sep:
+                sensor, path = _sensor_of_checkpoint(Path(item), i), item
+            chosen[sensor] = path
+    else:
+        raise MomoGeoError("nothing to merge: give --checkpoints or --runs")
+    if base is None:
+        raise MomoGeoError("--base is required with --checkpoints")
+    path = merge_checkpoints(base, chosen, output, method, lam, trim, selection, overwrite, name)
+    click.echo(f"Merged {len(chosen)} checkpoints ({method}) into {path}")
+
+
+def _sensor_of_checkpoint(path: Path, index: int) -> str:
+    # .../RUN/checkpoints/step_X.safetensors -> the run's sensor
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    name = _sensor_of_run(run)
+    return name if name else f"checkpoint{index + 1}"
+
+
+def _base_of_runs(runs: tuple[str, ...]) -> str:
+    bases = set()
+    for run in runs:
+        config = Path(run) / "config.json"
+        try:
+            init = json.loads(config.read_text()).get("init_from")
+        except (OSError, json.JSONDecodeError):
+            init = None
+        if init:
+            bases.add(init)
+    if len(bases) != 1:
+        raise MomoGeoError("cannot tell the runs' common base from their config.json; "
+                           "pass --base")
+    return bases.pop()
+
+
+@click.command("import-weights")
+@click.argument("checkpoint", required=False)
+@click.option("--arch", required=True, help="vit_small | vit_base | vit_large (| vit_tiny).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--img-size", type=int, default=224, show_default=True,
+              help="Input size; the 14x14 position embedding is resized to fit.")
+@click.option("--global-pool", type=click.Choice(["avg", "token"]), default="avg",
+              show_default=True)
+@click.option("--name", help="Name in the model card.")
+@click.option("--hub", help="Download CHECKPOINT from this Hugging Face repo first (optional).")
+@click.option("--overwrite", is_flag=True)
+def import_weights(checkpoint: str | None, arch: str, output: str, img_size: int,
+                   global_pool: str, name: str | None, hub: str | None, overwrite: bool) -> None:
+    """Convert a released MOMO checkpoint (momo.pth, hirise.pth, ...) into a bundle."""
+    from momo_geo.weights_import import download_released
+    from momo_geo.weights_import import import_weights as run_import
+
+    if checkpoint is None:
+        raise MomoGeoError("give the checkpoint file (e.g. momo.pth)")
+    source = download_released(hub, checkpoint) if hub else Path(checkpoint)
+    path = run_import(source, arch, output, img_size=img_size, global_pool=global_pool,
+                      name=name, overwrite=overwrite)
+    click.echo(f"Imported {Path(source).name} ({arch}, {img_size} px) into {path}")

@@ -1,0 +1,138 @@
+"""MOMO end to end: base MAE on all sensors → one continuation per sensor → EVL → merge → bundle.
+
+``run_momo`` is the whole recipe of the paper at any size: the sizes are parameters, so the same
+function makes the one-minute test run, the ten-minute ``make pretrain-smoke`` run and the runs
+``training/reproduce.py`` needs. Its folder::
+
+    OUT/base/            pretraining on all sensors (run folder, see training/pretrain.py)
+    OUT/hirise|ctx|themis/   continuation per sensor from the base, checkpoints + val_log.csv
+    OUT/evl_report.json  the EVL selection (+ evl_report.txt, the printed table)
+    OUT/momo.bundle/     the merged encoder ("pretrain" bundle with the merge recipe in its card)
+    OUT/pipeline.json    sizes, timings and outcome
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from momo_geo.errors import MomoGeoError  # noqa: E402
+from training.pretrain import PretrainConfig, run_pretrain  # noqa: E402
+
+
+def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "themis"),
+             encoder: str = "vit_tiny", img_size: int = 64, base_samples: int = 2048,
+             sensor_samples: int = 1024, batch_size: int = 32, checkpoint_every: int = 256,
+             pool_size: int = 256, val_size: int = 32, seed: int = 0,
+             selection: str = "evl", tolerance: float = 0.0,
+             merge_method: str = "task-arithmetic", lam: float | None = None,
+             loss_weights: dict[str, float] | None = None,
+             sensor_loss_weights: dict[str, float] | None = None,
+             data_root: str | None = None, overwrite: bool = False, verbose: bool = True,
+             **pretrain_kw: Any) -> Path:
+    """Run the MOMO recipe; return the merged bundle's path (``OUT/momo.bundle``).
+
+    ``loss_weights`` apply to the base run, ``sensor_loss_weights`` (default: the same) to the
+    sensor runs; a perceptual weight there uses the frozen base encoder as its feature network.
+    Extra keywords go to every :class:`PretrainConfig` (e.g. ``accelerator``, ``precision``).
+    """
+    from momo_geo.merge.evl import read_val_log, save_selection, select_checkpoints
+    from momo_geo.merge.recipe import merge_checkpoints
+
+    out = Path(output)
+    bundle = out / "momo.bundle"
+    if bundle.exists() and not overwrite:
+        raise MomoGeoError(f"{bundle} exists; pass overwrite=True")
+    if out.exists() and overwrite:
+        import shutil
+
+        for sub in ("base", *sensors):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = loss_weights or {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0}
+    common = dict(encoder=encoder, img_size=img_size, batch_size=batch_size,
+                  checkpoint_every=checkpoint_every, pool_size=pool_size, val_size=val_size,
+                  seed=seed, data_root=data_root, **pretrain_kw)
+    timings: dict[str, float] = {}
+
+    def say(text: str) -> None:
+        if verbose:
+            print(text, flush=True)
+
+    start = time.perf_counter()
+    say(f"[momo] base: {encoder} on {', '.join(sensors)}, {base_samples} samples")
+    base = run_pretrain(PretrainConfig(output=str(out / "base"), sensors=list(sensors),
+                                       samples=base_samples, loss_weights=weights,
+                                       name=f"momo-base-{encoder}", **common))
+    timings["base"] = time.perf_counter() - start
+    runs = {}
+    for sensor in sensors:
+        t0 = time.perf_counter()
+        say(f"[momo] {sensor}: continue from the base, {sensor_samples} samples")
+        runs[sensor] = run_pretrain(PretrainConfig(
+            output=str(out / sensor), sensors=[sensor], samples=sensor_samples,
+            init_from=str(base), loss_weights=sensor_loss_weights or weights,
+            name=f"momo-{sensor}-{encoder}", seed=seed + 1, **{k: v for k, v in common.items()
+                                                            if k != "seed"}))
+        timings[sensor] = time.perf_counter() - t0
+    chosen = select_checkpoints({s: read_val_log(r) for s, r in runs.items()}, selection,
+                                tolerance)
+    save_selection(chosen, out / "evl_report.json", overwrite=True)
+    say(chosen.report())
+    merged = merge_checkpoints(base / "encoder.bundle", chosen.paths, bundle, merge_method, lam,
+                               selection=chosen, overwrite=overwrite,
+                               name=f"momo-{encoder}-{img_size}px")
+    timings["total"] = time.perf_counter() - start
+    summary = {"bundle": str(merged), "base": str(base), "runs": {s: str(r) for s, r in
+                                                                  runs.items()},
+               "selection": chosen.to_dict(), "merge_method": merge_method, "lambda": lam,
+               "sizes": {"encoder": encoder, "img_size": img_size, "base_samples": base_samples,
+                         "sensor_samples": sensor_samples, "batch_size": batch_size,
+                         "checkpoint_every": checkpoint_every, "pool_size": pool_size,
+                         "val_size": val_size, "seed": seed},
+               "seconds": {k: round(v, 1) for k, v in timings.items()}}
+    (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    say(f"[momo] merged bundle: {merged} ({timings['total']:.0f} s)")
+    return merged
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python training/pipeline.py OUT [--smoke]``: the make pretrain-smoke recipe."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output")
+    parser.add_argument("--encoder", default="vit_tiny")
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--base-samples", type=int, default=3072)
+    parser.add_argument("--sensor-samples", type=int, default=1536)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--checkpoint-every", type=int, default=256)
+    parser.add_argument("--pool-size", type=int, default=256)
+    parser.add_argument("--val-size", type=int, default=32)
+    parser.add_argument("--method", default="task-arithmetic")
+    parser.add_argument("--lam", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        run_momo(args.output, encoder=args.encoder, img_size=args.img_size,
+                 base_samples=args.base_samples, sensor_samples=args.sensor_samples,
+                 batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
+                 pool_size=args.pool_size, val_size=args.val_size, merge_method=args.method,
+                 lam=args.lam, seed=args.seed, data_root=args.data_root,
+                 overwrite=args.overwrite)
+    except MomoGeoError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
