@@ -36,6 +36,11 @@ def tr(text: str) -> str:
     return QCoreApplication.translate("momo-geo", text)
 
 
+_POST_PROCESSORS: dict[str, StyleFromCard] = {}
+"""Post-processors by output path. QGIS holds only a C++ pointer to them and calls them after the
+algorithm object is gone, so Python must keep them alive (one per output path is enough)."""
+
+
 class StyleFromCard(QgsProcessingLayerPostProcessorInterface):
     """Styles an output layer from the model card once Processing has loaded it (main thread)."""
 
@@ -69,10 +74,6 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
     MODEL = "model"
     MASK = "mask_path"
     VECTOR = "vector_path"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._post_processors: list[StyleFromCard] = []  # kept alive until QGIS calls them
 
     # --- identity ----------------------------------------------------------------------------
     def name(self) -> str:
@@ -170,9 +171,9 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
                 progress=lambda done, total: feedback.setProgress(100.0 * done / max(total, 1)),
                 cancel=feedback.isCanceled, log=feedback.pushInfo)
         except MomoGeoError as exc:
+            if feedback.isCanceled():
+                raise QgsProcessingException(tr("cancelled; no files were written")) from None
             raise QgsProcessingException(str(exc)) from None
-        if feedback.isCanceled():
-            return {}
         self._style_on_load(context, mask_path, vector_path, card)
         return {self.MASK: mask_path, self.VECTOR: vector_path,
                 "features": _feature_count(result, vector_path)}
@@ -182,19 +183,11 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
             if context.willLoadLayerOnCompletion(path):
                 details = context.layerToLoadOnCompletionDetails(path)
                 details.name = f"{card.name} {kind}"
-                processor = StyleFromCard(card, kind)
-                self._post_processors.append(processor)
+                processor = _POST_PROCESSORS[path] = StyleFromCard(card, kind)
                 details.setPostProcessor(processor)
 
 
 def _feature_count(result: Any, vector_path: str) -> int:
-    for attribute in ("n_features", "feature_count", "features"):
-        value = getattr(result, attribute, None)
-        if isinstance(value, int):
-            return value
-    try:
-        import pyogrio
-
-        return int(pyogrio.read_info(vector_path)["features"])
-    except Exception:
-        return -1
+    """Features written, from the engine's per-class counts."""
+    counts = getattr(result, "feature_counts", None) or {}
+    return int(sum(counts.values()))

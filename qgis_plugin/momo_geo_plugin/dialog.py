@@ -59,7 +59,8 @@ class MapFeaturesDialog(QDialog):
         scene_form = QFormLayout(scene_group)
         self.layer_box = QgsMapLayerComboBox()
         self.layer_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.layer_box.setProject(self.project)
+        if hasattr(self.layer_box, "setProject"):  # QGIS >= 3.24; 3.22 lists the main project
+            self.layer_box.setProject(self.project)
         self.scene_file = QgsFileWidget()
         self.scene_file.setFilter("Rasters (*.tif *.tiff *.img *.jp2 *.vrt *.cub);;All files (*)")
         self.scene_file.setToolTip("Or pick a raster file that is not loaded as a layer")

@@ -1,0 +1,591 @@
+"""The QGIS plugin in a real, headless QGIS (Debian's python3-qgis, ``QT_QPA_PLATFORM=offscreen``).
+
+What a geologist does, end to end: the plugin loads through ``classFactory``; the Processing
+algorithm maps the sample scene and the real HiRISE scene into valid layers in the scene's Mars CRS,
+styled with the model's classes; the button's background task works on a Mars layer loaded first
+into an empty project; cancelling mid-run and failing both leave no files; QGIS's own Python without
+momo-geo gets one clear install message; ``qgis_process`` runs the algorithm from the shell; the
+plugin zip builds clean. Screenshots of the dialog and the map are rendered here (into
+``$MOMO_GEO_SCREENSHOTS`` when set, e.g. ``docs/img``, else into a temporary folder).
+"""
+
+from __future__ import annotations
+
+import configparser
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+qgis_core = pytest.importorskip("qgis.core", reason="needs Debian's python3-qgis")
+
+from qgis_support import (  # noqa: E402
+    PLUGIN_PARENT,
+    ROOT,
+    Interface,
+    make_dark_spot_bundle,
+    wait_for,
+)
+
+pytestmark = pytest.mark.qgis
+SAMPLE_SCENE = ROOT / "sample_data" / "crater_field.tif"
+ALGORITHM = "momo-geo:mapmarsfeatures"
+CRATER_ORANGE = "#ff7f0e"
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def qgis_app():
+    from qgis.core import QgsApplication, QgsProject
+    from qgis.testing import start_app
+
+    app = start_app()
+    processing_path = str(Path(QgsApplication.pkgDataPath()) / "python" / "plugins")
+    if processing_path not in sys.path:
+        sys.path.append(processing_path)
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    if str(PLUGIN_PARENT) not in sys.path:
+        sys.path.insert(0, str(PLUGIN_PARENT))
+    yield app
+    # Layers and GDAL datasets must go before the interpreter exits, or QGIS segfaults at exit.
+    QgsProject.instance().removeAllMapLayers()
+    QgsProject.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def iface(qgis_app) -> Interface:
+    return Interface()
+
+
+@pytest.fixture(scope="module")
+def plugin(iface):
+    import momo_geo_plugin
+
+    plugin = momo_geo_plugin.classFactory(iface)
+    plugin.initGui()
+    yield plugin
+    plugin.unload()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_dark_spot_bundle(tmp_path_factory.mktemp("model") / "tiny.bundle")
+
+
+@pytest.fixture(scope="module")
+def sample_scene() -> Path:
+    if not SAMPLE_SCENE.is_file():
+        pytest.skip(f"{SAMPLE_SCENE} missing (engineer A's sample scene; `make demo` needs it)")
+    return SAMPLE_SCENE
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    target = os.environ.get("MOMO_GEO_SCREENSHOTS")
+    if target:
+        path = Path(target)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def run_and_load(plugin, scene: Path, bundle: Path, out: Path, **extra) -> dict:
+    """Run the algorithm as the Processing toolbox does: outputs loaded and post-processed."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    parameters = {"scene": str(scene), "model": str(bundle), "mask_path": str(out / "mask.tif"),
+                  "vector_path": str(out / "features.gpkg"), "batch_size": 32, **extra}
+    return processing.runAndLoadResults(ALGORITHM, parameters, feedback=QgsProcessingFeedback())
+
+
+def project_layer(name: str):
+    from qgis.core import QgsProject
+
+    layers = QgsProject.instance().mapLayersByName(name)
+    assert len(layers) == 1, f"expected one layer named {name!r}, got {len(layers)}"
+    return layers[0]
+
+
+def check_mars_crs(layer, scene: Path) -> None:
+    """Valid, shown with a description (not empty, as QGIS 3.22 does for bare IAU codes), and
+    the scene's own Mars CRS."""
+    from qgis.core import QgsRasterLayer
+
+    crs = layer.crs()
+    assert crs.isValid()
+    assert crs.description().strip(), f"{layer.source()}: QGIS shows an empty CRS description"
+    assert "mars" in (crs.description() + crs.toWkt()).lower()
+    reference = QgsRasterLayer(str(scene), "reference")
+    try:
+        # The same projection on the same body (names may differ: QGIS names the scene by the
+        # IAU code it recognised, the output by the WKT the engine wrote).
+        assert proj_terms(crs) == proj_terms(reference.crs())
+    finally:
+        del reference
+
+
+def proj_terms(crs) -> set[str]:
+    return set(crs.toProj().split()) - {"+type=crs", "+no_defs"}
+
+
+def check_styles(mask, features, card_classes: list[dict]) -> None:
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer
+
+    renderer = mask.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    entries = {c.value: (c.label, c.color) for c in renderer.classes()}
+    assert sorted(entries) == [c["id"] for c in card_classes]
+    for c in card_classes:
+        label, color = entries[c["id"]]
+        assert label == c["name"]
+        assert color.name() == c["color"]
+    assert entries[0][1].alpha() == 0  # background transparent: the scene stays visible
+    categorized = features.renderer()
+    assert isinstance(categorized, QgsCategorizedSymbolRenderer)
+    assert categorized.classAttribute() == "class_name"
+    categories = {cat.value(): cat for cat in categorized.categories()}
+    assert set(categories) == {"crater"}
+    assert categories["crater"].label() == "crater"
+    assert categories["crater"].symbol().symbolLayer(0).strokeColor().name() == CRATER_ORANGE
+
+
+# --------------------------------------------------------------------------------------------
+# loading, metadata, dependencies
+
+
+def test_metadata_declares_what_the_plugin_repository_needs():
+    import momo_geo
+
+    meta = configparser.ConfigParser()
+    meta.read(PLUGIN_PARENT / "momo_geo_plugin" / "metadata.txt")
+    general = meta["general"]
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author",
+                "email", "repository", "tracker", "homepage", "icon"):
+        assert general.get(key, "").strip(), f"metadata.txt lacks {key}"
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["qgisMaximumVersion"] == "4.99"
+    assert general["version"] == momo_geo.__version__
+    assert general["hasProcessingProvider"] == "yes"
+    assert (PLUGIN_PARENT / "momo_geo_plugin" / general["icon"]).is_file()
+
+
+def test_plugin_loads_via_class_factory(plugin, iface):
+    from qgis.core import QgsApplication
+
+    from momo_geo.inference import map_scene
+
+    assert plugin.dependencies is not None and plugin.dependencies.ok
+    actions = iface.toolbar.actions()
+    assert [a.text() for a in actions] == ["Map Mars features"]
+    assert actions[0].isEnabled()
+    assert not actions[0].icon().isNull()
+    assert [a.text() for a in iface.submenus["&momo-geo"].actions()] == ["Map Mars features"]
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("momo-geo") is not None
+    algorithm = registry.algorithmById(ALGORITHM)
+    assert algorithm is not None and algorithm.displayName() == "Map Mars features"
+    # Same parameter names as the engine (and so as `momo-geo map`).
+    engine_parameters = set(inspect.signature(map_scene).parameters)
+    names = {p.name() for p in algorithm.parameterDefinitions()}
+    assert names <= engine_parameters, names - engine_parameters
+    assert {"scene", "model", "mask_path", "vector_path", "tile", "overlap", "batch_size",
+            "device", "min_area"} <= names
+
+
+def test_qgis_python_without_momo_geo_gets_one_install_message(tmp_path):
+    """QGIS's own interpreter (Debian's /usr/bin/python3) without momo-geo or torch on its path:
+    the plugin loads, disables itself and says exactly how to install them."""
+    python = Path("/usr/bin/python3")
+    if not python.is_file():
+        pytest.skip("no system Python 3 (QGIS's interpreter) at /usr/bin/python3")
+    script = f"""
+import json, os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+sys.path[:0] = [{str(PLUGIN_PARENT)!r}, {str(Path(__file__).parent)!r}]
+try:
+    import momo_geo  # noqa
+    print(json.dumps({{"skip": "momo_geo importable in system Python"}})); sys.exit(0)
+except ImportError:
+    pass
+from qgis.testing import start_app
+start_app()
+from qgis.core import QgsApplication
+from qgis_support import Interface
+import momo_geo_plugin
+iface = Interface()
+plugin = momo_geo_plugin.classFactory(iface)
+plugin.initGui()
+action = iface.toolbar.actions()[0]
+print(json.dumps({{"enabled": action.isEnabled(), "messages": iface.messages(),
+                  "provider": QgsApplication.processingRegistry().providerById("momo-geo")
+                  is not None, "python": sys.executable}}))
+plugin.unload()
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["HOME"] = str(tmp_path)
+    completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                               env=env, timeout=60, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    assert report["enabled"] is False and report["provider"] is False
+    assert len(report["messages"]) == 1, report["messages"]
+    message = report["messages"][0]
+    assert "momo_geo" in message and "torch" in message
+    assert f"{report['python']} -m pip install" in message and "momo-geo" in message
+    assert '"numpy<2"' in message
+
+
+def test_install_command_uses_the_python_behind_the_qgis_binary(tmp_path):
+    """On Linux QGIS's sys.executable is the qgis binary; pip must run the matching python."""
+    from momo_geo_plugin.deps import install_command, qgis_python
+
+    fake_qgis = tmp_path / "bin" / "qgis"
+    fake_qgis.parent.mkdir()
+    fake_qgis.write_text("")
+    python = qgis_python(str(fake_qgis), sys.base_exec_prefix)
+    assert Path(python).is_file(), python
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version == str(tuple(sys.version_info[:2]))
+    assert install_command(python, managed=True).startswith(
+        f"{python} -m pip install --user --break-system-packages momo-geo")
+    assert "--break-system-packages" not in install_command(python, managed=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the Processing algorithm
+
+
+@pytest.fixture(scope="module")
+def sample_run(plugin, sample_scene, bundle, tmp_path_factory):
+    from qgis.core import QgsProject
+
+    QgsProject.instance().clear()
+    out = tmp_path_factory.mktemp("sample_run")
+    results = run_and_load(plugin, sample_scene, bundle, out)
+    return results, out
+
+
+def test_processing_maps_the_sample_scene_into_styled_mars_layers(sample_run, sample_scene):
+    import numpy as np
+    import rasterio
+    from qgis_support import CLASSES
+
+    results, out = sample_run
+    assert Path(results["mask_path"]) == out / "mask.tif"
+    assert results["features"] > 0
+    mask, features = project_layer("tiny-test mask"), project_layer("tiny-test features")
+    for layer in (mask, features):
+        assert layer.isValid()
+        check_mars_crs(layer, sample_scene)
+    check_styles(mask, features, CLASSES)
+    assert features.featureCount() == results["features"]
+    assert {f["class_name"] for f in features.getFeatures()} == {"crater"}
+    with rasterio.open(sample_scene) as src, rasterio.open(results["mask_path"]) as mask_src:
+        assert mask_src.shape == src.shape and mask_src.transform == src.transform
+        crater = mask_src.read(1) == 1
+        dark = src.read(1) < np.percentile(src.read(1)[src.read_masks(1) > 0], 25)
+    # The dark-spot model marks dark pixels: craters' shadowed walls, not the whole scene.
+    assert 0.01 < crater.mean() < 0.6
+    assert (crater & dark).sum() > 0.5 * crater.sum()
+
+
+def test_processing_maps_the_real_hirise_scene(plugin, hirise_scene, bundle, tmp_path):
+    from qgis.core import QgsProject
+    from qgis_support import CLASSES
+
+    QgsProject.instance().clear()
+    results = run_and_load(plugin, hirise_scene, bundle, tmp_path, min_area=2000.0)
+    mask, features = project_layer("tiny-test mask"), project_layer("tiny-test features")
+    for layer in (mask, features):
+        assert layer.isValid()
+        check_mars_crs(layer, hirise_scene)
+    assert mask.width() == 274 and mask.height() == 661
+    check_styles(mask, features, CLASSES)
+    areas = [f["area_m2"] for f in features.getFeatures()]
+    assert areas and min(areas) >= 2000.0
+    assert results["features"] == len(areas)
+    QgsProject.instance().clear()
+
+
+def test_processing_cancel_mid_run_leaves_no_files(plugin, sample_scene, bundle, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    seen = []
+
+    def cancel_after_first_batches(percent: float) -> None:
+        seen.append(percent)
+        if percent > 5:
+            feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_after_first_batches)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run(ALGORITHM, {
+            "scene": str(sample_scene), "model": str(bundle), "batch_size": 2,
+            "mask_path": str(tmp_path / "mask.tif"),
+            "vector_path": str(tmp_path / "features.gpkg")}, feedback=feedback)
+    assert seen and max(seen) < 50, "cancel was not honoured within one batch"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# the button: dialog + background task
+
+
+def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_scene, bundle,
+                                           tmp_path, screenshots):
+    from momo_geo_plugin.dialog import MapFeaturesDialog
+    from qgis.core import QgsProject, QgsRasterLayer
+    from qgis.PyQt.QtWidgets import QDialogButtonBox
+
+    project = QgsProject.instance()
+    project.clear()
+    scene_layer = QgsRasterLayer(str(sample_scene), "crater_field")
+    project.addMapLayer(scene_layer)
+    iface.active_layer = scene_layer
+    dialog = MapFeaturesDialog(iface.window, iface=iface)
+    dialog.model_file.setFilePath(str(bundle))
+    assert dialog.scene_path() == str(sample_scene)
+    assert dialog.mask_file.filePath() == str(sample_scene.with_name("crater_field_mask.tif"))
+    assert dialog.vector_file.filePath().endswith("crater_field_features.gpkg")
+    assert (dialog.tile.value(), dialog.overlap.value()) == (64, 8)  # the card's defaults
+    card_text = dialog.card_label.text()
+    for expected in ("tiny-test", "crater", "background", "Ctx", "4–30 m/px"):
+        assert expected.lower() in card_text.lower(), card_text
+    dialog.vector_format.setCurrentText("ESRI Shapefile")
+    assert dialog.vector_file.filePath().endswith("crater_field_features.shp")
+    dialog.vector_format.setCurrentText("GeoPackage")
+    assert dialog.warning_label.text() == ""  # CTX-like 6 m/px scene fits the model
+    dialog.mask_file.setFilePath(str(tmp_path / "mask.tif"))
+    dialog.vector_file.setFilePath(str(tmp_path / "features.gpkg"))
+    request = dialog.request()
+    assert (request.scene, request.model, request.tile, request.batch_size) == (
+        str(sample_scene), str(bundle), 64, 8)
+    run_button = dialog.buttons.button(QDialogButtonBox.Ok)
+    assert run_button.isEnabled()
+    dialog.resize(640, dialog.sizeHint().height())
+    dialog.show()
+    assert dialog.grab().save(str(screenshots / "qgis_dialog.png"))
+
+    # A HiRISE scene at 25 m/px with a CTX-only model trained for 4-8 m/px: both warnings.
+    ctx_only = make_dark_spot_bundle(tmp_path / "ctx.bundle", sensors=("ctx",),
+                                     gsd_range=(4.0, 8.0))
+    dialog.model_file.setFilePath(str(ctx_only))
+    dialog.scene_file.setFilePath(str(hirise_scene))
+    warning = dialog.warning_label.text()
+    assert "HiRISE" in warning and "25" in warning and "4–8 m/px" in warning
+    # An existing output blocks Run until "replace" is ticked.
+    dialog.mask_file.setFilePath(str(sample_scene))
+    assert not run_button.isEnabled() and "exists" in dialog.warning_label.text()
+    dialog.overwrite.setChecked(True)
+    assert run_button.isEnabled()
+    dialog.close()
+    project.clear()
+
+
+def test_task_on_mars_layer_loaded_first_in_empty_project(plugin, iface, hirise_scene, bundle,
+                                                          tmp_path):
+    from momo_geo_plugin.dialog import MapFeaturesDialog
+    from qgis.core import QgsProject, QgsRasterLayer, QgsTask
+
+    project = QgsProject.instance()
+    project.clear()
+    assert not project.crs().isValid()
+    scene_layer = QgsRasterLayer(str(hirise_scene), "ESP_037156_1800_RED")
+    project.addMapLayer(scene_layer)
+    assert project.crs() == scene_layer.crs() and project.crs().description()
+    iface.active_layer = scene_layer
+    dialog = MapFeaturesDialog(iface.window, iface=iface)
+    dialog.model_file.setFilePath(str(bundle))
+    dialog.mask_file.setFilePath(str(tmp_path / "hirise_mask.tif"))
+    dialog.vector_file.setFilePath(str(tmp_path / "hirise_features.gpkg"))
+    request = dialog.request()
+    dialog.close()
+    assert request.scene == str(hirise_scene)
+    iface.bar.clearWidgets()
+    task = plugin.start(request)
+    wait_for(lambda: task not in plugin.tasks)
+    assert task.status() == QgsTask.Complete, task.error
+    assert len(task.layers) == 2
+    for layer in task.layers:
+        assert project.mapLayer(layer.id()) is layer
+        assert layer.isValid() and layer.crs().description()
+        assert layer.crs() == scene_layer.crs()
+        assert scene_layer.extent().intersects(layer.extent())
+    assert project.crs() == scene_layer.crs()
+    assert any(m.startswith("Mapped ") for m in iface.messages()), iface.messages()
+    project.clear()
+
+
+def test_task_cancel_mid_run_leaves_no_files(plugin, iface, sample_scene, bundle, tmp_path):
+    from momo_geo_plugin.engine import MapRequest
+    from qgis.core import QgsTask
+
+    request = MapRequest(scene=str(sample_scene), model=str(bundle), batch_size=1,
+                         mask_path=str(tmp_path / "mask.tif"),
+                         vector_path=str(tmp_path / "features.gpkg"))
+    iface.bar.clearWidgets()
+    task = plugin.start(request)
+    progress = []
+
+    def cancel_once_running(percent: float) -> None:
+        progress.append(percent)
+        if percent > 2 and not task.isCanceled():
+            task.cancel()
+
+    task.progressChanged.connect(cancel_once_running)
+    wait_for(lambda: task not in plugin.tasks)
+    assert task.status() == QgsTask.Terminated
+    assert progress and max(progress) < 60, "cancel was not honoured within one batch"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert task.layers == []
+    assert any("cancelled" in m for m in iface.messages()), iface.messages()
+
+
+def test_task_failure_shows_a_message_and_writes_nothing(plugin, iface, sample_scene, tmp_path):
+    from momo_geo_plugin.engine import MapRequest
+    from qgis.core import QgsTask
+
+    request = MapRequest(scene=str(sample_scene), model=str(tmp_path / "missing.bundle"),
+                         mask_path=str(tmp_path / "mask.tif"),
+                         vector_path=str(tmp_path / "features.gpkg"))
+    iface.bar.clearWidgets()
+    task = plugin.start(request)
+    wait_for(lambda: task not in plugin.tasks)
+    assert task.status() == QgsTask.Terminated
+    messages = iface.messages()
+    assert len(messages) == 1 and "failed" in messages[0] and "missing.bundle" in messages[0]
+    assert "Traceback" not in messages[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# the map screenshot, qgis_process, packaging
+
+
+def test_map_canvas_renders_scene_and_both_layers(sample_run, sample_scene, screenshots):
+    from qgis.core import (
+        QgsMapRendererSequentialJob,
+        QgsMapSettings,
+        QgsProject,
+        QgsRasterLayer,
+        QgsRectangle,
+    )
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    mask, features = project_layer("tiny-test mask"), project_layer("tiny-test features")
+    scene_layer = QgsRasterLayer(str(sample_scene), "crater_field")
+    QgsProject.instance().addMapLayer(scene_layer)
+    settings = QgsMapSettings()
+    settings.setLayers([features, mask, scene_layer])  # top first
+    settings.setDestinationCrs(scene_layer.crs())
+    extent = scene_layer.extent()
+    # A 2 km x 2 km window so individual crater outlines are visible in the README.
+    centre = extent.center()
+    half = 1000.0
+    settings.setExtent(QgsRectangle(centre.x() - half, centre.y() - half,
+                                    centre.x() + half, centre.y() + half))
+    settings.setOutputSize(QSize(720, 720))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    assert not job.errors()
+    assert image.save(str(screenshots / "qgis_map.png"))
+    oranges = sum(
+        1 for x in range(0, 720, 4) for y in range(0, 720, 4)
+        if (lambda c: c.red() > 200 and 90 < c.green() < 170 and c.blue() < 80)(
+            QColor(image.pixel(x, y))))
+    assert oranges > 20, "crater outlines in the class colour are not on the rendered map"
+
+
+def _qgis_process() -> str | None:
+    # Debian's /usr/bin/qgis_process wrapper passes --noversioncheck, which the 3.22 binary
+    # refuses; the real executable is qgis_process.bin beside it.
+    for name in ("qgis_process.bin", "qgis_process"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def test_qgis_process_runs_the_algorithm_from_the_shell(sample_scene, bundle, tmp_path):
+    executable = _qgis_process()
+    if executable is None:
+        pytest.skip("qgis_process not installed (Debian package `qgis`)")
+    env = dict(os.environ)
+    env.update({
+        "QT_QPA_PLATFORM": "offscreen",
+        "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"),
+        "QGIS_PLUGINPATH": str(PLUGIN_PARENT),
+        # QGIS's Python is the system interpreter; give it this checkout and the venv's packages.
+        "PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]),
+    })
+    enable = subprocess.run([executable, "plugins", "enable", "momo_geo_plugin"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert enable.returncode == 0, enable.stdout[-2000:] + enable.stderr[-2000:]
+    mask, vector = tmp_path / "mask.tif", tmp_path / "craters.shp"
+    completed = subprocess.run(
+        [executable, "--json", "run", ALGORITHM, "--", f"scene={sample_scene}",
+         f"model={bundle}", f"mask_path={mask}", f"vector_path={vector}", "batch_size=32",
+         "min_area=5000"],
+        capture_output=True, text=True, env=env, timeout=180)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    payload = json.loads(completed.stdout[completed.stdout.index("{"):])
+    assert payload["results"]["features"] > 0
+    assert mask.is_file() and vector.is_file()
+    assert {p.suffix for p in tmp_path.glob("craters.*")} >= {".shp", ".shx", ".dbf", ".prj"}
+
+
+def test_plugin_zip_builds_clean_and_the_security_scan_can_fail(tmp_path):
+    sys.path.insert(0, str(PLUGIN_PARENT))
+    import build
+    import security_check
+
+    import momo_geo
+
+    target = build.build(tmp_path / "dist")
+    assert target.name == f"momo_geo_plugin-{momo_geo.__version__}.zip"
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+        meta = archive.read("momo_geo_plugin/metadata.txt").decode()
+    assert all(n.startswith("momo_geo_plugin/") for n in names)
+    assert {"momo_geo_plugin/__init__.py", "momo_geo_plugin/metadata.txt",
+            "momo_geo_plugin/LICENSE", "momo_geo_plugin/icon.png"} <= set(names)
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".safetensors"))]
+    assert f"version={momo_geo.__version__}" in meta
+    assert not list((tmp_path / "dist").glob(".*"))  # no temporary zip left behind
+
+    bad = tmp_path / "bad_plugin"
+    shutil.copytree(PLUGIN_PARENT / "momo_geo_plugin", bad,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (bad / "evil.py").write_text(
+        'import subprocess\nTOKEN = "ghp_' + "a" * 36 + '"\n'
+        'def run(text):\n    return eval(text)\n'
+        'def sh(cmd):\n    return subprocess.call(cmd, shell=True)\n')
+    (bad / "weights.safetensors").write_bytes(b"\0" * 16)
+    problems = security_check.scan(bad)
+    text = "\n".join(problems)
+    for expected in ("eval()", "shell=True", "GitHub token", "weights.safetensors", "bandit"):
+        assert expected in text, text
+    assert security_check.scan(PLUGIN_PARENT / "momo_geo_plugin") == []
