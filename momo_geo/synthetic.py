@@ -249,8 +249,9 @@ def _value_noise(rows: np.ndarray, cols: np.ndarray, scale: float, seed: int) ->
     lattice = _hash01(np.arange(y0, iy.max() + 2)[:, None], np.arange(x0, ix.max() + 2)[None, :],
                       seed)
     ri, ci = iy - y0, ix - x0
-    top = lattice[ri][:, ci] * (1 - tx) + lattice[ri][:, ci + 1] * tx
-    bottom = lattice[ri + 1][:, ci] * (1 - tx) + lattice[ri + 1][:, ci + 1] * tx
+    # Separable: interpolate along x on the (few) lattice rows, then pick and blend rows.
+    along_x = lattice[:, ci] * (1 - tx) + lattice[:, ci + 1] * tx
+    top, bottom = along_x[ri], along_x[ri + 1]
     return (top * (1 - ty)[:, None] + bottom * ty[:, None]) * 2 - 1
 
 
