@@ -64,6 +64,12 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
                 simplify: float, circles: bool, probabilities: str | None, overwrite: bool,
                 workers: int, quiet: bool) -> None:
     """Map craters (or other features) in SCENES: a class mask and a vector layer each."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    # open_scene reports a missing georeference as a one-line error; GDAL's warning is noise
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     if len(scenes) > 1 and (mask or vector or probabilities):
         raise MomoGeoError("-o, --vector and --probabilities name one scene's outputs; with "
                            "several scenes, outputs are named after each scene")
