@@ -183,7 +183,7 @@ def _make_scene(size: int | tuple[int, int], gsd: float, seed: int, sun_azimuth:
     row = rng.uniform(-margin, height + margin, n)
     depth = depth_ratio * diameter * rng.uniform(0.8, 1.2, n)
     rim = 0.2 * depth * rng.uniform(0.8, 1.2, n)
-    x, y = transform * (col, row)
+    x, y = transform @ (col, row)
     lon, lat = mcrs.lonlat_transformer(crs).transform(x, y)
     lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
     inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)

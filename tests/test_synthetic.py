@@ -52,7 +52,7 @@ def test_every_crater_centre_is_inside_a_truth_blob(field):
     assert (values[table["visible"]] == 1).all()
     assert (values[~table["visible"]] == 255).all()
     # Pixel and map coordinates of the centres agree with the transform.
-    x, y = field.transform * (table["col"].to_numpy(), table["row"].to_numpy())
+    x, y = field.transform @ (table["col"].to_numpy(), table["row"].to_numpy())
     assert np.allclose(x, table["x_m"], atol=1e-3) and np.allclose(y, table["y_m"], atol=1e-3)
 
 
