@@ -73,7 +73,7 @@ HIRISE = Sensor(
     normalization=Normalization(0.5052, 0.1785),
     # ESP_037156_1800_RED, PSP_001234_1750_COLOR, ESP_012345_2020_RED4_0 ...
     product_pattern=re.compile(
-        r"(?<![A-Z0-9])(?P<phase>ESP|PSP|AEB|INT|CAL)_(?P<orbit>\d{6})_(?P<target>\d{4})"
+        r"(?<![A-Z0-9])(?P<phase>ESP|PSP|AEB|INT|CAL)_(?P<orbit>\d{6})_(?P<target>\d{4})(?![0-9])"
         r"(?:_(?P<product>RED|COLOR|IRB|BG|MIRB|MRGB|RGB|IR\d*|RED\d*)(?:[0-9_]*))?"
     ),
     metadata_keywords=("HIRISE", "HIGH RESOLUTION IMAGING SCIENCE EXPERIMENT"),

@@ -59,6 +59,7 @@ def test_parse_product_ids(text, sensor, product_id, fields, observation):
     "I012340021.tif",            # ten digits: not a THEMIS ID
     "XESP_037156_1800_RED.tif",  # glued to another word
     "ESP_37156_1800_RED.tif",    # five-digit orbit
+    "ESP_037156_18001.tif",      # five-digit target: not a HiRISE ID
     "DTEEC_017825_1760_018458_1760_A01.tif",  # a HiRISE DTM name is not an image product ID
 ])
 def test_unknown_names_parse_to_none(text):
