@@ -171,7 +171,7 @@ def pixel_size_m(crs: Any, transform: Any, col: float, row: float) -> tuple[floa
     crs = as_crs(crs)
     to_lonlat = lonlat_transformer(crs)
     geod = geod_of(crs)
-    pts = [transform * (col, row), transform * (col + 1, row), transform * (col, row + 1)]
+    pts = [transform @ (col, row), transform @ (col + 1, row), transform @ (col, row + 1)]
     lon, lat = to_lonlat.transform([p[0] for p in pts], [p[1] for p in pts])
     _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
     _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])

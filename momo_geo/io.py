@@ -65,7 +65,7 @@ class Scene:
             np.column_stack([np.zeros_like(rows), rows]),
             np.column_stack([np.full_like(rows, self.width), rows]),
         ])
-        xs, ys = self.transform * (edge[:, 0], edge[:, 1])
+        xs, ys = self.transform @ (edge[:, 0], edge[:, 1])
         lon, lat = mcrs.lonlat_transformer(self.crs).transform(xs, ys)
         lon = np.asarray(lon)
         lon = np.where(lon > 180, lon - 360, lon)
