@@ -67,8 +67,10 @@ class Scene:
         ])
         xs, ys = self.transform @ (edge[:, 0], edge[:, 1])
         lon, lat = mcrs.lonlat_transformer(self.crs).transform(xs, ys)
-        lon = np.asarray(lon)
-        lon = np.where(lon > 180, lon - 360, lon)
+        # Longitudes in [-180, 180) unless the scene crosses the antimeridian, then in [0, 360).
+        lon180 = (np.asarray(lon) + 180.0) % 360.0 - 180.0
+        lon360 = np.asarray(lon) % 360.0
+        lon = lon180 if np.ptp(lon180) <= np.ptp(lon360) else lon360
         return float(lon.min()), float(np.min(lat)), float(lon.max()), float(np.max(lat))
 
 
