@@ -153,7 +153,12 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = precision
         self._autocast = _autocast(self.device, precision)  # validates precision early
-        self.model = bundle.build_model().to(self.device)
+        try:
+            model = bundle.build_model()
+        except RuntimeError as exc:  # shape mismatch, e.g. weights for another band count
+            raise MomoGeoError(f"model {card.name!r}: weights do not fit the architecture in its "
+                               f"card (in_chans {card.in_chans}): {_first_line(exc)}") from None
+        self.model = model.to(self.device)
 
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -171,6 +176,11 @@ class Predictor:
             raise MomoGeoError(f"model {self.card.name!r} returned shape {tuple(logits.shape)}, "
                                f"not the {self.card.num_classes} classes its card lists")
         return logits.float().softmax(dim=1)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +258,7 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
             else:  # classification: the tile's class for all its pixels
                 array = np.broadcast_to(probs.cpu().numpy()[:, :, None, None],
                                         (*probs.shape, first.height, first.width))
-            for plan, p, valid in zip(batch.plans, array, batch.valids):
+            for plan, p, valid in zip(batch.plans, array, batch.valids, strict=True):
                 stitcher.add(plan, p, valid)
         done += len(batch.plans) + batch.skipped
         if progress:

@@ -75,7 +75,7 @@ def axis_cores(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
     starts = axis_starts(length, tile, overlap)
     size = min(tile, length)
     bounds = [0]
-    for left, right in zip(starts, starts[1:]):
+    for left, right in zip(starts, starts[1:], strict=False):
         bounds.append((right + left + size) // 2)
     bounds.append(length)
     return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]

@@ -162,6 +162,8 @@ def _valid_mask(src: rasterio.DatasetReader, window, data: np.ndarray,
 
 
 def _grey(data: np.ndarray, bands: str, valid: np.ndarray) -> np.ndarray:
+    if data.shape[0] == 1 and data.dtype.kind != "f":
+        return data.astype(np.float32)
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
     grey = to_grey(x, bands)[0].numpy()
     if data.dtype.kind == "f":
@@ -212,9 +214,8 @@ class Prefetcher:
                         if not self._put(self._batch(pending, skipped)):
                             return
                         pending, skipped = [], 0
-                if pending or skipped:
-                    if not self._put(self._batch(pending, skipped)):
-                        return
+                if (pending or skipped) and not self._put(self._batch(pending, skipped)):
+                    return
             finally:
                 source.close()
             self._put(None)

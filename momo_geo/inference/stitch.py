@@ -71,6 +71,17 @@ class RowBandStitcher:
         """Add one tile's ``(K, h, w)`` probabilities and its ``(h, w)`` valid-pixel mask."""
         if plan.row > self.top:
             self.start_row(plan.row)
+        if self.blend == "crop":
+            # weight 1 on the core, 0 elsewhere: copy the core only (exact, and 3x less work)
+            inner = plan.core_in_tile
+            r0 = plan.core_row - self.top
+            rows = slice(r0, r0 + plan.core_height)
+            cols = slice(plan.core_col, plan.core_col + plan.core_width)
+            core_valid = valid[inner]
+            self.acc[:, rows, cols] += probabilities[(slice(None), *inner)] * core_valid
+            self.weight[rows, cols] += core_valid
+            self.valid[rows, cols] |= core_valid
+            return
         r0 = plan.row - self.top
         rows = slice(r0, r0 + plan.height)
         cols = slice(plan.col, plan.col + plan.width)
