@@ -58,11 +58,15 @@ class Interface:
     """Enough of ``QgisInterface`` for a plugin: real main window, toolbar, menu, message bar."""
 
     def __init__(self) -> None:
-        from qgis.gui import QgsMapCanvas, QgsMessageBar
+        from qgis.core import QgsProject
+        from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMapCanvas, QgsMessageBar
         from qgis.PyQt.QtWidgets import QMainWindow, QMenu, QToolBar
 
         self.window = QMainWindow()
         self.canvas = QgsMapCanvas(self.window)
+        # As in QGIS desktop: the first layer added to an empty project sets the project's CRS.
+        project = QgsProject.instance()
+        self.bridge = QgsLayerTreeMapCanvasBridge(project.layerTreeRoot(), self.canvas)
         self.bar = QgsMessageBar(self.window)
         self.toolbar = QToolBar("Plugins", self.window)
         self.raster_menu = QMenu("Raster", self.window)

@@ -29,7 +29,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .engine import DEVICES, PRECISIONS, MapRequest, run_map
+from .engine import DEVICES, PRECISIONS, MappingError, MapRequest, run_map
 
 
 def tr(text: str) -> str:
@@ -170,9 +170,7 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
                 request,
                 progress=lambda done, total: feedback.setProgress(100.0 * done / max(total, 1)),
                 cancel=feedback.isCanceled, log=feedback.pushInfo)
-        except MomoGeoError as exc:
-            if feedback.isCanceled():
-                raise QgsProcessingException(tr("cancelled; no files were written")) from None
+        except (MomoGeoError, MappingError) as exc:
             raise QgsProcessingException(str(exc)) from None
         self._style_on_load(context, mask_path, vector_path, card)
         return {self.MASK: mask_path, self.VECTOR: vector_path,
@@ -187,7 +185,6 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
                 details.setPostProcessor(processor)
 
 
-def _feature_count(result: Any, vector_path: str) -> int:
+def _feature_count(result: dict, vector_path: str) -> int:
     """Features written, from the engine's per-class counts."""
-    counts = getattr(result, "feature_counts", None) or {}
-    return int(sum(counts.values()))
+    return int(sum((result.get("feature_counts") or {}).values()))

@@ -8,6 +8,8 @@ GSD does not fit the model (the card's ``sensors`` and ``gsd_range``).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,22 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .engine import DEVICES, VECTOR_FORMATS, MapRequest, default_outputs, scene_warnings
+from .engine import DEVICES, VECTOR_FORMATS, MapRequest, default_outputs, describe
 
 DEFAULT_MODEL_TEXT = "Bundled default model"
+
+
+def _safe(slot: Callable[..., None]) -> Callable[..., None]:
+    """A slot that reports its exception in the dialog: PyQt aborts QGIS on an uncaught one."""
+
+    @functools.wraps(slot)
+    def wrapper(self: MapFeaturesDialog, *args: Any) -> None:
+        try:
+            slot(self, *args)
+        except Exception as exc:
+            self.warning_label.setText(f"✖ {type(exc).__name__}: {exc}")
+
+    return wrapper
 
 
 class MapFeaturesDialog(QDialog):
@@ -45,6 +60,8 @@ class MapFeaturesDialog(QDialog):
         self.setWindowTitle("Map Mars features")
         self.setMinimumWidth(560)
         self._last_scene = ""
+        self._card_ok = False
+        self._warnings: list[str] = []
         self._build()
         active = iface.activeLayer() if iface is not None else None
         if isinstance(active, QgsRasterLayer):
@@ -169,11 +186,13 @@ class MapFeaturesDialog(QDialog):
             device=self.device.currentText(), min_area=self.min_area.value(),
             overwrite=self.overwrite.isChecked())
 
+    @_safe
     def _layer_picked(self, _layer: Any = None) -> None:
         if self.scene_file.filePath():
             self.scene_file.setFilePath("")  # a layer choice replaces a file choice
         self._scene_changed()
 
+    @_safe
     def _scene_changed(self, *_: Any) -> None:
         scene = self.scene_path()
         if scene and scene != self._last_scene:
@@ -183,14 +202,16 @@ class MapFeaturesDialog(QDialog):
             self.vector_file.setFilePath(vector)
         self._model_changed()
 
+    @_safe
     def _model_changed(self, *_: Any) -> None:
-        summary, warnings = scene_warnings(self.scene_path(), self.model())
-        self.card_label.setText(summary or "No usable model.")
-        self._card_ok = bool(summary)
-        self._warnings = warnings
+        info = describe(self.scene_path(), self.model())
+        self.card_label.setText(info["summary"] or "No usable model.")
+        self._card_ok = bool(info["summary"])
+        self._warnings = list(info["warnings"])
         self._apply_card_defaults()
         self._validate()
 
+    @_safe
     def _apply_card_defaults(self, *_: Any) -> None:
         from momo_geo.bundle import load_card
         from momo_geo.errors import MomoGeoError
@@ -203,6 +224,7 @@ class MapFeaturesDialog(QDialog):
         self.overlap.setValue(card.tile_overlap)
         self.min_area.setValue(0.0)
 
+    @_safe
     def _format_changed(self, name: str) -> None:
         path = self.vector_file.filePath()
         if path:
@@ -223,8 +245,9 @@ class MapFeaturesDialog(QDialog):
                 problems.append(f"{Path(path).name} exists (tick 'Replace existing output files')")
         return problems
 
+    @_safe
     def _validate(self, *_: Any) -> None:
-        lines = [f"⚠ {w}" for w in getattr(self, "_warnings", [])]
+        lines = [f"⚠ {w}" for w in self._warnings]
         lines += [f"✖ {p}" for p in self.problems()]
         self.warning_label.setText("\n".join(lines))
         self.buttons.button(QDialogButtonBox.Ok).setEnabled(not self.problems())

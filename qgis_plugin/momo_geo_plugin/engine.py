@@ -1,21 +1,44 @@
-"""The plugin's one way into momo-geo: a request, its checks, and the call to the engine.
+"""The plugin's one way into momo-geo: a request, and the worker process that maps it.
 
 The dialog, the background task and the Processing algorithm all build a :class:`MapRequest` and
-hand it to :func:`run_map`, which calls :func:`momo_geo.inference.map_scene` with the same
-parameter names as ``momo-geo map``. Nothing here imports QGIS, and ``momo_geo`` is imported only
-inside functions, so the plugin loads (and reports) even when momo-geo is not installed.
+hand it to :func:`run_map`, which runs :func:`momo_geo.inference.map_scene` (same parameter names
+as ``momo-geo map``) in a child Python process (:mod:`.worker` says why). Progress and cancel
+cross the process boundary as JSON lines. Nothing here imports QGIS or momo_geo, so the plugin
+loads, and reports, even when momo-geo is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import queue
+import subprocess  # nosec B404 - runs our own worker script with a list argv, never a shell
+import sys
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .deps import qgis_python
+from .worker import card_summary, fit_warnings  # noqa: F401 - re-exported for the dialog
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
 VECTOR_FORMATS = {"GeoPackage": ".gpkg", "ESRI Shapefile": ".shp"}
+WORKER = Path(__file__).with_name("worker.py")
+CANCEL_GRACE_S = 60.0
+"""How long a cancelled worker may take to finish its batch and clean up before it is killed."""
+
+
+class MappingError(Exception):
+    """The run failed (one-line reason) or was cancelled (``cancelled`` True)."""
+
+    def __init__(self, message: str, cancelled: bool = False) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.cancelled = cancelled
 
 
 @dataclass
@@ -27,9 +50,9 @@ class MapRequest:
     vector_path: str
     model: str = "default"
     tile: int | None = None
-    """Tile size in pixels; ``None`` takes the model card's ``tile_size``."""
+    """Tile size in pixels; ``None`` or 0 takes the model card's ``tile_size``."""
     overlap: int | None = None
-    """Tile overlap in pixels; ``None`` takes the model card's ``tile_overlap``."""
+    """Tile overlap in pixels; ``None`` or negative takes the model card's ``tile_overlap``."""
     batch_size: int = 8
     device: str = "auto"
     precision: str = "fp32"
@@ -40,23 +63,123 @@ class MapRequest:
     overwrite: bool = False
 
 
+def worker_command(command: str) -> list[str]:
+    return [qgis_python(), str(WORKER), command]
+
+
+def worker_env() -> dict[str, str]:
+    """The child sees exactly the modules QGIS's interpreter sees (its ``sys.path``)."""
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    return env
+
+
+def _start(command: str, request: dict[str, Any]) -> subprocess.Popen:
+    creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
+    try:
+        process = subprocess.Popen(  # nosec B603 - fixed argv: python, our worker.py, a verb
+            worker_command(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, encoding="utf-8", env=worker_env(),
+            creationflags=creation)
+    except OSError as exc:
+        raise MappingError(f"cannot start the momo-geo worker ({qgis_python()}): {exc}") from None
+    process.stdin.write(json.dumps(request) + "\n")
+    process.stdin.flush()
+    return process
+
+
+def _lines(stream: Any, sink: queue.Queue) -> None:
+    for line in stream:
+        sink.put(line)
+    sink.put(None)
+
+
 def run_map(request: MapRequest, progress: Callable[[int, int], None] | None = None,
             cancel: Callable[[], bool] | None = None,
-            log: Callable[[str], None] | None = None) -> Any:
-    """Run the mapping engine; raises ``MomoGeoError`` with a one-line message on bad input.
+            log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Map ``request`` in the worker; return its summary (paths, ``feature_counts``, ...).
 
-    ``cancel()`` returning True stops the engine within one batch and leaves no output files
-    (the engine writes through ``momo_geo.io.atomic_output``).
+    ``progress(done, total)`` after each batch; ``cancel()`` polled ten times a second: True
+    stops the engine within one batch, leaves no files and raises ``MappingError(cancelled=True)``.
+    Any failure raises :class:`MappingError` with the engine's one-line message.
     """
-    from momo_geo.inference import map_scene
+    process = _start("map", asdict(request))
+    stdout: queue.Queue = queue.Queue()
+    stderr: list[str] = []
+    threading.Thread(target=_lines, args=(process.stdout, stdout), daemon=True).start()
+    err_thread = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+    err_thread.start()
+    done: dict[str, Any] | None = None
+    error = ""
+    cancelled_at: float | None = None
+    while True:
+        if cancelled_at is None and cancel is not None and cancel():
+            cancelled_at = time.monotonic()
+            try:
+                process.stdin.write("cancel\n")
+                process.stdin.flush()
+            except OSError:
+                pass
+        if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+            process.kill()
+        try:
+            line = stdout.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        message = _parse(line)
+        if "progress" in message and progress is not None:
+            progress(*message["progress"])
+        elif "log" in message and log is not None:
+            log(message["log"])
+        elif "done" in message:
+            done = message["done"]
+        elif "error" in message:
+            error = message["error"]
+    process.wait()
+    err_thread.join(timeout=5)
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    if cancelled_at is not None:
+        raise MappingError("cancelled; no files were written", cancelled=True)
+    if done is not None and process.returncode == 0:
+        return done
+    if not error:
+        tail = "".join(stderr).strip().splitlines()[-1:] or ["no message"]
+        error = f"the momo-geo worker stopped (exit code {process.returncode}): {tail[0]}"
+    raise MappingError(error)
 
-    return map_scene(
-        request.scene, mask_path=request.mask_path, vector_path=request.vector_path,
-        model=request.model or "default", tile=request.tile or None,
-        overlap=request.overlap if request.overlap not in (None, -1) else None,
-        batch_size=request.batch_size, device=request.device, precision=request.precision,
-        min_area=request.min_area, simplify=request.simplify, circles=request.circles,
-        overwrite=request.overwrite, progress=progress, cancel=cancel, log=log)
+
+def describe(scene: str, model: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Card summary and scene/model fit warnings, computed in the worker (it opens the scene)."""
+    process = _start("describe", {"scene": scene, "model": model})
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return {"summary": "", "warnings": ["reading the scene took too long"]}
+    for line in reversed(out.splitlines()):
+        message = _parse(line)
+        if "done" in message:
+            return message["done"]
+        if "error" in message:
+            return {"summary": "", "warnings": [message["error"]]}
+    tail = err.strip().splitlines()[-1:] or ["no message"]
+    return {"summary": "", "warnings": [f"the momo-geo worker failed: {tail[0]}"]}
+
+
+def _parse(line: str) -> dict[str, Any]:
+    line = line.strip()
+    if not line.startswith("{"):
+        return {}
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        return {}
+    return message if isinstance(message, dict) else {}
 
 
 def default_outputs(scene: str | Path, vector_ext: str = ".gpkg") -> tuple[str, str]:
@@ -65,67 +188,3 @@ def default_outputs(scene: str | Path, vector_ext: str = ".gpkg") -> tuple[str, 
     stem = scene.name.split(".")[0] or "scene"
     return (str(scene.with_name(f"{stem}_mask.tif")),
             str(scene.with_name(f"{stem}_features{vector_ext}")))
-
-
-def card_summary(card: Any) -> str:
-    """A few lines about a model card, as the dialog shows it (plain text)."""
-    classes = ", ".join(f"{c.id} {c.name}" for c in card.classes) or "none"
-    gsd = _gsd_text(card)
-    return "\n".join([
-        f"Model: {card.name} ({card.task})",
-        f"Classes: {classes}",
-        f"Sensors: {', '.join(s.upper() if len(s) <= 3 else s.capitalize() for s in card.sensors)}",
-        f"GSD: {gsd}",
-        f"Tiles: {card.tile_size} px, overlap {card.tile_overlap} px",
-    ])
-
-
-def _gsd_text(card: Any) -> str:
-    parts = []
-    if card.gsd:
-        parts.append(f"trained at {card.gsd:g} m/px")
-    if card.gsd_range:
-        lo, hi = card.gsd_range
-        parts.append(f"range {lo:g}–{hi:g} m/px")
-    return ", ".join(parts) or "not stated"
-
-
-def fit_warnings(scene: Any, card: Any) -> list[str]:
-    """Why a scene may not suit a model: its sensor or its GSD outside the card's.
-
-    ``scene`` is a :class:`momo_geo.io.Scene`. Warnings, not errors: the engine still runs (it
-    resamples to the model's GSD), but a geologist should know the model was not trained for it.
-    """
-    warnings = []
-    if scene.sensor is not None and card.sensors and scene.sensor.name not in card.sensors:
-        warnings.append(f"the scene looks like {scene.sensor.title}, but the model was trained on "
-                        f"{', '.join(card.sensors)}")
-    if scene.sensor is None and card.sensors:
-        warnings.append("the scene's sensor is unknown (no HiRISE/CTX/THEMIS product ID or "
-                        f"label); the model was trained on {', '.join(card.sensors)}")
-    if card.gsd_range:
-        lo, hi = card.gsd_range
-        if not lo <= scene.gsd <= hi:
-            warnings.append(f"the scene's GSD is {scene.gsd:.3g} m/px, outside the model's "
-                            f"range {lo:g}–{hi:g} m/px")
-    return warnings
-
-
-def scene_warnings(scene_path: str, model: str) -> tuple[str, list[str]]:
-    """(model card summary, warnings) for the dialog; a bad scene/model becomes a warning."""
-    from momo_geo.bundle import load_card
-    from momo_geo.errors import MomoGeoError
-    from momo_geo.io import open_scene
-
-    try:
-        card = load_card(model or "default")
-    except MomoGeoError as exc:
-        return "", [str(exc)]
-    summary = card_summary(card)
-    if not scene_path:
-        return summary, []
-    try:
-        scene = open_scene(scene_path)
-    except MomoGeoError as exc:
-        return summary, [str(exc)]
-    return summary, fit_warnings(scene, card)

@@ -1,11 +1,11 @@
 """The background run: a ``QgsTask`` that calls the engine, then adds layers on the main thread.
 
 ``run()`` executes in a worker thread and touches no QGIS layer, project or widget: it only calls
-:func:`~momo_geo_plugin.engine.run_map` with a progress callback (QGIS's task bar) and a cancel
-callback (``isCanceled``, which the engine polls once per batch). ``finished()`` runs on the main
-thread: on success it adds the styled mask and vector layers to the project, on failure it shows one
-message bar entry. Outputs are written atomically by the engine, so a failed or cancelled run leaves
-no files behind.
+:func:`~momo_geo_plugin.engine.run_map` (the engine in a child process) with a progress callback
+(QGIS's task bar) and a cancel callback (``isCanceled``; the engine stops within one batch).
+``finished()`` runs on the main thread: on success it adds the styled mask and vector layers to
+the project, on failure it shows one message bar entry. Outputs are written atomically by the
+engine, so a failed or cancelled run leaves no files behind.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask
 
-from .engine import MapRequest, run_map
+from .engine import MappingError, MapRequest, run_map
 
 LOG_TAG = "momo-geo"
 
@@ -45,7 +45,7 @@ class MapTask(QgsTask):
             self.card = load_card(self.request.model or "default")
             self.result = run_map(self.request, progress=self._progress, cancel=self.isCanceled,
                                   log=self._log)
-        except MomoGeoError as exc:
+        except (MomoGeoError, MappingError) as exc:
             self.error = str(exc)
             return False
         except Exception as exc:  # an engine bug must not take QGIS down with it
