@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 import torch
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 
 from momo_geo.inference.plan import TilePlan
 from momo_geo.preprocess import to_grey, to_model_input
@@ -127,7 +127,7 @@ class RasterSource:
         src = self.src
         assert src is not None
         window = plan.window
-        indexes = [1] if self.bands == "first" else list(range(1, src.count + 1))
+        indexes = _image_bands(src, self.bands)
         data = src.read(indexes, window=window)
         valid = _valid_mask(src, window, data, None)
         shape = self.model_shape
@@ -139,6 +139,13 @@ class RasterSource:
                          resampling=resampling)
         valid_model = _valid_mask(src, window, small, shape)
         return TileData(plan, _grey(small, self.bands, valid_model), valid_model, valid)
+
+
+def _image_bands(src: rasterio.DatasetReader, bands: str) -> list[int]:
+    """Band indexes holding the image: an alpha band is a mask, never averaged in."""
+    image = [i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha]
+    image = image or [1]
+    return image[:1] if bands == "first" else image
 
 
 def _valid_mask(src: rasterio.DatasetReader, window, data: np.ndarray,
