@@ -9,14 +9,21 @@ level, so the plugin can always load, and report a missing dependency instead of
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REQUIRED = ("momo_geo", "torch")
-"""Modules the plugin needs; ``momo_geo`` brings rasterio, geopandas etc. as its dependencies."""
+REQUIRED = ("momo_geo", "torch", "rasterio", "shapely", "pyproj", "pyogrio")
+"""Modules the mapping worker needs in QGIS's interpreter."""
+
+IMPORTED = ("momo_geo",)
+"""Imported for real at start (light: momo_geo's top level imports nothing heavy). The others
+are only located (``find_spec``): loading torch or the GDAL/GEOS wheels into the QGIS process
+itself would cost memory and start-up time, and the wheels' libraries collide with QGIS's own
+(see :mod:`.worker`); the worker process imports them and reports any failure in one line."""
 
 PIP_REQUIREMENTS = ("momo-geo", "numpy<2")
 """What to install. ``numpy<2`` because QGIS 3.x's Python bindings are built against numpy 1."""
@@ -42,7 +49,7 @@ class DependencyReport:
     def message(self) -> str:
         """One message for the user: what is missing and the command that installs it."""
         if self.ok:
-            return "momo-geo and torch are available in QGIS's Python."
+            return "momo-geo and its dependencies are available in QGIS's Python."
         reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
         return (f"momo-geo plugin disabled: QGIS's Python ({self.python}) cannot import "
                 f"{', '.join(self.missing)} ({reasons}). Install them into that interpreter "
@@ -50,12 +57,15 @@ class DependencyReport:
 
 
 def check_dependencies(modules: tuple[str, ...] = REQUIRED) -> DependencyReport:
-    """Import each module for real (a ``find_spec`` would miss broken binary wheels)."""
+    """Import :data:`IMPORTED` modules, locate the others; collect what fails."""
     report = DependencyReport(python=qgis_python())
     for name in modules:
         try:
-            importlib.import_module(name)
-        except Exception as exc:  # ImportError, OSError from a broken .so, numpy ABI errors ...
+            if name in IMPORTED:
+                importlib.import_module(name)
+            elif importlib.util.find_spec(name) is None:
+                raise ImportError(f"No module named {name!r}")
+        except Exception as exc:  # ImportError, a broken package's own errors ...
             text = str(exc).strip().splitlines()
             report.missing[name] = text[0] if text else type(exc).__name__
     return report

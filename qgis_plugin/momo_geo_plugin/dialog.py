@@ -62,6 +62,7 @@ class MapFeaturesDialog(QDialog):
         self._last_scene = ""
         self._card_ok = False
         self._warnings: list[str] = []
+        self._described: dict[tuple[str, str], dict[str, Any]] = {}
         self._build()
         active = iface.activeLayer() if iface is not None else None
         if isinstance(active, QgsRasterLayer):
@@ -204,7 +205,10 @@ class MapFeaturesDialog(QDialog):
 
     @_safe
     def _model_changed(self, *_: Any) -> None:
-        info = describe(self.scene_path(), self.model())
+        key = (self.scene_path(), self.model())
+        if key not in self._described:  # the worker opens the scene: ~1 s, so only once
+            self._described[key] = describe(*key)
+        info = self._described[key]
         self.card_label.setText(info["summary"] or "No usable model.")
         self._card_ok = bool(info["summary"])
         self._warnings = list(info["warnings"])

@@ -1,8 +1,10 @@
 """The plugin object QGIS creates: toolbar button, menu, Processing provider, dependency check.
 
-On start the plugin imports ``momo_geo`` and ``torch`` in QGIS's interpreter. If either fails it
-shows one message with the exact install command, keeps its button and menu entry visible but
-disabled, and registers no Processing provider, so QGIS and other plugins carry on unaffected.
+On start the plugin checks that ``momo_geo``, ``torch`` and the geospatial wheels are available to
+QGIS's interpreter (:mod:`.deps`). If not, it shows one message with the exact install command,
+keeps its button and menu entry visible but disabled, and registers no Processing provider, so
+QGIS and other plugins carry on unaffected. The mapping itself runs in a child process
+(:mod:`.worker`).
 """
 
 from __future__ import annotations
