@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lam", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is fastest for ViT-T on a busy machine)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                  batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
                  pool_size=args.pool_size, val_size=args.val_size, merge_method=args.method,
                  lam=args.lam, seed=args.seed, data_root=args.data_root,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, threads=args.threads)
     except MomoGeoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
