@@ -272,6 +272,16 @@ def test_tile_level_classification_bundle(tmp_path):
     with torch.no_grad():
         expected = model(to_model_input(first, 0.5006, 0.1664, 1)).argmax(1).item()
     assert mask[0, 0] == expected
+    # a fixed-size model: other tile sizes are refused up front...
+    with pytest.raises(MomoGeoError, match="takes tiles of 32 px"):
+        map_scene(scene, tmp_path / "other.tif", model=bundle, tile=48)
+    # ...and a scene smaller than the tile is padded (as nodata) up to it
+    small = write_scene(tmp_path / "small.tif", image[:20, :25])
+    result = map_scene(small, model=bundle)
+    with rasterio.open(result.mask_path) as out:
+        small_mask = out.read(1)
+    assert small_mask.shape == (20, 25) and len(np.unique(small_mask)) == 1
+    assert small_mask[0, 0] < 3
 
 
 def test_bf16_runs_and_fp16_on_cpu_is_a_clear_error(tmp_path, bundle):

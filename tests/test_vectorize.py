@@ -143,6 +143,19 @@ def test_area_is_measured_on_the_body_in_polar_stereographic(tmp_path):
     assert frame.area_m2.iloc[0] == pytest.approx(geom.area, rel=0.05)  # but close to it
 
 
+def test_geographic_mars_crs(tmp_path):
+    # IAU_2015:49900: lon/lat degrees on the Mars sphere; 0.01° pixels at the equator
+    mask = np.zeros((30, 30), np.uint8)
+    mask[10:20, 10:20] = 2
+    path = write_mask(tmp_path / "geo.tif", mask, crs="IAU_2015:49900",
+                      transform=from_origin(30.0, 0.15, 0.01, 0.01))
+    vectorize(path, tmp_path / "geo.gpkg", CLASSES, circles=True)
+    frame = gpd.read_file(tmp_path / "geo.gpkg")
+    side = math.radians(0.01) * 3_396_190.0
+    assert frame.area_m2.iloc[0] == pytest.approx(100 * side**2, rel=1e-3)
+    assert frame.class_name.iloc[0] == "dune" and math.isnan(frame.diameter_m.iloc[0])
+
+
 def test_min_area_and_simplify(tmp_path):
     mask = np.zeros((100, 100), np.uint8)
     disc(mask, 30, 30, 20, 1)   # ~1257 px = ~503,000 m²

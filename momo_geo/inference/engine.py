@@ -213,7 +213,11 @@ def _grid(card: ModelCard, width: int, height: int, tile: int, overlap: int,
         if tw == src_tile:
             model_shape = (model_shape[0], tile)
     kind = card.architecture.get("kind", "vit")
-    pad_to = None if kind in FULLY_CONVOLUTIONAL else (tile, tile)
+    fixed = kind not in FULLY_CONVOLUTIONAL and not card.architecture.get("dynamic_img_size")
+    if fixed and tile != card.input_size:
+        raise MomoGeoError(f"model {card.name!r} takes tiles of {card.input_size} px, "
+                           f"not {tile}; leave --tile at its default")
+    pad_to = (tile, tile) if fixed else None
     return _Grid(src_tile, src_overlap, model_shape, factor, pad_to)
 
 
@@ -362,7 +366,7 @@ class _MaskWriter:
         self.scene, self.card = scene, card
         profile = dict(driver="GTiff", width=scene.width, height=scene.height, crs=scene.crs,
                        transform=scene.transform, tiled=True, blockxsize=256, blockysize=256,
-                       compress="deflate", bigtiff="IF_SAFER")
+                       compress="deflate", zlevel=1, bigtiff="IF_SAFER")  # fast: temporary
         self.mask_path = folder / "_work_mask.tif"
         self.conf_path = folder / "_work_confidence.tif" if confidence else None
         self.prob_path = folder / "_work_probabilities.tif" if probabilities else None
@@ -416,7 +420,7 @@ def write_cog(src_path: Path, dst_path: Path, resampling: str = "NEAREST") -> No
     from rasterio.shutil import copy as rio_copy
 
     rio_copy(src_path, dst_path, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
-             OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER")
+             OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
 
 
 def _check_output(path: Path | None, overwrite: bool, what: str) -> None:
@@ -472,9 +476,10 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
     overlap = card.tile_overlap if overlap is None else overlap
     check_tiling(tile, overlap)
     factor = gsd_factor(info, card, log)
+    if tile * factor < 2:
+        raise MomoGeoError(f"scene GSD {info.gsd:.3g} m/px is far too coarse for model "
+                           f"{card.name!r} ({card.gsd} m/px): a tile would cover < 2 pixels")
     grid = _grid(card, info.width, info.height, tile, overlap, factor)
-    if tile * factor < 1:
-        raise MomoGeoError("the scene is too coarse for this model's GSD")
     result = MapResult(scene=info.path, mask_path=mask_out, vector_path=vector_out,
                        probabilities_path=prob_out, model=model_name, task=card.task,
                        device=str(predictor.device), resample_factor=factor,
