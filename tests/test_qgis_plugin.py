@@ -96,7 +96,7 @@ def sample_scene() -> Path:
 def screenshots(tmp_path_factory) -> Path:
     target = os.environ.get("MOMO_GEO_SCREENSHOTS")
     if target:
-        path = Path(target)
+        path = Path(target).resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("screenshots")
@@ -351,7 +351,7 @@ def test_processing_cancel_mid_run_leaves_no_files(plugin, sample_scene, bundle,
 
 
 def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_scene, bundle,
-                                           tmp_path, screenshots):
+                                           tmp_path, screenshots, monkeypatch):
     from momo_geo_plugin.dialog import MapFeaturesDialog
     from qgis.core import QgsProject, QgsRasterLayer
     from qgis.PyQt.QtWidgets import QDialogButtonBox
@@ -362,7 +362,10 @@ def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_s
     project.addMapLayer(scene_layer)
     iface.active_layer = scene_layer
     dialog = MapFeaturesDialog(iface.window, iface=iface)
-    dialog.model_file.setFilePath(str(bundle))
+    # Relative paths (from a working folder) keep this machine's paths out of the screenshot.
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(bundle, tmp_path / "tiny-test.bundle")
+    dialog.model_file.setFilePath("tiny-test.bundle")
     assert dialog.scene_path() == str(sample_scene)
     assert dialog.mask_file.filePath() == str(sample_scene.with_name("crater_field_mask.tif"))
     assert dialog.vector_file.filePath().endswith("crater_field_features.gpkg")
@@ -374,11 +377,11 @@ def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_s
     assert dialog.vector_file.filePath().endswith("crater_field_features.shp")
     dialog.vector_format.setCurrentText("GeoPackage")
     assert dialog.warning_label.text() == ""  # CTX-like 6 m/px scene fits the model
-    dialog.mask_file.setFilePath(str(tmp_path / "mask.tif"))
-    dialog.vector_file.setFilePath(str(tmp_path / "features.gpkg"))
+    dialog.mask_file.setFilePath("crater_field_mask.tif")
+    dialog.vector_file.setFilePath("crater_field_features.gpkg")
     request = dialog.request()
     assert (request.scene, request.model, request.tile, request.batch_size) == (
-        str(sample_scene), str(bundle), 64, 8)
+        str(sample_scene), "tiny-test.bundle", 64, 8)
     run_button = dialog.buttons.button(QDialogButtonBox.Ok)
     assert run_button.isEnabled()
     dialog.resize(640, dialog.sizeHint().height())

@@ -82,6 +82,7 @@ class MapFeaturesDialog(QDialog):
         self.scene_file = QgsFileWidget()
         self.scene_file.setFilter("Rasters (*.tif *.tiff *.img *.jp2 *.vrt *.cub);;All files (*)")
         self.scene_file.setToolTip("Or pick a raster file that is not loaded as a layer")
+        self.scene_file.lineEdit().setPlaceholderText("or a file")
         row = QHBoxLayout()
         row.addWidget(self.layer_box, 2)
         row.addWidget(self.scene_file, 1)

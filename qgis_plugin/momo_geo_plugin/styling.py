@@ -19,6 +19,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+MASK_OPACITY = 0.6
+"""The mask over the scene: translucent, so the terrain under a crater stays readable."""
 CLASS_FIELD = "class_name"
 """Attribute of the engine's vector layer that names each feature's class."""
 
@@ -39,6 +41,7 @@ def style_mask(layer: QgsRasterLayer, card: Any) -> QgsPalettedRasterRenderer:
     classes = [QgsPalettedRasterRenderer.Class(int(c.id), class_color(c), c.name)
                for c in card.classes]
     renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
+    renderer.setOpacity(MASK_OPACITY)
     layer.setRenderer(renderer)
     layer.triggerRepaint()
     return renderer
@@ -52,11 +55,11 @@ def style_features(layer: QgsVectorLayer, card: Any) -> QgsCategorizedSymbolRend
             continue
         color = QColor(class_info.color)
         fill = QColor(color)
-        fill.setAlpha(90)
+        fill.setAlpha(60)
         symbol = QgsFillSymbol.createSimple({
             "color": ",".join(str(v) for v in fill.getRgb()),
             "outline_color": ",".join(str(v) for v in color.getRgb()),
-            "outline_width": "0.6",
+            "outline_width": "0.5",
         })
         categories.append(QgsRendererCategory(class_info.name, symbol, class_info.name))
     renderer = QgsCategorizedSymbolRenderer(CLASS_FIELD, categories)
