@@ -61,8 +61,10 @@ class Normalizer:
 
     def __call__(self, tiles: list[TileData]) -> torch.Tensor:
         pixels = torch.from_numpy(np.stack([t.pixels for t in tiles]))
-        valid = torch.from_numpy(np.stack([t.valid_model for t in tiles]))[:, None]
-        x = to_model_input(pixels, self.mean, self.std, self.in_chans, valid)
+        valid = np.stack([t.valid_model for t in tiles])[:, None]
+        # fully valid batches (most of a scene) skip the masked statistics: same result, faster
+        mask = None if valid.all() else torch.from_numpy(valid)
+        x = to_model_input(pixels, self.mean, self.std, self.in_chans, mask)
         if self.pad_to is not None:
             ph, pw = self.pad_to[0] - x.shape[-2], self.pad_to[1] - x.shape[-1]
             if ph > 0 or pw > 0:
