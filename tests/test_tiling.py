@@ -64,7 +64,7 @@ def test_bad_tiling_is_a_clear_error():
         list(plan_tiles(100, 100, 0, 0))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(width=st.integers(1, 300), height=st.integers(1, 300), tile=st.integers(1, 80),
        data=st.data())
 def test_cores_cover_every_pixel_exactly_once(width, height, tile, data):
@@ -166,3 +166,25 @@ def test_smooth_blend_equals_untiled_wherever_every_tile_sees_full_context():
     assert np.array_equal(classes[clean], ref_classes[clean])
     # and elsewhere the blend stays close to the untiled answer (no hard seams)
     assert np.abs(conf - ref_conf).max() < 0.1
+
+
+@settings(max_examples=25, deadline=None)
+@given(width=st.integers(1, 90), height=st.integers(1, 90), tile=st.integers(4, 48),
+       blend=st.sampled_from(["crop", "smooth"]), seed=st.integers(0, 2**16), data=st.data())
+def test_engine_predicts_every_valid_pixel_and_only_those(width, height, tile, blend, seed,
+                                                          data):
+    overlap = data.draw(st.integers(0, tile - 1))
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width)).astype(np.uint8)
+    valid = rng.random((height, width)) > 0.2
+    bundle = PROPERTY_BUNDLE
+    classes, confidence, probs = predict_array(bundle, image, valid, tile=tile,
+                                               overlap=overlap, blend=blend, batch_size=16,
+                                               device="cpu", probabilities=True)
+    assert ((classes != NODATA_CLASS) == valid).all()
+    assert (confidence[valid] >= 1 / 3 - 1e-6).all() and (confidence[~valid] == -1).all()
+    np.testing.assert_allclose(probs[:, valid].sum(axis=0), 1.0, atol=1e-5)
+    assert np.array_equal(probs[:, valid].argmax(axis=0), classes[valid])
+
+
+PROPERTY_BUNDLE = conv_bundle(depth=1)
