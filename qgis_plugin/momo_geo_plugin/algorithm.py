@@ -2,7 +2,7 @@
 batch mode and ``qgis_process``.
 
 Parameter names are ``map_scene``'s (scene, model, mask_path, vector_path, tile, overlap,
-batch_size, device, precision, min_area, simplify, circles), so a Processing model or a
+batch_size, device, precision, blend, min_area, simplify, circles), so a Processing model or a
 ``qgis_process`` call reads like ``momo-geo map``. ``tile = 0`` and ``overlap = -1`` mean "the
 model card's default". Processing runs the algorithm in a worker thread; the layers it produces
 are styled afterwards on the main thread by a layer post-processor.
@@ -29,7 +29,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .engine import DEVICES, PRECISIONS, MappingError, MapRequest, run_map
+from .engine import BLENDS, DEVICES, PRECISIONS, MappingError, MapRequest, run_map
 
 
 def tr(text: str) -> str:
@@ -122,6 +122,9 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
             "device", tr("Device"), list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(
             "precision", tr("Precision"), list(PRECISIONS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            "blend", tr("Tile blending (crop: tile centres only; smooth: weighted overlap)"),
+            list(BLENDS), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             "min_area", tr("Smallest feature kept, m² on Mars"), double, 0.0, False, 0.0))
         self.addParameter(QgsProcessingParameterNumber(
@@ -158,6 +161,7 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, "batch_size", context),
             device=DEVICES[self.parameterAsEnum(parameters, "device", context)],
             precision=PRECISIONS[self.parameterAsEnum(parameters, "precision", context)],
+            blend=BLENDS[self.parameterAsEnum(parameters, "blend", context)],
             min_area=self.parameterAsDouble(parameters, "min_area", context),
             simplify=self.parameterAsDouble(parameters, "simplify", context),
             circles=self.parameterAsBool(parameters, "circles", context),

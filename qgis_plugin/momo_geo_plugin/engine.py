@@ -27,6 +27,7 @@ from .worker import card_summary, fit_warnings  # noqa: F401 - re-exported for t
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
+BLENDS = ("crop", "smooth")
 VECTOR_FORMATS = {"GeoPackage": ".gpkg", "ESRI Shapefile": ".shp"}
 WORKER = Path(__file__).with_name("worker.py")
 CANCEL_GRACE_S = 60.0
@@ -56,6 +57,7 @@ class MapRequest:
     batch_size: int = 8
     device: str = "auto"
     precision: str = "fp32"
+    blend: str = "crop"
     min_area: float = 0.0
     """Smallest feature kept in the vector layer, square metres on Mars."""
     simplify: float = 0.0
