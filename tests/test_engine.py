@@ -135,9 +135,12 @@ def test_strip_in_nodata_frame_maps_to_a_valid_cog(tmp_path, bundle):
 
 
 def test_predict_array_matches_map_scene(tmp_path, bundle):
+    from momo_geo.inference import MapOptions
+
     image = checkerboard(150, 170, seed=2)
     scene = write_scene(tmp_path / "s.tif", image)
-    result = map_scene(scene, model=bundle, tile=48, overlap=10, device="cpu")
+    options = MapOptions(tile=48, overlap=10, device="cpu")
+    result = map_scene(scene, model=bundle, **options.as_kwargs())
     with rasterio.open(result.mask_path) as out:
         mask = out.read(1)
     classes, confidence = predict_array(bundle, image, tile=48, overlap=10)

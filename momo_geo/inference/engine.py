@@ -70,6 +70,10 @@ class MapOptions:
     """Fit circles to crater features (``diameter_m``, ``centre_lon``, ``centre_lat``)."""
     overwrite: bool = False
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`map_scene`: ``map_scene(scene, **opts.as_kwargs())``."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
 
 @dataclass
 class MapResult:
