@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import queue
-import subprocess  # nosec B404 - runs our own worker script with a list argv, never a shell
+import subprocess  # nosec B404 # only our own worker script: fixed argv list, never a shell
 import sys
 import threading
 import time
@@ -81,7 +81,8 @@ def worker_env() -> dict[str, str]:
 def _start(command: str, request: dict[str, Any]) -> subprocess.Popen:
     creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
     try:
-        process = subprocess.Popen(  # nosec B603 - fixed argv: python, our worker.py, a verb
+        # Fixed argv: QGIS's python, our worker.py, a verb ("map" or "describe").
+        process = subprocess.Popen(  # nosec B603
             worker_command(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, encoding="utf-8", env=worker_env(),
             creationflags=creation)
