@@ -193,6 +193,27 @@ def test_alpha_band_is_a_mask_not_an_image_band(tmp_path, bundle):
     assert ((mask[:, 50:] == 1) == bright).mean() > 0.99
 
 
+@pytest.mark.parametrize(("driver", "name", "options"), [
+    ("ISIS3", "scene.cub", {}),
+    ("PDS4", "scene.xml", {}),
+    ("JP2OpenJPEG", "scene.jp2", {"QUALITY": "100", "REVERSIBLE": "YES"}),
+])
+def test_planetary_formats_map_like_geotiff(tmp_path, bundle, driver, name, options):
+    from momo_geo.crs import body_of
+
+    image = checkerboard(100, 120, seed=8)
+    transform = from_origin(1000.0, 5000.0, 25.0, 25.0)
+    path = tmp_path / name
+    with rasterio.open(path, "w", driver=driver, width=120, height=100, count=1,
+                       dtype="uint8", crs=MARS_EQC, transform=transform, **options) as dst:
+        dst.write(image, 1)
+    reference = map_scene(write_scene(tmp_path / "ref.tif", image), model=bundle)
+    result = map_scene(path, tmp_path / "out.tif", model=bundle)
+    with rasterio.open(result.mask_path) as out, rasterio.open(reference.mask_path) as ref:
+        assert out.transform == ref.transform and body_of(out.crs) == "Mars"
+        assert np.array_equal(out.read(1), ref.read(1))
+
+
 def test_uint16_and_float_scenes_are_stretched_per_tile(tmp_path, bundle):
     base = checkerboard(130, 130, seed=4).astype(np.float32)
     truth = base >= 200
