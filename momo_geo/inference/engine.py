@@ -172,8 +172,10 @@ class Predictor:
             try:
                 logits = self.model(x)
             except RuntimeError as exc:
+                hint = ("; try a smaller --batch-size" if "out of memory" in str(exc).lower()
+                        else "")
                 raise MomoGeoError(f"model {self.card.name!r} failed on tiles of "
-                                   f"{tuple(x.shape[-2:])} px: {str(exc).splitlines()[0]}"
+                                   f"{tuple(x.shape[-2:])} px: {str(exc).splitlines()[0]}{hint}"
                                    ) from None
         expected = 4 if self.card.task == "segmentation" else 2
         if logits.ndim != expected or logits.shape[1] != self.card.num_classes:
@@ -225,6 +227,24 @@ def _grid(card: ModelCard, width: int, height: int, tile: int, overlap: int,
     return _Grid(src_tile, src_overlap, model_shape, factor, pad_to)
 
 
+def _stitch_batch(predictor: Predictor, batch: Any, stitcher: RowBandStitcher) -> None:
+    """Predict one batch and hand each tile's probabilities, on the scene grid, to the stitcher."""
+    probs = predictor(batch.inputs)
+    hm, wm = batch.source_shape
+    first = batch.plans[0]
+    if probs.ndim == 4:
+        probs = probs[..., :hm, :wm]  # drop padding of fixed-size models
+        if (hm, wm) != (first.height, first.width):  # resampled: back to the scene grid
+            probs = torch.nn.functional.interpolate(
+                probs, size=(first.height, first.width), mode="bilinear", align_corners=False)
+        array = probs.cpu().numpy()
+    else:  # classification: the tile's class for all its pixels
+        array = np.broadcast_to(probs.cpu().numpy()[:, :, None, None],
+                                (*probs.shape, first.height, first.width))
+    for plan, p, valid in zip(batch.plans, array, batch.valids, strict=True):
+        stitcher.add(plan, p, valid)
+
+
 def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
                predictor: Predictor, grid: _Grid, write_rows: Any, *, batch_size: int,
                blend: str, keep_probabilities: bool, progress: Progress | None,
@@ -247,30 +267,18 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
     done = skipped = 0
     if progress:
         progress(0, total)
-    for batch in prefetch:
-        if cancel is not None and cancel():
-            prefetch.close()
-            raise MomoGeoError("cancelled")
-        skipped += batch.skipped
-        if batch.plans:
-            probs = predictor(batch.inputs)
-            hm, wm = batch.source_shape
-            first = batch.plans[0]
-            if probs.ndim == 4:
-                probs = probs[..., :hm, :wm]
-                if (hm, wm) != (first.height, first.width):
-                    probs = torch.nn.functional.interpolate(
-                        probs, size=(first.height, first.width), mode="bilinear",
-                        align_corners=False)
-                array = probs.cpu().numpy()
-            else:  # classification: the tile's class for all its pixels
-                array = np.broadcast_to(probs.cpu().numpy()[:, :, None, None],
-                                        (*probs.shape, first.height, first.width))
-            for plan, p, valid in zip(batch.plans, array, batch.valids, strict=True):
-                stitcher.add(plan, p, valid)
-        done += len(batch.plans) + batch.skipped
-        if progress:
-            progress(done, total)
+    try:
+        for batch in prefetch:
+            if cancel is not None and cancel():
+                raise MomoGeoError("cancelled")
+            skipped += batch.skipped
+            if batch.plans:
+                _stitch_batch(predictor, batch, stitcher)
+            done += len(batch.plans) + batch.skipped
+            if progress:
+                progress(done, total)
+    finally:
+        prefetch.close()  # stop the reader thread now, also on errors and Ctrl-C
     if cancel is not None and cancel():
         raise MomoGeoError("cancelled")
     stitcher.finish()
