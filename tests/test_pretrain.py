@@ -24,7 +24,7 @@ from momo_geo.cli import cli
 from momo_geo.errors import MomoGeoError
 from momo_geo.merge import mergeable_keys
 from training.pipeline import run_momo
-from training.pretrain import EpochSampler, PretrainConfig, run_pretrain
+from training.pretrain import EpochSampler, PretrainConfig, build_pool, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(encoder="vit_tiny", img_size=32, batch_size=8, pool_size=16, val_size=4, threads=1)
@@ -127,6 +127,22 @@ def test_resume_continues_exactly(shared_data, tmp_path: Path) -> None:
         run_pretrain({**config, "resume": None})
 
 
+def test_pool_mixes_dataset_and_scene_chips(shared_data) -> None:
+    config = PretrainConfig(sensors="hirise", data_root=str(shared_data), img_size=32,
+                            scenes=[str(shared_data / "hirise_scene")], scene_fraction=0.5,
+                            batch_size=4, samples=8)
+    pool = build_pool(config, "train", 8, seed=0)
+    assert pool.images.shape == (8, 3, 32, 32) and pool.sensors == ["hirise"] * 8
+    again = build_pool(config, "train", 8, seed=0)
+    assert torch.equal(pool.images, again.images)  # deterministic
+    no_scenes = build_pool(PretrainConfig(sensors="hirise", data_root=str(shared_data),
+                                          img_size=32, batch_size=4, samples=8), "train", 8, 0)
+    assert torch.equal(pool.images[:4], no_scenes.images[:4])  # dataset part unchanged
+    assert not torch.equal(pool.images[4:], no_scenes.images[4:])  # the rest from the scene
+    with pytest.raises(MomoGeoError, match="unknown sensor"):
+        PretrainConfig(sensors="mola")
+
+
 def test_sampler_deals_each_global_batch_across_ranks() -> None:
     single = list(EpochSampler(20, 8, seed=3))
     ranks = [list(EpochSampler(20, 8, seed=3, rank=r, world=2)) for r in range(2)]
@@ -139,7 +155,15 @@ def test_sampler_deals_each_global_batch_across_ranks() -> None:
 def test_two_process_ddp_matches_single_process(shared_data, tmp_path: Path) -> None:
     common = dict(sensors="hirise", samples=32, checkpoint_every=16, accelerator="cpu",
                   data_root=str(shared_data), **TINY)
-    single = run_pretrain(PretrainConfig(output=str(tmp_path / "single"), **common))
+    # the single-process run goes through the command line (momo-geo pretrain)
+    args = ["pretrain", "-o", str(tmp_path / "single")]
+    for key, value in common.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    args = [a for a in args if a not in ("--threads", "1")] + ["--loss", "pixel=1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    single = tmp_path / "single"
+    assert "Encoder bundle:" in result.output
     config = tmp_path / "ddp.json"
     config.write_text(json.dumps(dict(output=str(tmp_path / "ddp"), devices=2, strategy="ddp",
                                       **common)))

@@ -61,3 +61,37 @@ def load_chips(sensor: str, root: str | os.PathLike[str], split: str, size: int,
                            "nodata")
     chips = torch.stack(kept)
     return chips, chips > 0
+
+
+def load_scene_chips(sensor: str, scenes: list[str], size: int, count: int, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``count`` random chips of georeferenced ``sensor`` scenes (TorchGeo), nodata filtered.
+
+    ``scenes`` are files or folders; the sensor's :class:`momo_geo.datasets.MarsRasterDataset`
+    picks its own products among them (by product ID or metadata). ``None`` if there are none.
+    Chips are at the scenes' native resolution; a chip must be at least 99 % valid.
+    """
+    from torchgeo.samplers import RandomGeoSampler
+
+    from momo_geo.datasets import RASTER_DATASETS, ValidGeoSampler
+
+    try:
+        dataset = RASTER_DATASETS[sensor](scenes)
+    except MomoGeoError as exc:
+        if "no georeferenced" in str(exc):
+            return None
+        raise
+    generator = torch.Generator().manual_seed(seed)
+    sampler = ValidGeoSampler(RandomGeoSampler(dataset, size, length=count, generator=generator),
+                              dataset, min_valid=MIN_VALID)
+    chips, valid = [], []
+    for query in sampler:
+        sample = dataset[query]
+        image = sample["image"].float()[:1, :size, :size]
+        if image.shape[-2:] != (size, size) or float(image.std()) == 0.0:  # flat
+            continue
+        chips.append(image)
+        valid.append(sample["valid"][None, :size, :size].bool())
+    if not chips:
+        return None
+    return torch.stack(chips), torch.stack(valid)

@@ -34,14 +34,20 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
              merge_method: str = "task-arithmetic", lam: float | None = None,
              loss_weights: dict[str, float] | None = None,
              sensor_loss_weights: dict[str, float] | None = None,
-             data_root: str | None = None, overwrite: bool = False, verbose: bool = True,
+             validation: str = "own", data_root: str | None = None,
+             overwrite: bool = False, verbose: bool = True,
              **pretrain_kw: Any) -> Path:
     """Run the MOMO recipe; return the merged bundle's path (``OUT/momo.bundle``).
 
     ``loss_weights`` apply to the base run, ``sensor_loss_weights`` (default: the same) to the
     sensor runs; a perceptual weight there uses the frozen base encoder as its feature network.
-    Extra keywords go to every :class:`PretrainConfig` (e.g. ``accelerator``, ``precision``).
+    ``validation="own"`` scores each sensor run on its own sensor's validation chips;
+    ``"all"`` scores every run on one common set of chips of all sensors (the EVL losses are then
+    on the same data). Extra keywords go to every :class:`PretrainConfig` (e.g. ``accelerator``,
+    ``precision``, ``threads``).
     """
+    if validation not in ("own", "all"):
+        raise MomoGeoError(f"validation must be 'own' or 'all', not {validation!r}")
     from momo_geo.merge.evl import read_val_log, save_selection, select_checkpoints
     from momo_geo.merge.recipe import merge_checkpoints
 
@@ -78,6 +84,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
         runs[sensor] = run_pretrain(PretrainConfig(
             output=str(out / sensor), sensors=[sensor], samples=sensor_samples,
             init_from=str(base), loss_weights=sensor_loss_weights or weights,
+            val_sensors=list(sensors) if validation == "all" else None,
             name=f"momo-{sensor}-{encoder}", seed=seed + 1, **{k: v for k, v in common.items()
                                                             if k != "seed"}))
         timings[sensor] = time.perf_counter() - t0
@@ -95,7 +102,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
                "sizes": {"encoder": encoder, "img_size": img_size, "base_samples": base_samples,
                          "sensor_samples": sensor_samples, "batch_size": batch_size,
                          "checkpoint_every": checkpoint_every, "pool_size": pool_size,
-                         "val_size": val_size, "seed": seed},
+                         "val_size": val_size, "seed": seed, "validation": validation},
                "seconds": {k: round(v, 1) for k, v in timings.items()}}
     (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"[momo] merged bundle: {merged} ({timings['total']:.0f} s)")
@@ -110,16 +117,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output")
     parser.add_argument("--encoder", default="vit_tiny")
     parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--base-samples", type=int, default=3072)
-    parser.add_argument("--sensor-samples", type=int, default=1536)
+    parser.add_argument("--base-samples", type=int, default=8192)
+    parser.add_argument("--sensor-samples", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--checkpoint-every", type=int, default=256)
-    parser.add_argument("--pool-size", type=int, default=256)
+    parser.add_argument("--checkpoint-every", type=int, default=512)
+    parser.add_argument("--pool-size", type=int, default=512)
     parser.add_argument("--val-size", type=int, default=32)
     parser.add_argument("--method", default="task-arithmetic")
     parser.add_argument("--lam", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--validation", choices=["own", "all"], default="own",
+                        help="score sensor runs on their own sensor's chips or on all sensors'")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is fastest for ViT-T on a busy machine)")
     parser.add_argument("--overwrite", action="store_true")
@@ -130,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                  batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
                  pool_size=args.pool_size, val_size=args.val_size, merge_method=args.method,
                  lam=args.lam, seed=args.seed, data_root=args.data_root,
-                 overwrite=args.overwrite, threads=args.threads)
+                 validation=args.validation, overwrite=args.overwrite, threads=args.threads)
     except MomoGeoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)

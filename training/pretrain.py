@@ -82,8 +82,16 @@ class PretrainConfig:
     """Samples between checkpoints (MOMO: about 100k)."""
     pool_size: int = 256
     """Training chips per sensor (drawn once, reshuffled every epoch)."""
+    scenes: list[str] = field(default_factory=list)
+    """Georeferenced scenes (files or folders) to draw chips from too, via TorchGeo; each
+    sensor's dataset picks its own products among them."""
+    scene_fraction: float = 0.25
+    """Share of a sensor's training pool drawn from ``scenes`` when it has any there."""
     val_size: int = 32
     """Chips per sensor in the fixed validation subset."""
+    val_sensors: list[str] | str | None = None
+    """Sensors of the validation subset: the run's own (default) or e.g. ``all``, so that runs
+    of different sensors are scored on one common set."""
     augment: bool = True
     """Random flips and 90° rotations (per chip, seeded)."""
     accelerator: str = "auto"
@@ -107,6 +115,8 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.sensors = resolve_sensors(self.sensors)
+        if self.val_sensors is not None:
+            self.val_sensors = resolve_sensors(self.val_sensors)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         if self.img_size % 16:
             raise MomoGeoError(f"img_size {self.img_size} is not a multiple of 16")
@@ -178,15 +188,29 @@ class ChipPool(torch.utils.data.Dataset):
         return self.images[index], index
 
 
-def build_pool(config: PretrainConfig, split: str, count: int, seed: int) -> ChipPool:
-    """``count`` chips per sensor, each normalised with its sensor's statistics."""
+def build_pool(config: PretrainConfig, split: str, count: int, seed: int,
+               sensors: list[str] | None = None) -> ChipPool:
+    """``count`` chips per sensor, each normalised with its sensor's statistics.
+
+    A sensor's chips depend on (seed, sensor) only, so runs with the same seed share them.
+    """
     from momo_geo.preprocess import to_model_input
-    from training.chips import default_data_root, load_chips
+    from training.chips import default_data_root, load_chips, load_scene_chips
 
     root = Path(config.data_root) if config.data_root else default_data_root()
     images, names = [], []
-    for k, sensor in enumerate(config.sensors):
-        raw, valid = load_chips(sensor, root, split, config.img_size, count, seed + 7919 * k)
+    for sensor in sensors or config.sensors:
+        k = SENSOR_NAMES.index(sensor)
+        from_scenes = None
+        if config.scenes and split == "train":
+            n = round(count * config.scene_fraction)
+            from_scenes = load_scene_chips(sensor, config.scenes, config.img_size, n,
+                                           seed + 7919 * k) if n else None
+        rest = count - (len(from_scenes[0]) if from_scenes else 0)
+        raw, valid = load_chips(sensor, root, split, config.img_size, rest, seed + 7919 * k)
+        if from_scenes:
+            raw = torch.cat([raw, from_scenes[0]])
+            valid = torch.cat([valid, from_scenes[1]])
         norm = get_sensor(sensor).normalization
         images.append(to_model_input(raw, norm.mean, norm.std, in_chans=3, valid=valid))
         names += [sensor] * len(raw)
@@ -392,7 +416,7 @@ def make_data(config: PretrainConfig):  # noqa: ANN201
             if getattr(self, "train_pool", None) is None:
                 self.train_pool = build_pool(config, "train", config.pool_size, config.seed)
                 self.val_pool = build_pool(config, "train", config.val_size,
-                                           config.seed + 1_000_000)
+                                           config.seed + 1_000_000, config.val_sensors)
 
         def train_dataloader(self) -> Any:
             trainer = self.trainer
