@@ -204,6 +204,16 @@ def test_plugin_loads_via_class_factory(plugin, iface):
     assert names <= engine_parameters, names - engine_parameters
     assert {"scene", "model", "mask_path", "vector_path", "tile", "overlap", "batch_size",
             "device", "min_area"} <= names
+    # Batch mode and Model Builder: batch support, can cancel, usable as a model's child step.
+    flags = algorithm.flags()
+    assert flags & algorithm.FlagSupportsBatch and flags & algorithm.FlagCanCancel
+    assert not flags & algorithm.FlagNoThreading
+    from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm
+
+    model = QgsProcessingModelAlgorithm("map craters", "momo-geo")
+    child = QgsProcessingModelChildAlgorithm(ALGORITHM)
+    model.addChildAlgorithm(child)
+    assert child.algorithm() is not None and model.childAlgorithms()
 
 
 def test_qgis_python_without_momo_geo_gets_one_install_message(tmp_path):

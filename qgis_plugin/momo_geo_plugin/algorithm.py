@@ -109,8 +109,8 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
             self.MASK, tr("Class mask (GeoTIFF)")))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.VECTOR, tr("Features (GeoPackage or Shapefile)")))
-        integer = QgsProcessingParameterNumber.Integer
-        double = QgsProcessingParameterNumber.Double
+        integer = QgsProcessingParameterNumber.Type.Integer
+        double = QgsProcessingParameterNumber.Type.Double
         self.addParameter(QgsProcessingParameterNumber(
             "tile", tr("Tile size, px (0 = model card's default)"), integer, 0, False, 0))
         self.addParameter(QgsProcessingParameterNumber(

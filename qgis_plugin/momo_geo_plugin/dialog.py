@@ -76,7 +76,7 @@ class MapFeaturesDialog(QDialog):
         scene_group = QGroupBox("Scene")
         scene_form = QFormLayout(scene_group)
         self.layer_box = QgsMapLayerComboBox()
-        self.layer_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_box.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         if hasattr(self.layer_box, "setProject"):  # QGIS >= 3.24; 3.22 lists the main project
             self.layer_box.setProject(self.project)
         self.scene_file = QgsFileWidget()
@@ -92,7 +92,7 @@ class MapFeaturesDialog(QDialog):
         model_group = QGroupBox("Model")
         model_form = QFormLayout(model_group)
         self.model_file = QgsFileWidget()
-        self.model_file.setStorageMode(QgsFileWidget.GetDirectory)
+        self.model_file.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.model_file.lineEdit().setPlaceholderText(DEFAULT_MODEL_TEXT)
         self.model_file.setToolTip("A NAME.bundle folder; empty uses the bundled default model")
         model_form.addRow("Model bundle", self.model_file)
@@ -104,13 +104,13 @@ class MapFeaturesDialog(QDialog):
         out_group = QGroupBox("Outputs")
         out_form = QFormLayout(out_group)
         self.mask_file = QgsFileWidget()
-        self.mask_file.setStorageMode(QgsFileWidget.SaveFile)
+        self.mask_file.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.mask_file.setFilter("GeoTIFF (*.tif)")
         out_form.addRow("Class mask", self.mask_file)
         self.vector_format = QComboBox()
         self.vector_format.addItems(list(VECTOR_FORMATS))
         self.vector_file = QgsFileWidget()
-        self.vector_file.setStorageMode(QgsFileWidget.SaveFile)
+        self.vector_file.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.vector_file.setFilter("GeoPackage (*.gpkg);;ESRI Shapefile (*.shp)")
         row = QHBoxLayout()
         row.addWidget(self.vector_file, 3)
@@ -150,8 +150,9 @@ class MapFeaturesDialog(QDialog):
         self.warning_label.setStyleSheet("color: #b35900;")
         outer.addWidget(self.warning_label)
 
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.buttons.button(QDialogButtonBox.Ok).setText("Run")
+        buttons = QDialogButtonBox.StandardButton
+        self.buttons = QDialogButtonBox(buttons.Ok | buttons.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Run")
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         outer.addWidget(self.buttons)
@@ -255,4 +256,4 @@ class MapFeaturesDialog(QDialog):
         lines = [f"⚠ {w}" for w in self._warnings]
         lines += [f"✖ {p}" for p in self.problems()]
         self.warning_label.setText("\n".join(lines))
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(not self.problems())
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not self.problems())

@@ -69,9 +69,14 @@ def worker_command(command: str) -> list[str]:
     return [qgis_python(), str(WORKER), command]
 
 
+WHEEL_DATA_VARIABLES = ("PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
+"""Set by QGIS for *its* GDAL/PROJ; the worker's rasterio/pyproj find their own data without them
+(a newer pyproj refuses an older proj.db, so QGIS's would break it)."""
+
+
 def worker_env() -> dict[str, str]:
     """The child sees exactly the modules QGIS's interpreter sees (its ``sys.path``)."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in WHEEL_DATA_VARIABLES}
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env.setdefault("PYTHONIOENCODING", "utf-8")

@@ -47,7 +47,7 @@ class MomoGeoPlugin:
         if self.dependencies is None:
             self.dependencies = check_dependencies()
             if not self.dependencies.ok:
-                self._notify(self.dependencies.message(), Qgis.Warning)
+                self._notify(self.dependencies.message(), Qgis.MessageLevel.Warning)
         return self.dependencies.ok
 
     # --- GUI -----------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ class MomoGeoPlugin:
             return
         parent = self.iface.mainWindow() if self.iface is not None else None
         dialog = MapFeaturesDialog(parent, iface=self.iface)
-        if dialog.exec_():
+        if dialog.exec():
             self.start(dialog.request())
 
     def start(self, request: Any, project: Any = None) -> Any:

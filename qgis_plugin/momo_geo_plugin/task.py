@@ -26,7 +26,7 @@ class MapTask(QgsTask):
     def __init__(self, request: MapRequest, iface: Any = None,
                  project: QgsProject | None = None,
                  on_done: Callable[[MapTask], None] | None = None) -> None:
-        super().__init__(f"Map Mars features: {request.scene}", QgsTask.CanCancel)
+        super().__init__(f"Map Mars features: {request.scene}", QgsTask.Flag.CanCancel)
         self.request = request
         self.iface = iface
         self.project = project
@@ -58,7 +58,7 @@ class MapTask(QgsTask):
 
     @staticmethod
     def _log(message: str) -> None:
-        QgsMessageLog.logMessage(str(message), LOG_TAG, Qgis.Info)
+        QgsMessageLog.logMessage(str(message), LOG_TAG, Qgis.MessageLevel.Info)
 
     # --- main thread ---------------------------------------------------------------------------
     def finished(self, result: bool) -> None:
@@ -68,9 +68,9 @@ class MapTask(QgsTask):
             elif self.isCanceled():
                 self.error = self.error or "cancelled; no files were written"
                 self._message("Map Mars features cancelled; no files were written.",
-                              Qgis.Info)
+                              Qgis.MessageLevel.Info)
             else:
-                self._message(f"Map Mars features failed: {self.error}", Qgis.Critical)
+                self._message(f"Map Mars features failed: {self.error}", Qgis.MessageLevel.Critical)
         finally:
             if self.on_done is not None:
                 self.on_done(self)
@@ -86,10 +86,11 @@ class MapTask(QgsTask):
                 project.addMapLayer(layer)
                 self.layers.append(layer)
         count = features.featureCount() if features.isValid() else 0
-        self._message(f"Mapped {count} features into {self.request.vector_path}", Qgis.Success)
+        self._message(f"Mapped {count} features into {self.request.vector_path}",
+                      Qgis.MessageLevel.Success)
 
     def _message(self, text: str, level: Any) -> None:
         QgsMessageLog.logMessage(text, LOG_TAG, level)
         if self.iface is not None:
             self.iface.messageBar().pushMessage("momo-geo", text, level=level, duration=0
-                                                if level == Qgis.Critical else 8)
+                                                if level == Qgis.MessageLevel.Critical else 8)
