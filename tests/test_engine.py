@@ -148,6 +148,24 @@ def test_predict_array_matches_map_scene(tmp_path, bundle):
     assert confidence.shape == image.shape and (confidence >= 0.5).all()
 
 
+def test_normalising_on_the_model_device_gives_the_same_result(bundle):
+    """GPUs normalise raw tiles on the device; the same path on the CPU must agree exactly."""
+    from momo_geo.inference import Predictor
+
+    image = checkerboard(150, 130, seed=9)
+    valid = np.ones(image.shape, bool)
+    valid[:40, :30] = False  # some batches with nodata, some without
+    in_reader = Predictor(bundle, "cpu")
+    on_device = Predictor(bundle, "cpu")
+    on_device.normalize_on_device = True
+    a = predict_array(None, image, valid, tile=48, overlap=8, predictor=in_reader,
+                      probabilities=True)
+    b = predict_array(None, image, valid, tile=48, overlap=8, predictor=on_device,
+                      probabilities=True)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x, y)
+
+
 def test_scene_smaller_than_a_tile_and_three_bands(tmp_path, bundle):
     grey = checkerboard(40, 50, cell=10, seed=3)
     rgb = np.stack([grey, grey, grey])

@@ -163,6 +163,8 @@ class Predictor:
             raise MomoGeoError(f"model {card.name!r}: weights do not fit the architecture in its "
                                f"card (in_chans {card.in_chans}): {_first_line(exc)}") from None
         self.model = model.to(self.device)
+        self.normalize_on_device = self.device.type != "cpu"
+        """Normalise tiles on the model's device (GPUs) rather than in the reader thread."""
 
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -227,9 +229,15 @@ def _grid(card: ModelCard, width: int, height: int, tile: int, overlap: int,
     return _Grid(src_tile, src_overlap, model_shape, factor, pad_to)
 
 
-def _stitch_batch(predictor: Predictor, batch: Any, stitcher: RowBandStitcher) -> None:
+def _stitch_batch(predictor: Predictor, normalizer: Normalizer, batch: Any,
+                  stitcher: RowBandStitcher) -> None:
     """Predict one batch and hand each tile's probabilities, on the scene grid, to the stitcher."""
-    probs = predictor(batch.inputs)
+    inputs = batch.inputs
+    if inputs is None:  # raw pixels: normalise on the model's device
+        device = predictor.device
+        mask = batch.mask.to(device) if batch.mask is not None else None
+        inputs = normalizer.normalize(batch.pixels.to(device, non_blocking=True), mask)
+    probs = predictor(inputs)
     hm, wm = batch.source_shape
     first = batch.plans[0]
     if probs.ndim == 4:
@@ -261,7 +269,8 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
                                write_rows, blend=blend, overlap=grid.overlap,
                                keep_probabilities=keep_probabilities)
     normalizer = Normalizer(card.normalization["mean"], card.normalization["std"],
-                            card.in_chans, card.bands, grid.pad_to)
+                            card.in_chans, card.bands, grid.pad_to,
+                            predictor.device if predictor.normalize_on_device else None)
     prefetch = Prefetcher(source, plan_tiles(width, height, grid.tile, grid.overlap),
                           normalizer, batch_size=batch_size)
     done = skipped = 0
@@ -273,7 +282,7 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
                 raise MomoGeoError("cancelled")
             skipped += batch.skipped
             if batch.plans:
-                _stitch_batch(predictor, batch, stitcher)
+                _stitch_batch(predictor, normalizer, batch, stitcher)
             done += len(batch.plans) + batch.skipped
             if progress:
                 progress(done, total)
