@@ -31,7 +31,8 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
              sensor_samples: int = 1024, batch_size: int = 32, checkpoint_every: int = 256,
              pool_size: int = 256, val_size: int = 32, seed: int = 0,
              selection: str = "evl", tolerance: float = 0.0,
-             merge_method: str = "task-arithmetic", lam: float | None = None,
+             merge_method: str = "task-arithmetic", lam: float | str | None = None,
+             lam_candidates: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
              loss_weights: dict[str, float] | None = None,
              sensor_loss_weights: dict[str, float] | None = None,
              validation: str = "own", data_root: str | None = None,
@@ -41,10 +42,12 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
 
     ``loss_weights`` apply to the base run, ``sensor_loss_weights`` (default: the same) to the
     sensor runs; a perceptual weight there uses the frozen base encoder as its feature network.
-    ``validation="own"`` scores each sensor run on its own sensor's validation chips;
-    ``"all"`` scores every run on one common set of chips of all sensors (the EVL losses are then
-    on the same data). Extra keywords go to every :class:`PretrainConfig` (e.g. ``accelerator``,
-    ``precision``, ``threads``).
+    ``lam="search"`` tries ``lam_candidates`` and keeps the λ whose merged encoder, with the
+    base run's decoder, has the lowest MAE loss on a fixed all-sensor validation set (train-split
+    chips, like every validation set here). ``validation="own"`` scores each sensor run on its
+    own sensor's validation chips; ``"all"`` scores every run on one common set of chips of all
+    sensors (the EVL losses are then on the same data). Extra keywords go to every
+    :class:`PretrainConfig` (e.g. ``accelerator``, ``precision``, ``threads``).
     """
     if validation not in ("own", "all"):
         raise MomoGeoError(f"validation must be 'own' or 'all', not {validation!r}")
@@ -92,9 +95,20 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
                                 tolerance)
     save_selection(chosen, out / "evl_report.json", overwrite=True)
     say(chosen.report())
+    notes = None
+    if lam == "search":
+        lam, scores = search_merge_lambda(base, chosen.paths, merge_method, lam_candidates,
+                                          PretrainConfig(output=str(out / "base"),
+                                                         sensors=list(sensors),
+                                                         init_from=str(base), **common))
+        notes = {"lambda_search": {"criterion": "MAE val loss, base decoder, all sensors",
+                                   "scores": {str(k): v for k, v in scores.items()}}}
+        say(f"[momo] lambda search: {scores} -> {lam}")
+    elif isinstance(lam, str):
+        raise MomoGeoError(f"lam must be a number or 'search', not {lam!r}")
     merged = merge_checkpoints(base / "encoder.bundle", chosen.paths, bundle, merge_method, lam,
                                selection=chosen, overwrite=overwrite,
-                               name=f"momo-{encoder}-{img_size}px")
+                               name=f"momo-{encoder}-{img_size}px", notes=notes)
     timings["total"] = time.perf_counter() - start
     summary = {"bundle": str(merged), "base": str(base), "runs": {s: str(r) for s, r in
                                                                   runs.items()},
@@ -107,6 +121,41 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"[momo] merged bundle: {merged} ({timings['total']:.0f} s)")
     return merged
+
+
+def search_merge_lambda(base_run: Path, checkpoints: dict[str, str], method: str,
+                        candidates: tuple[float, ...], config: PretrainConfig
+                        ) -> tuple[float, dict[float, float]]:
+    """Pick λ by the MAE validation loss of the merged encoder (with the base's decoder)."""
+    import torch
+
+    from momo_geo.merge import TaskVector, merge, mergeable_keys, search_lambda
+    from momo_geo.merge.recipe import load_encoder_weights
+    from training.pretrain import build_mae, build_pool, chip_noise
+
+    mae, _ = build_mae(config)  # base encoder + decoder
+    mae.eval()
+    base_state = {k: v.clone() for k, v in mae.encoder.state_dict().items()}
+    keys = mergeable_keys(base_state)
+    vectors = [TaskVector.from_state_dicts(base_state, load_encoder_weights(p), keys)
+               for p in checkpoints.values()]
+    pool = build_pool(config, "train", config.val_size, config.seed + 2_000_000)
+    tokens = (config.img_size // 16) ** 2
+
+    @torch.no_grad()
+    def val_loss(lam: float) -> float:
+        mae.encoder.load_state_dict(merge(base_state, vectors, method, lam))
+        total = 0.0
+        for start in range(0, len(pool), 64):
+            images = pool.images[start:start + 64]
+            noise, _ = chip_noise(torch.arange(start, start + len(images)), config.seed, 0,
+                                  tokens)
+            total += float(mae(images, noise)[0]) * len(images)
+        return total / len(pool)
+
+    best, scores = search_lambda(candidates, val_loss)
+    mae.encoder.load_state_dict(base_state)
+    return best, {k: round(v, 6) for k, v in scores.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool-size", type=int, default=512)
     parser.add_argument("--val-size", type=int, default=32)
     parser.add_argument("--method", default="task-arithmetic")
-    parser.add_argument("--lam", type=float, default=None)
+    parser.add_argument("--lam", default=None, help="λ, or 'search'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--validation", choices=["own", "all"], default="own",
@@ -138,11 +187,20 @@ def main(argv: list[str] | None = None) -> None:
                  base_samples=args.base_samples, sensor_samples=args.sensor_samples,
                  batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
                  pool_size=args.pool_size, val_size=args.val_size, merge_method=args.method,
-                 lam=args.lam, seed=args.seed, data_root=args.data_root,
+                 lam=_lam(args.lam), seed=args.seed, data_root=args.data_root,
                  validation=args.validation, overwrite=args.overwrite, threads=args.threads)
     except MomoGeoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _lam(text: str | None) -> float | str | None:
+    if text is None or text == "search":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise SystemExit(f"--lam: {text!r} is neither a number nor 'search'") from None
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def merge_checkpoints(base: str | os.PathLike[str], checkpoints: Mapping[str, st
                       output: str | os.PathLike[str], method: str = "task-arithmetic",
                       lam: float | None = None, trim: float = 0.2,
                       selection: Selection | None = None, overwrite: bool = False,
-                      name: str | None = None) -> Path:
-    """Merge ``checkpoints`` (sensor -> weights) onto ``base`` (a bundle) and save a bundle."""
+                      name: str | None = None, notes: dict[str, Any] | None = None) -> Path:
+    """Merge ``checkpoints`` (sensor -> weights) onto ``base`` (a bundle) and save a bundle.
+
+    ``notes`` are added to the card's ``merge`` record (e.g. how λ was searched).
+    """
     from momo_geo.bundle import ModelCard, load_bundle, load_card, save_bundle, sha256_file
     from momo_geo.sensors import ALL_SENSORS_NORMALIZATION, get_sensor
 
@@ -97,6 +100,7 @@ def merge_checkpoints(base: str | os.PathLike[str], checkpoints: Mapping[str, st
     }
     if method == "ties":
         recipe["trim"] = trim
+    recipe.update(notes or {})
     for s, p in checkpoints.items():
         if Path(p).is_file():
             recipe["checkpoints"][s]["sha256"] = sha256_file(p)
