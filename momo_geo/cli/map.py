@@ -193,8 +193,9 @@ def summary(result: Any) -> str:
              f"  model {result.model} ({result.task}) on {result.device}"
              + (f", scene resampled x{1 / result.resample_factor:.3g} to the model's GSD"
                 if result.resample_factor != 1 else ""),
-             f"  {result.tiles_total} tiles ({result.tiles_skipped} all-nodata, skipped) in "
-             f"{result.seconds:.1f} s, {result.tiles_per_s:.1f} tiles/s"]
+             f"  {result.tiles_total} tiles ({result.tiles_skipped} all-nodata, skipped): "
+             f"inference {result.inference_seconds:.1f} s, {result.tiles_per_s:.1f} tiles/s; "
+             f"total {result.seconds:.1f} s"]
     width = max([len(n) for n in result.class_names] + [5])
     header = f"  {'class':<{width}}  {'mask area km²':>14}"
     if result.vector_path is not None:

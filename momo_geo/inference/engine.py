@@ -89,7 +89,11 @@ class MapResult:
     tiles_total: int = 0
     tiles_skipped: int = 0
     seconds: float = 0.0
+    """Wall time of the whole run (reading to renamed outputs, vectors included)."""
+    inference_seconds: float = 0.0
+    """Wall time of the tile loop (read, predict, stitch, write rows)."""
     tiles_per_s: float = 0.0
+    """Predicted tiles per second of the tile loop."""
     resample_factor: float = 1.0
     """Scene pixels per model pixel (1: no resampling)."""
     class_names: list[str] = field(default_factory=list)
@@ -547,5 +551,6 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
             result.feature_areas_m2 = summary.areas_m2
     result.seconds = time.perf_counter() - started
     predicted = result.tiles_total - result.tiles_skipped
+    result.inference_seconds = loop_seconds
     result.tiles_per_s = predicted / loop_seconds if loop_seconds > 0 else math.inf
     return result
