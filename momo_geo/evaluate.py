@@ -148,6 +148,8 @@ class TaskData:
     groups: list[str]
     """Unit of splitting: HiRISE product_id, CTX tile, THEMIS crop id."""
     classes: list[str]
+    weights: list[float] | None = None
+    """Optional sampling weight per image for training chips (default: by area)."""
 
 
 def load_task_data(task: str, root: str, split: str = "val") -> TaskData:
@@ -163,8 +165,8 @@ def load_task_data(task: str, root: str, split: str = "val") -> TaskData:
     if not Path(root).is_dir():
         raise MomoGeoError(f"{root}: no such data folder")
     cls = _dataset_class(task)
-    if cls is None:
-        return _fallback_task_data(task, root, split)
+    if cls is None:  # pragma: no cover - an incomplete install
+        raise MomoGeoError(f"momo_geo.datasets has no loader for {task}")
     try:
         data = cls(root, split=split)
     except MomoGeoError:
@@ -189,88 +191,6 @@ def load_task_data(task: str, root: str, split: str = "val") -> TaskData:
     return TaskData(task, images, targets, groups, classes)
 
 
-LANDMARK_CLASSES = ["other", "crater", "dark_dune", "slope_streak", "bright_dune",
-                    "impact_ejecta", "swiss_cheese", "spider"]
-CTX_VAL_TILES = ("MC11E-C", "MC11E-H", "MC11E-K")
-
-
-def _split_of(group: str, val_fraction: float = 0.2) -> str:
-    import hashlib
-
-    digest = int(hashlib.sha1(group.encode()).hexdigest()[:8], 16)
-    return "val" if digest / 0xFFFFFFFF < val_fraction else "train"
-
-
-def _read_grey(path: Any) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32)
-
-
-def _disc_mask(shape: tuple[int, int], boxes: list[tuple[float, float, float, float]]
-               ) -> np.ndarray:
-    """Inscribed circle of each box (x0, y0, x1, y1 in pixels) -> 0/1 mask."""
-    mask = np.zeros(shape, dtype=np.uint8)
-    for x0, y0, x1, y1 in boxes:
-        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, max(min(x1 - x0, y1 - y0) / 2, 0.5)
-        r0, r1 = max(int(cy - r), 0), min(int(cy + r) + 1, shape[0])
-        c0, c1 = max(int(cx - r), 0), min(int(cx + r) + 1, shape[1])
-        yy, xx = np.mgrid[r0:r1, c0:c1]
-        mask[r0:r1, c0:c1][((yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2) <= r * r] = 1
-    return mask
-
-
-def _fallback_task_data(task: str, root: str, split: str) -> TaskData:
-    """Minimal loaders used only while :mod:`momo_geo.datasets` is not installed."""
-    import csv
-    import re
-    from pathlib import Path
-
-    base = Path(root)
-    images, targets, groups = [], [], []
-    if task == "landmarks":
-        with open(base / "labels.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                if _split_of(row["product_id"]) != split:
-                    continue
-                images.append(_read_grey(base / "images" / row["file"]))
-                targets.append(LANDMARK_CLASSES.index(row["label"]))
-                groups.append(row["product_id"])
-        return TaskData(task, images, targets, groups, list(LANDMARK_CLASSES))
-    if task == "ctx-craters":
-        for png in sorted((base / "images").glob("*.png")):
-            if (png.stem in CTX_VAL_TILES) != (split == "val"):
-                continue
-            image = _read_grey(png)
-            text = (base / "annotations" / "clustered" / f"{png.stem}.xml").read_text()
-            nums = [tuple(float(re.search(f"<{k}>([-0-9.]+)</{k}>", obj).group(1))
-                          for k in ("xmin", "ymin", "xmax", "ymax"))
-                    for obj in text.split("<object>")[1:]]
-            images.append(image)
-            targets.append(_disc_mask(image.shape, nums))
-            groups.append(png.stem)
-    else:
-        for jpg in sorted((base / "images").glob("*.jpg")):
-            if _split_of(jpg.stem) != split:
-                continue
-            image = _read_grey(jpg)
-            h, w = image.shape
-            boxes = []
-            label = base / "labels" / f"{jpg.stem}.txt"
-            if label.exists():
-                for line in label.read_text().split("\n"):
-                    parts = line.split()
-                    if len(parts) >= 5:
-                        cx, cy, bw, bh = (float(v) for v in parts[1:5])
-                        boxes.append(((cx - bw / 2) * w, (cy - bh / 2) * h,
-                                      (cx + bw / 2) * w, (cy + bh / 2) * h))
-            images.append(image)
-            targets.append(_disc_mask(image.shape, boxes))
-            groups.append(jpg.stem)
-    return TaskData(task, images, targets, groups, ["background", "crater"])
-
-
 def _dataset_class(task: str) -> Any:
     """The :mod:`momo_geo.datasets` class of a task, or None where it is not installed."""
     import importlib
@@ -278,7 +198,7 @@ def _dataset_class(task: str) -> Any:
     name = {"landmarks": "HiRISELandmarks", "ctx-craters": "CTXCraters",
             "themis-craters": "THEMISCraters"}[task]
     for module in ("momo_geo.datasets", "momo_geo.datasets.landmarks",
-                   "momo_geo.datasets.craters", "momo_geo.datasets.labelled"):
+                   "momo_geo.datasets.craters"):
         try:
             found = getattr(importlib.import_module(module), name, None)
         except ImportError:

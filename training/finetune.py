@@ -89,7 +89,8 @@ def resize_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
 def crater_chips(data: TaskData, n: int, size: int, rng: np.random.Generator,
                  crater_fraction: float = 1 / 3) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random ``size`` crops (raw ``(n, 1, size, size)``, masks ``(n, size, size)``)."""
-    weights = np.array([img.size for img in data.images], dtype=np.float64)
+    weights = np.array(data.weights if data.weights is not None
+                       else [img.size for img in data.images], dtype=np.float64)
     weights /= weights.sum()
     which = rng.choice(len(data.images), size=n, p=weights)
     raws = np.empty((n, 1, size, size), dtype=np.float32)
@@ -264,13 +265,20 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
     return time.perf_counter() - start
 
 
-def merge_tasks(parts: list[TaskData], task: str) -> TaskData:
-    """Several crater datasets as one training set (the multi-resolution crater model)."""
-    out = TaskData(task, [], [], [], parts[0].classes)
+def merge_tasks(parts: list[TaskData], task: str, balance: bool = True) -> TaskData:
+    """Several crater datasets as one training set (the multi-resolution crater model).
+
+    ``balance``: chips are drawn equally from each part (by area within a part), so 8 CTX
+    tiles, 600 THEMIS crops and a few synthetic fields each get a third of the training chips.
+    """
+    out = TaskData(task, [], [], [], parts[0].classes, [])
     for part in parts:
         out.images += part.images
         out.targets += part.targets
         out.groups += part.groups
+        area = np.array([img.size for img in part.images], dtype=np.float64)
+        share = area / area.sum() / len(parts) if balance else area
+        out.weights += share.tolist()
     return out
 
 

@@ -1,0 +1,120 @@
+"""The bundled default models: present, small, well-described, and as good as docs/results.md.
+
+Thresholds are regression floors set a little below what `training/reproduce.py` reached
+(docs/results.md): a retrained model that falls below them is a regression.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from momo_geo.bundle import BUNDLED_DIR, load_bundle, load_card
+from momo_geo.cli import cli
+from momo_geo.evaluate import pixel_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results.md"
+SAMPLE = ROOT / "sample_data" / "crater_field.tif"
+SAMPLE_TRUTH = ROOT / "sample_data" / "crater_field_truth.tif"
+SAMPLE_IOU_FLOOR = 0.50
+"""Crater IoU of `momo-geo map` on the synthetic sample scene; docs/results.md has the value."""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_bundles_are_installed_small_and_described() -> None:
+    total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
+    assert total <= 25 * 2**20
+    craters, landmarks = load_card("default"), load_card("landmarks")
+    assert craters.task == "segmentation" and craters.class_names == ["background", "crater"]
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c.color) for c in craters.classes + landmarks.classes)
+    lo, hi = craters.gsd_range
+    assert lo <= 6 and hi >= 100 and lo <= craters.gsd <= hi  # CTX and THEMIS
+    assert set(craters.sensors) == {"ctx", "themis"} and landmarks.sensors == ["hirise"]
+    assert landmarks.task == "classification" and len(landmarks.classes) == 8
+    for card in (craters, landmarks):
+        assert card.metrics["split"] == "val"
+        assert card.training["recipe"]["seed"] == 0 and card.training["data"]
+    assert {"ctx-craters", "themis-craters"} <= set(craters.metrics)
+    net = load_bundle("default").build_model()
+    x = torch.zeros(2, craters.in_chans, craters.input_size, craters.input_size)
+    assert net(x).shape == (2, 2, craters.input_size, craters.input_size)
+
+
+def results_value(task: str, metric: str) -> float:
+    """The number docs/results.md states for a default bundle's evaluation."""
+    for line in RESULTS.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0] == task and cells[3] == metric:
+            return float(cells[4])
+    raise AssertionError(f"docs/results.md has no {task} {metric}")
+
+
+@pytest.mark.shared_data
+def test_evaluate_default_landmarks_matches_results_and_card(shared_data) -> None:
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "landmarks", "--data",
+                                      str(shared_data / "hirise_landmarks"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["task"] == "landmarks" and data["n"] > 500
+    assert data["f1_weighted_ci"][0] <= data["f1_weighted"] <= data["f1_weighted_ci"][1]
+    assert round(data["f1_weighted"], 4) == results_value("landmarks", "f1_weighted")
+    assert round(data["f1_macro"], 4) == results_value("landmarks", "f1_macro")
+    assert data["f1_weighted"] == load_card("landmarks").metrics["landmarks"]["f1_weighted"]
+
+
+@pytest.mark.shared_data
+def test_card_crater_metrics_are_the_ones_in_results(shared_data) -> None:
+    # Evaluating the crater tasks in full takes minutes on a shared CPU; the card holds the
+    # numbers `evaluate_bundle` produced for the saved bundle, and results.md must quote them.
+    card = load_card("default")
+    for task in ("ctx-craters", "themis-craters"):
+        for metric in ("iou", "iou_per_image_mean", "f1_pixel"):
+            assert round(card.metrics[task][metric], 4) == results_value(task, metric)
+
+
+@pytest.mark.shared_data
+def test_evaluate_default_on_a_ctx_tile_uses_the_sliding_window(shared_data, tmp_path) -> None:
+    # One validation CTX tile (2000 px, far above the 64 px input): the engine must tile it.
+    from momo_geo.evaluate import evaluate_model, load_task_data
+
+    data = load_task_data("ctx-craters", str(shared_data / "ctx_craters"), "val")
+    data.images, data.targets, data.groups = data.images[:1], data.targets[:1], data.groups[:1]
+    bundle = load_bundle("default")
+    result = evaluate_model(bundle.build_model(), bundle.card, data, n_boot=50)
+    assert result["n"] == 1 and result["iou"] > 0.05
+
+
+def test_default_model_maps_the_sample_scene_craters(tmp_path) -> None:
+    from momo_geo.inference import map_scene
+
+    out = tmp_path / "mask.tif"
+    map_scene(SAMPLE, out, model="default")
+    with rasterio.open(out) as a, rasterio.open(SAMPLE_TRUTH) as b:
+        pred, truth = a.read(1), b.read(1)
+    tp, fp, fn = pixel_counts(pred, truth, valid=truth != 255)
+    iou = tp / (tp + fp + fn)
+    assert iou >= SAMPLE_IOU_FLOOR, f"sample-scene crater IoU {iou:.3f}"
+    assert np.isin(np.unique(pred[truth != 255]), [0, 1]).all()
+
+
+def test_models_command_lists_both() -> None:
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "default" in result.output and "landmarks" in result.output
+    shown = CliRunner().invoke(cli, ["models", "landmarks"])
+    assert "slope_streak" in shown.output and "f1_weighted" in shown.output
