@@ -251,7 +251,8 @@ def predict_mask(predictor: Any, image: np.ndarray, batch_size: int = 32) -> np.
     return np.asarray(class_map, dtype=np.uint8)
 
 
-def evaluate_model(model: Any, card: Any, data: TaskData, n_boot: int = N_BOOT) -> dict[str, Any]:
+def evaluate_model(model: Any, card: Any, data: TaskData, n_boot: int = N_BOOT,
+                   device: str = "cpu") -> dict[str, Any]:
     """Score a built model on a task split: metrics, intervals, ``task`` and ``n``."""
     if TASK_KIND[data.task] != card.task:
         raise MomoGeoError(f"model {card.name!r} is a {card.task} model; task {data.task} "
@@ -268,7 +269,7 @@ def evaluate_model(model: Any, card: Any, data: TaskData, n_boot: int = N_BOOT) 
         from momo_geo.bundle import Bundle
         from momo_geo.inference.engine import Predictor
 
-        predictor = Predictor(Bundle(card, model.state_dict()), device="cpu")
+        predictor = Predictor(Bundle(card, model.state_dict()), device=device)
         counts = np.array([pixel_counts(predict_mask(predictor, img), mask)
                            for img, mask in zip(data.images, data.targets, strict=True)],
                           dtype=np.int64)
@@ -277,7 +278,8 @@ def evaluate_model(model: Any, card: Any, data: TaskData, n_boot: int = N_BOOT) 
 
 
 def evaluate_bundle(task: str, data_root: str, model: str | None = None,
-                    split: str = "val", n_boot: int = N_BOOT) -> dict[str, Any]:
+                    split: str = "val", n_boot: int = N_BOOT,
+                    device: str = "cpu") -> dict[str, Any]:
     """``momo-geo evaluate``: load a bundle (default: the bundled one for the task) and score it."""
     from momo_geo.bundle import load_bundle
 
@@ -286,7 +288,7 @@ def evaluate_bundle(task: str, data_root: str, model: str | None = None,
     bundle = load_bundle(model if model is not None else BUNDLED_FOR_TASK[task])
     net = bundle.build_model()
     data = load_task_data(task, data_root, split)
-    result = evaluate_model(net, bundle.card, data, n_boot)
+    result = evaluate_model(net, bundle.card, data, n_boot, device)
     result["model"] = bundle.card.name
     result["split"] = split
     return result

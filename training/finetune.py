@@ -68,6 +68,10 @@ class Recipe:
     seed: int = 0
     decoder_dim: int = 64
     stem_dim: int = 16
+    accelerator: str = "cpu"
+    """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
+    precision: str = "32-true"
+    """Lightning precision, e.g. ``bf16-mixed`` on a GPU."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -256,7 +260,8 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
     steps = chips.batches_per_epoch() * recipe.epochs
     module = make_module(model, recipe, steps, class_weight)
     loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=recipe.epochs, max_steps=steps,
+    trainer = L.Trainer(accelerator=recipe.accelerator, devices=1, precision=recipe.precision,
+                        max_epochs=recipe.epochs, max_steps=steps,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, deterministic=True,
                         limit_train_batches=chips.batches_per_epoch())
@@ -301,6 +306,11 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
         for root in roots:
             parts.append(load_task_data(_task_of_root(task, root), root, "train"))
         train_data = merge_tasks(parts, task) if len(parts) > 1 else parts[0]
+    if encoder_bundle is not None:
+        # The encoder's own architecture (e.g. vit_base for the full-size recipe) decides.
+        from momo_geo.bundle import load_card
+
+        recipe.encoder = load_card(encoder_bundle).architecture["encoder"]
     torch.manual_seed(recipe.seed)
     card = task_card(task, recipe, train_data.classes or None, name)
     model, merge = build_task_model(card, encoder_bundle)
@@ -320,8 +330,9 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     # Score the bundle as saved (fp16 included) with the code `momo-geo evaluate` runs, so the
     # card's numbers are exactly what a user reproduces.
     metrics: dict[str, Any] = {"split": "val"}
+    device = {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
     for eval_task, root in eval_tasks or [(task, roots[0])]:
-        metrics[eval_task] = evaluate_bundle(eval_task, root, str(path))
+        metrics[eval_task] = evaluate_bundle(eval_task, root, str(path), device=device)
     set_card_fields(path, metrics=metrics)
     return path, metrics
 

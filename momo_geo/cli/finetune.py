@@ -46,11 +46,18 @@ def _training_module():  # noqa: ANN202 - the training package is not part of th
               help="Default: ce for landmarks, dice_ce for craters.")
 @click.option("--frozen", is_flag=True, help="Frozen encoder (linear probe / head only).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--accelerator", default="cpu", show_default=True,
+              type=click.Choice(["cpu", "gpu", "auto"]))
+@click.option("--precision", default="32-true", show_default=True,
+              help="Lightning precision, e.g. bf16-mixed on a GPU.")
+@click.option("--arch", "arch", default="vit_tiny", show_default=True,
+              help="Encoder size when training from scratch (with --encoder, the bundle's).")
 @click.option("--half", is_flag=True, help="Store the weights in fp16.")
 @click.option("--overwrite", is_flag=True)
 def finetune(task: str, data: tuple[str, ...], encoder: str | None, out: str, epochs: int,
              chips: int, input_size: int, lr: float, layer_decay: float, batch_size: int,
-             loss: str, frozen: bool, seed: int, half: bool, overwrite: bool) -> None:
+             loss: str, frozen: bool, seed: int, accelerator: str, precision: str, arch: str,
+             half: bool, overwrite: bool) -> None:
     """Fine-tune ENCODER on TASK and write a task bundle (card with classes, colours,
     validation metrics, data and recipe)."""
     import json
@@ -64,7 +71,8 @@ def finetune(task: str, data: tuple[str, ...], encoder: str | None, out: str, ep
         raise MomoGeoError(f"--input-size {input_size} is not a multiple of the patch size 16")
     recipe = module.Recipe(input_size=input_size, frozen=frozen, epochs=epochs, chips=chips,
                            batch_size=batch_size, lr=lr, layer_decay=layer_decay, loss=loss,
-                           seed=seed)
+                           seed=seed, accelerator=accelerator, precision=precision,
+                           encoder=arch)
     roots = list(data)
     eval_tasks = [(module._task_of_root(task, r), r) for r in roots]
     path, metrics = module.finetune(task, roots if len(roots) > 1 else roots[0], out,
