@@ -35,7 +35,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
              lam_candidates: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
              loss_weights: dict[str, float] | None = None,
              sensor_loss_weights: dict[str, float] | None = None,
-             validation: str = "own", data_root: str | None = None,
+             validation: str = "all", data_root: str | None = None,
              overwrite: bool = False, verbose: bool = True,
              **pretrain_kw: Any) -> Path:
     """Run the MOMO recipe; return the merged bundle's path (``OUT/momo.bundle``).
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lam", default=None, help="λ, or 'search'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--validation", choices=["own", "all"], default="own",
+    parser.add_argument("--validation", choices=["own", "all"], default="all",
                         help="score sensor runs on their own sensor's chips or on all sensors'")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is fastest for ViT-T on a busy machine)")
