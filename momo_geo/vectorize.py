@@ -243,28 +243,62 @@ def _pieces(data: np.ndarray, conf: np.ndarray | None, wanted: dict[int, ClassIn
 
 
 def _merge(pieces: list[_Piece]) -> list[_Piece]:
-    """Union touching pieces of the same class (exact on the pixel grid); sums carried along."""
+    """Union touching pieces of the same class (exact on the pixel grid); sums carried along.
+
+    Only pieces that touch are unioned, group by group (connected components of the "touches"
+    graph): one union of everything open along a seam would cost far more.
+    """
     merged: list[_Piece] = []
     by_class: dict[int, list[_Piece]] = {}
     for piece in pieces:
         by_class.setdefault(piece.class_id, []).append(piece)
     for class_id, group in by_class.items():
-        if len(group) == 1:
-            merged.extend(group)
-            continue
-        union = shapely.unary_union([p.geom for p in group])
-        parts = list(getattr(union, "geoms", [union]))
-        tree = shapely.STRtree(parts)
-        points = [p.geom.representative_point() for p in group]
-        owner = tree.query(points, predicate="within")
-        conf = np.zeros(len(parts))
-        count = np.zeros(len(parts), np.int64)
-        for i, j in zip(*owner, strict=True):
-            conf[j] += group[i].conf_sum
-            count[j] += group[i].pixels
-        merged.extend(_Piece(part, class_id, float(conf[j]), int(count[j]))
-                      for j, part in enumerate(parts))
+        for component in _touching_groups([p.geom for p in group]):
+            if len(component) == 1:
+                merged.append(group[component[0]])
+                continue
+            members = [group[i] for i in component]
+            union = shapely.union_all([p.geom for p in members])
+            parts = list(getattr(union, "geoms", [union]))
+            if len(parts) == 1:
+                merged.append(_Piece(parts[0], class_id, sum(p.conf_sum for p in members),
+                                     sum(p.pixels for p in members)))
+                continue
+            # touching only at corners: several polygons; give each its own pieces' sums
+            tree = shapely.STRtree(parts)
+            points = [p.geom.representative_point() for p in members]
+            owner = tree.query(points, predicate="within")
+            conf = np.zeros(len(parts))
+            count = np.zeros(len(parts), np.int64)
+            for i, j in zip(*owner, strict=True):
+                conf[j] += members[i].conf_sum
+                count[j] += members[i].pixels
+            merged.extend(_Piece(part, class_id, float(conf[j]), int(count[j]))
+                          for j, part in enumerate(parts))
     return merged
+
+
+def _touching_groups(geoms: list[shapely.Geometry]) -> list[list[int]]:
+    """Indexes of geometries grouped into connected components of "intersects"."""
+    n = len(geoms)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n > 1:
+        left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        for a, b in zip(left.tolist(), right.tolist(), strict=True):
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[ra] = rb
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
 
 
 class _Emitter:
@@ -313,7 +347,13 @@ class _Emitter:
         if self.tolerance_px:
             geoms = shapely.simplify(geoms, self.tolerance_px, preserve_topology=True)
         mapped = self._to_map(geoms)
-        lonlat = shapely.transform(shapely.segmentize(mapped, self.segment), self._project)
+        # densify only outlines longer than a segment (most craters are far smaller)
+        bounds = shapely.bounds(mapped)
+        large = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) > self.segment
+        dense = mapped.copy()
+        if large.any():
+            dense[large] = shapely.segmentize(mapped[large], self.segment)
+        lonlat = shapely.transform(dense, self._project)
         for piece, pixel_geom, geom, ll in zip(pieces, geoms, mapped, lonlat, strict=True):
             if geom.is_empty:
                 continue
