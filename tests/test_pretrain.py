@@ -63,6 +63,7 @@ def test_run_momo_end_to_end(momo_run: Path) -> None:
     recipe = merged.card.merge
     assert recipe["method"] == "task-arithmetic" and recipe["lambda"] == 0.5
     assert recipe["evl_spread"] == pytest.approx(report["spread"])
+    assert recipe["validation"] == "common all-sensor set"
     assert set(recipe["checkpoints"]) == {"hirise", "ctx", "themis"}
     assert "pos_embed" in recipe["excluded_keys"]
     # independent check of θ = θ_base + 0.5 Σ (θ_s − θ_base), from the chosen files
@@ -189,6 +190,7 @@ def test_two_process_ddp_matches_single_process(shared_data, tmp_path: Path) -> 
     a = load_file(str(single / "encoder.bundle" / "weights.safetensors"))
     b = load_file(str(ddp / "encoder.bundle" / "weights.safetensors"))
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"DDP (2 processes) vs single process: max |weight difference| = {worst:.3g}")
     assert worst < 1e-4, worst  # float rounding of the gradient all-reduce, nothing more
     assert any(not torch.equal(a[k], b[k]) for k in a) or worst == 0.0
     la, lb = _log(single), _log(ddp)

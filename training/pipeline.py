@@ -95,14 +95,15 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
                                 tolerance)
     save_selection(chosen, out / "evl_report.json", overwrite=True)
     say(chosen.report())
-    notes = None
+    notes: dict[str, Any] = {"validation": "common all-sensor set" if validation == "all"
+                             else "each run's own sensor"}
     if lam == "search":
         lam, scores = search_merge_lambda(base, chosen.paths, merge_method, lam_candidates,
                                           PretrainConfig(output=str(out / "base"),
                                                          sensors=list(sensors),
                                                          init_from=str(base), **common))
-        notes = {"lambda_search": {"criterion": "MAE val loss, base decoder, all sensors",
-                                   "scores": {str(k): v for k, v in scores.items()}}}
+        notes["lambda_search"] = {"criterion": "MAE val loss, base decoder, all sensors",
+                                  "scores": {str(k): v for k, v in scores.items()}}
         say(f"[momo] lambda search: {scores} -> {lam}")
     elif isinstance(lam, str):
         raise MomoGeoError(f"lam must be a number or 'search', not {lam!r}")
