@@ -27,6 +27,7 @@ from training.pipeline import run_momo
 from training.pretrain import EpochSampler, PretrainConfig, build_pool, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
+SENSOR_LOSS = {"pixel": 1.0, "perceptual": 0.1, "ssim": 0.1, "gradient": 0.05}
 TINY = dict(encoder="vit_tiny", img_size=32, batch_size=8, pool_size=16, val_size=4, threads=1)
 
 
@@ -34,7 +35,7 @@ TINY = dict(encoder="vit_tiny", img_size=32, batch_size=8, pool_size=16, val_siz
 def momo_run(shared_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("momo")
     run_momo(out, base_samples=32, sensor_samples=32, checkpoint_every=8, verbose=False,
-             data_root=str(shared_data), **TINY)
+             data_root=str(shared_data), sensor_loss_weights=SENSOR_LOSS, **TINY)
     return out
 
 
@@ -53,7 +54,10 @@ def test_run_momo_end_to_end(momo_run: Path) -> None:
         assert all((run / r["checkpoint"]).is_file() for r in rows)
         config = json.loads((run / "config.json").read_text())
         assert config["sensors"] == [sensor] and config["init_from"].endswith("base")
-        assert load_bundle(run / "encoder.bundle").card.training["init"] == "mae"
+        training = load_bundle(run / "encoder.bundle").card.training
+        assert training["init"] == "mae"
+        assert training["loss"]["weights"] == SENSOR_LOSS
+        assert training["loss"]["perceptual_network"] == "frozen-encoder-features"
     report = json.loads((momo_run / "evl_report.json").read_text())
     losses = [c["val_loss"] for c in report["chosen"].values()]
     assert report["spread"] == pytest.approx(max(losses) - min(losses))
