@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from momo_geo.bundle import ModelCard
 from momo_geo.errors import MomoGeoError
-from momo_geo.inference import Predictor, plan_tiles, predict_array
+from momo_geo.inference import Predictor, plan_tiles, predict_array, stitch
 from momo_geo.inference.plan import axis_starts
 from momo_geo.inference.stitch import NODATA_CLASS, RowBandStitcher
 from momo_geo.models import create_model
@@ -101,11 +101,16 @@ def test_stitcher_writes_every_valid_pixel_exactly_once(width, height, tile, ble
 
     stitcher = RowBandStitcher(width, height, 3, min(tile, height), write_rows, blend=blend,
                                overlap=overlap)
-    for p in plan_tiles(width, height, tile, overlap):
-        rows, cols = p.window.toslices()
-        probs = np.eye(3, dtype=np.float32)[truth[rows, cols]].transpose(2, 0, 1)
-        stitcher.add(p, probs, valid[rows, cols])
-    stitcher.finish()
+    chunk = stitch.FLUSH_COLUMNS
+    stitch.FLUSH_COLUMNS = data.draw(st.integers(1, 130))  # rows are finished in column chunks
+    try:
+        for p in plan_tiles(width, height, tile, overlap):
+            rows, cols = p.window.toslices()
+            probs = np.eye(3, dtype=np.float32)[truth[rows, cols]].transpose(2, 0, 1)
+            stitcher.add(p, probs, valid[rows, cols])
+        stitcher.finish()
+    finally:
+        stitch.FLUSH_COLUMNS = chunk
     assert (written == 1).all()
     assert (out[valid] == truth[valid]).all()
     assert (out[~valid] == NODATA_CLASS).all()

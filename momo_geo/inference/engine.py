@@ -42,7 +42,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 FULLY_CONVOLUTIONAL = {"conv"}
 # How far (ratio of GSDs) a scene may be from the model's GSD before we warn loudly.
 EXTREME_GSD_RATIO = 8.0
-GDAL_CACHE_BYTES = 64 * 2**20
+GDAL_CACHE_BYTES = 32 * 2**20
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]

@@ -22,6 +22,7 @@ from momo_geo.inference.plan import TilePlan
 NODATA_CLASS = 255
 NODATA_PROB = -1.0
 BLENDS = ("crop", "smooth")
+FLUSH_COLUMNS = 2048
 
 # write_rows(row0, classes (h, W) uint8, confidence (h, W) float32, probabilities (K, h, W) | None)
 RowWriter = Callable[[int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
@@ -95,17 +96,25 @@ class RowBandStitcher:
             self._flush_rows(min(stop - self.top, self.band_height))
 
     def _flush_rows(self, n: int) -> None:
-        weight = self.weight[:n]
-        valid = self.valid[:n] & (weight > 0)
-        probs = self.acc[:, :n] / np.where(valid, weight, 1.0)
-        classes = probs.argmax(axis=0).astype(np.uint8)
-        confidence = probs.max(axis=0)
-        classes[~valid] = NODATA_CLASS
-        confidence[~valid] = NODATA_PROB
-        out_probs = None
-        if self.keep_probabilities:
-            out_probs = np.where(valid, probs, NODATA_PROB).astype(np.float32)
-        self.write_rows(self.top, classes, confidence.astype(np.float32), out_probs)
+        width = self.width
+        classes = np.empty((n, width), np.uint8)
+        confidence = np.empty((n, width), np.float32)
+        out_probs = (np.empty((self.num_classes, n, width), np.float32)
+                     if self.keep_probabilities else None)
+        for c0 in range(0, width, FLUSH_COLUMNS):  # column chunks: small temporaries
+            cols = slice(c0, min(c0 + FLUSH_COLUMNS, width))
+            weight = self.weight[:n, cols]
+            valid = self.valid[:n, cols] & (weight > 0)
+            probs = self.acc[:, :n, cols] / np.where(valid, weight, np.float32(1.0))
+            cls = probs.argmax(axis=0).astype(np.uint8)
+            conf = probs.max(axis=0)
+            cls[~valid] = NODATA_CLASS
+            conf[~valid] = NODATA_PROB
+            classes[:, cols] = cls
+            confidence[:, cols] = conf
+            if out_probs is not None:
+                out_probs[:, :, cols] = np.where(valid, probs, np.float32(NODATA_PROB))
+        self.write_rows(self.top, classes, confidence, out_probs)
         self.rows_written += n
         # shift the band up by n rows and clear the freed rows
         keep = self.band_height - n
