@@ -122,6 +122,16 @@ def test_cli_evl_and_merge(momo_run: Path, tmp_path: Path) -> None:
     assert set(load_bundle(tmp_path / "mm.bundle").card.merge["checkpoints"]) == {
         "hirise", "ctx", "themis"}
 
+    result = runner.invoke(cli, ["merge", "--runs", *runs, "--lam", "search", "-o",
+                                 str(tmp_path / "search.bundle")])
+    assert result.exit_code == 0, result.output
+    recipe = load_bundle(tmp_path / "search.bundle").card.merge
+    scores = {float(k): v for k, v in recipe["lambda_search"]["scores"].items()}
+    assert recipe["lambda"] == min(scores, key=scores.get)
+    result = runner.invoke(cli, ["merge", "--runs", *runs, "--lam", "lots", "-o",
+                                 str(tmp_path / "y")])
+    assert isinstance(result.exception, MomoGeoError)
+
     result = runner.invoke(cli, ["merge", "--checkpoints", *ckpts, "-o", str(tmp_path / "x")])
     assert isinstance(result.exception, MomoGeoError)
     assert "--base is required" in str(result.exception)

@@ -159,7 +159,8 @@ def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
 @click.option("--tolerance", type=float, default=0.0, show_default=True)
 @click.option("--method", type=click.Choice(["task-arithmetic", "magmax", "ties"]),
               default="task-arithmetic", show_default=True)
-@click.option("--lam", type=float, help="λ (default 0.5; 1.0 for ties).")
+@click.option("--lam", help="λ (default 0.5; 1.0 for ties), or 'search' (needs the base run "
+              "folder: λ in 0.25..1 chosen by the merged encoder's MAE validation loss).")
 @click.option("--trim", type=float, default=0.2, show_default=True,
               help="TIES: fraction of each task vector kept.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Merged bundle folder.")
@@ -167,7 +168,7 @@ def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
 @click.option("--overwrite", is_flag=True)
 def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
           more: tuple[str, ...], select_method: str, tolerance: float, method: str,
-          lam: float | None, trim: float, output: str, name: str | None,
+          lam: str | None, trim: float, output: str, name: str | None,
           overwrite: bool) -> None:
     """Merge per-sensor checkpoints onto a base encoder: θ = θ_base + λ·Σ τ.
 
@@ -203,8 +204,42 @@ def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
         raise MomoGeoError("nothing to merge: give --checkpoints or --runs")
     if base is None:
         raise MomoGeoError("--base is required with --checkpoints")
-    path = merge_checkpoints(base, chosen, output, method, lam, trim, selection, overwrite, name)
+    notes = None
+    if lam == "search":
+        value, notes = _search_lambda(Path(base), chosen, method)
+        click.echo(f"λ search: {notes['lambda_search']['scores']} -> {value}")
+    else:
+        value = _number(lam)
+    path = merge_checkpoints(base, chosen, output, method, value, trim, selection, overwrite,
+                             name, notes)
     click.echo(f"Merged {len(chosen)} checkpoints ({method}) into {path}")
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise MomoGeoError(f"--lam {text!r}: give a number or 'search'") from None
+
+
+def _search_lambda(base: Path, chosen: dict[str, str], method: str
+                   ) -> tuple[float, dict[str, Any]]:
+    """λ by MAE validation loss, with the base run's decoder and data settings."""
+    if not (base / "mae.safetensors").is_file() or not (base / "config.json").is_file():
+        raise MomoGeoError(f"--lam search needs the base *run folder* (with mae.safetensors and "
+                           f"config.json), not {base}")
+    pretrain = _training()
+    from training.pipeline import search_merge_lambda
+
+    data = json.loads((base / "config.json").read_text())
+    data.pop("world_size", None)
+    data.update(init_from=str(base), resume=None, devices=1, strategy="auto")
+    config = pretrain.PretrainConfig.from_dict(data)
+    best, scores = search_merge_lambda(base, chosen, method, (0.25, 0.5, 0.75, 1.0), config)
+    return best, {"lambda_search": {"criterion": "MAE val loss, base decoder, base's sensors",
+                                    "scores": {str(k): v for k, v in scores.items()}}}
 
 
 def _sensor_of_checkpoint(path: Path, index: int) -> str:
