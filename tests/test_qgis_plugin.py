@@ -268,8 +268,12 @@ def test_install_command_uses_the_python_behind_the_qgis_binary(tmp_path):
     fake_qgis = tmp_path / "bin" / "qgis"
     fake_qgis.parent.mkdir()
     fake_qgis.write_text("")
-    python = qgis_python(str(fake_qgis), sys.base_exec_prefix)
+    python = qgis_python(str(fake_qgis))
     assert Path(python).is_file(), python
+    # A python3 elsewhere (a pyenv shim first on PATH) is not QGIS's interpreter either.
+    assert qgis_python(str(tmp_path / "shims" / "python3")) == python
+    # Inside a plain Python or a virtual environment, sys.executable is the one.
+    assert qgis_python(sys.executable) == sys.executable
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version == str(tuple(sys.version_info[:2]))
@@ -417,7 +421,7 @@ def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_s
 def test_task_on_mars_layer_loaded_first_in_empty_project(plugin, iface, hirise_scene, bundle,
                                                           tmp_path):
     from momo_geo_plugin.dialog import MapFeaturesDialog
-    from qgis.core import QgsProject, QgsRasterLayer, QgsTask
+    from qgis.core import QgsProject, QgsRasterLayer
 
     project = QgsProject.instance()
     project.clear()
@@ -437,7 +441,7 @@ def test_task_on_mars_layer_loaded_first_in_empty_project(plugin, iface, hirise_
     iface.bar.clearWidgets()
     task = plugin.start(request)
     wait_for(lambda: task not in plugin.tasks)
-    assert task.status() == QgsTask.Complete, task.error
+    assert task.outcome == "complete", task.error
     assert len(task.layers) == 2
     for layer in task.layers:
         assert project.mapLayer(layer.id()) is layer
@@ -451,7 +455,6 @@ def test_task_on_mars_layer_loaded_first_in_empty_project(plugin, iface, hirise_
 
 def test_task_cancel_mid_run_leaves_no_files(plugin, iface, sample_scene, bundle, tmp_path):
     from momo_geo_plugin.engine import MapRequest
-    from qgis.core import QgsTask
 
     request = MapRequest(scene=str(sample_scene), model=str(bundle), batch_size=1,
                          mask_path=str(tmp_path / "mask.tif"),
@@ -467,7 +470,7 @@ def test_task_cancel_mid_run_leaves_no_files(plugin, iface, sample_scene, bundle
 
     task.progressChanged.connect(cancel_once_running)
     wait_for(lambda: task not in plugin.tasks)
-    assert task.status() == QgsTask.Terminated
+    assert task.outcome == "cancelled"
     assert progress and max(progress) < 100, "the run finished although it was cancelled"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert task.layers == []
@@ -478,7 +481,6 @@ def test_task_cancel_mid_run_leaves_no_files(plugin, iface, sample_scene, bundle
 def test_task_failure_shows_a_message_and_writes_nothing(plugin, iface, sample_scene, bundle,
                                                          tmp_path, broken):
     from momo_geo_plugin.engine import MapRequest
-    from qgis.core import QgsTask
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -497,7 +499,7 @@ def test_task_failure_shows_a_message_and_writes_nothing(plugin, iface, sample_s
     iface.bar.clearWidgets()
     task = plugin.start(request)
     wait_for(lambda: task not in plugin.tasks)
-    assert task.status() == QgsTask.Terminated
+    assert task.outcome == "failed"
     messages = iface.messages()
     assert len(messages) == 1 and "failed" in messages[0] and expected in messages[0], messages
     assert "Traceback" not in messages[0] and "\n" not in messages[0]
@@ -604,9 +606,9 @@ def test_qgis_process_runs_the_algorithm_from_the_shell(sample_scene, bundle, tm
 
 def test_plugin_zip_builds_clean_and_the_security_scan_can_fail(tmp_path):
     sys.path.insert(0, str(PLUGIN_PARENT))
-    import build
     import security_check
 
+    import build
     import momo_geo
 
     target = build.build(tmp_path / "dist")

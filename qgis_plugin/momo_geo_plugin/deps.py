@@ -50,10 +50,13 @@ class DependencyReport:
         """One message for the user: what is missing and the command that installs it."""
         if self.ok:
             return "momo-geo and its dependencies are available in QGIS's Python."
-        reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
+        # "No module named ..." says nothing new; other reasons (a broken wheel) are worth showing.
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items()
+                            if not why.startswith("No module named"))
         return (f"momo-geo plugin disabled: QGIS's Python ({self.python}) cannot import "
-                f"{', '.join(self.missing)} ({reasons}). Install them into that interpreter "
-                f"with:  {self.install_command}  then restart QGIS.")
+                f"{', '.join(self.missing)}{f' ({reasons})' if reasons else ''}. "
+                f"Install them into that interpreter with:  {self.install_command}  then "
+                "restart QGIS.")
 
 
 def check_dependencies(modules: tuple[str, ...] = REQUIRED) -> DependencyReport:
@@ -71,29 +74,35 @@ def check_dependencies(modules: tuple[str, ...] = REQUIRED) -> DependencyReport:
     return report
 
 
-def qgis_python(executable: str | None = None, prefix: str | None = None) -> str:
-    """The Python executable behind QGIS's embedded interpreter.
+def qgis_python(executable: str | None = None, prefix: str | None = None,
+                base_prefix: str | None = None) -> str:
+    """The Python executable of the interpreter QGIS embeds (same installation and version).
 
-    Inside QGIS ``sys.executable`` is often the QGIS binary itself (``/usr/bin/qgis``,
-    ``qgis-bin.exe``, ``QGIS.app/Contents/MacOS/QGIS``); pip must be run with the Python of the
-    same installation and version, found next to it or under ``sys.base_exec_prefix``.
+    Inside QGIS ``sys.executable`` is not to be trusted: it is the QGIS binary itself
+    (``qgis-bin.exe``, ``QGIS.app/Contents/MacOS/QGIS``) or whatever ``python3`` comes first on
+    PATH (a pyenv shim, another version). It is used only when it lives in ``sys.prefix`` (a
+    plain Python or a virtual environment); otherwise the ``pythonX.Y`` of
+    ``sys.base_exec_prefix``, the installation QGIS's libpython belongs to.
     """
     executable = executable if executable is not None else sys.executable
-    prefix = prefix if prefix is not None else sys.base_exec_prefix
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    prefix_path = Path(prefix if prefix is not None else sys.prefix)
+    base = Path(base_prefix if base_prefix is not None else sys.base_exec_prefix)
+    major, minor = sys.version_info.major, sys.version_info.minor
     if executable and Path(executable).name.lower().startswith("python"):
-        return executable
-    here = Path(executable).parent if executable else Path(prefix)
-    names = (f"python{version}", f"python{sys.version_info.major}", "python", "python.exe",
-             f"python{sys.version_info.major}.exe")
-    folders = (here, here / "bin", Path(prefix) / "bin", Path(prefix), here.parent / "bin",
-               Path("/usr/bin"))
+        home = Path(executable).parent
+        if home in (prefix_path / "bin", prefix_path, prefix_path / "Scripts"):
+            return executable
+    names = (f"python{major}.{minor}", f"python{major}", "python", "python.exe",
+             f"python{major}.exe")
+    folders = [base / "bin", base]
+    if executable:
+        folders += [Path(executable).parent, Path(executable).parent / "bin"]
     for folder in folders:
         for name in names:
             candidate = folder / name
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
-    return f"python{version}"
+    return f"python{major}.{minor}"
 
 
 def externally_managed(python_stdlib: str | None = None) -> bool:
@@ -103,10 +112,19 @@ def externally_managed(python_stdlib: str | None = None) -> bool:
 
 
 def install_command(python: str | None = None, managed: bool | None = None) -> str:
-    """The exact shell command that installs momo-geo into QGIS's interpreter."""
+    """The exact shell command that installs momo-geo into QGIS's interpreter.
+
+    ``--user`` for a system-wide Python (plus ``--break-system-packages`` where PEP 668 marks
+    it as distribution-managed); neither inside a virtual environment, where pip refuses them.
+    """
     python = python or qgis_python()
+    in_venv = sys.prefix != sys.base_prefix and Path(python).parent in (
+        Path(sys.prefix) / "bin", Path(sys.prefix) / "Scripts")
     managed = externally_managed() if managed is None else managed
     quoted = f'"{python}"' if " " in python else python
-    flags = "--user --break-system-packages " if managed else "--user "
+    if in_venv:
+        flags = ""
+    else:
+        flags = "--user --break-system-packages " if managed else "--user "
     requirements = " ".join(f'"{r}"' if "<" in r else r for r in PIP_REQUIREMENTS)
     return f"{quoted} -m pip install {flags}{requirements}"

@@ -35,6 +35,9 @@ class MapTask(QgsTask):
         self.error: str = ""
         self.card: Any = None
         self.layers: list[Any] = []
+        self.outcome = "running"
+        """"complete", "cancelled" or "failed"; a Python attribute, still readable after the task
+        manager has deleted the C++ task."""
 
     # --- worker thread -------------------------------------------------------------------------
     def run(self) -> bool:
@@ -64,13 +67,17 @@ class MapTask(QgsTask):
     def finished(self, result: bool) -> None:
         try:
             if result:
+                self.outcome = "complete"
                 self._add_layers()
             elif self.isCanceled():
+                self.outcome = "cancelled"
                 self.error = self.error or "cancelled; no files were written"
                 self._message("Map Mars features cancelled; no files were written.",
                               Qgis.MessageLevel.Info)
             else:
-                self._message(f"Map Mars features failed: {self.error}", Qgis.MessageLevel.Critical)
+                self.outcome = "failed"
+                self._message(f"Map Mars features failed: {self.error}",
+                              Qgis.MessageLevel.Critical)
         finally:
             if self.on_done is not None:
                 self.on_done(self)
