@@ -177,6 +177,11 @@ def test_scene_smaller_than_a_tile_and_three_bands(tmp_path, bundle):
         mask = out.read(1)
     assert np.array_equal(mask, predict_array(bundle, grey, tile=64, overlap=8)[0])
     assert ((mask == 1) == (grey >= 200)).mean() > 0.99
+    # and a 3-channel model on a 1-band scene: the grey band fills its channels
+    single = write_scene(tmp_path / "grey.tif", grey)
+    result = map_scene(single, model=threshold_bundle(in_chans=3), tile=64, overlap=8)
+    with rasterio.open(result.mask_path) as out:
+        assert np.array_equal(out.read(1), mask)
 
 
 def test_alpha_band_is_a_mask_not_an_image_band(tmp_path, bundle):
