@@ -34,13 +34,13 @@ def _finetuned(base: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tens
 @pytest.fixture(scope="module")
 def vits() -> tuple[dict, list[dict]]:
     torch.manual_seed(0)
-    base = create_encoder("vit_tiny", img_size=32).state_dict()
+    base = create_encoder("vit_tiny", img_size=32, depth=2).state_dict()  # a real, short ViT
     base["counter.num_batches_tracked"] = torch.tensor(3, dtype=torch.long)
     return base, [_finetuned(base, s) for s in (1, 2, 3)]
 
 
 def test_mergeable_keys_are_explicit() -> None:
-    mae = MaskedAutoencoder(create_encoder("vit_tiny", img_size=32))
+    mae = MaskedAutoencoder(create_encoder("vit_tiny", img_size=32, depth=2))
     state = mae.state_dict()
     state["blocks.0.counter"] = torch.tensor([1, 2])
     keys = mergeable_keys(state)
@@ -64,7 +64,7 @@ def test_single_vector_lambda_one_gives_finetuned_back_exactly(vits) -> None:
     assert merged["counter.num_batches_tracked"].item() == 3
     assert merged["counter.num_batches_tracked"].dtype == torch.long
     # the merged weights load into a real encoder and run
-    enc = create_encoder("vit_tiny", img_size=32)
+    enc = create_encoder("vit_tiny", img_size=32, depth=2)
     merged.pop("counter.num_batches_tracked")
     enc.load_state_dict(merged)
     assert enc(torch.randn(1, 3, 32, 32)).shape == (1, 192)

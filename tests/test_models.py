@@ -85,7 +85,7 @@ def test_patchify_roundtrip() -> None:
 
 def test_mae_forward_masks_three_quarters_and_learns() -> None:
     torch.manual_seed(0)
-    mae = MaskedAutoencoder(create_encoder("vit_tiny", img_size=64))
+    mae = MaskedAutoencoder(create_encoder("vit_tiny", img_size=64, depth=4))
     x = torch.randn(4, 3, 64, 64)
     noise = torch.rand(4, 16)
     loss, pred, mask = mae(x, noise)

@@ -81,19 +81,6 @@ def test_run_momo_end_to_end(momo_run: Path) -> None:
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 192)
 
 
-def test_lambda_search_on_the_runs(momo_run: Path, shared_data) -> None:
-    from training.pipeline import search_merge_lambda
-
-    report = json.loads((momo_run / "evl_report.json").read_text())
-    config = PretrainConfig(output=str(momo_run / "base"), sensors="all",
-                            init_from=str(momo_run / "base"), data_root=str(shared_data),
-                            **{k: v for k, v in TINY.items() if k != "threads"})
-    best, scores = search_merge_lambda(momo_run / "base", report["paths"], "task-arithmetic",
-                                       (0.0, 0.5, 2.0), config)
-    assert best == min(scores, key=scores.get)
-    assert len(set(scores.values())) == 3  # λ changes the merged encoder's reconstructions
-
-
 def test_cli_evl_and_merge(momo_run: Path, tmp_path: Path) -> None:
     runs = [str(momo_run / s) for s in ("hirise", "ctx", "themis")]
     runner = CliRunner()
