@@ -186,13 +186,16 @@ def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
         conf_src = rasterio.open(confidence_path) if confidence_path else None
         writer = _Writer(out, crs, circles)
         emitter = _Emitter(writer, wanted, crs, transform, min_area, tolerance_px, circles)
-        pending: list[_Piece] = []
+        # features still open at the current row seam, each as its block pieces (unioned only
+        # once, when the feature is complete: re-unioning a growing feature every block row
+        # would cost quadratic time for features that span many blocks)
+        pending: list[list[_Piece]] = []
         try:
             for row0 in range(0, height, block):
                 if cancel is not None and cancel():
                     raise MomoGeoError("cancelled")
                 row1 = min(row0 + block, height)
-                open_pieces = pending
+                open_pieces: list[_Piece] = []
                 for col0 in range(0, width, block):
                     col1 = min(col0 + block, width)
                     window = Window(col0, row0, col1 - col0, row1 - row0)
@@ -206,14 +209,14 @@ def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
                             open_pieces.append(piece)
                         else:
                             emitter.emit(piece)
+                groups = _join(pending, open_pieces, row0)
                 pending = []
-                for piece in _merge(open_pieces):
-                    if piece.geom.bounds[3] >= row1 and row1 < height:
-                        pending.append(piece)
+                for group in groups:
+                    if row1 < height and any(p.geom.bounds[3] >= row1 for p in group):
+                        pending.append(group)
                     else:
-                        emitter.emit(piece)
-            for piece in _merge(pending):
-                emitter.emit(piece)
+                        for piece in _union(group):
+                            emitter.emit(piece)
             emitter.flush()
             writer.close()
         finally:
@@ -242,46 +245,29 @@ def _pieces(data: np.ndarray, conf: np.ndarray | None, wanted: dict[int, ClassIn
             yield _Piece(shape(geom), int(class_id), float(sums[label]), int(pixels[label]))
 
 
-def _merge(pieces: list[_Piece]) -> list[_Piece]:
-    """Union touching pieces of the same class (exact on the pixel grid); sums carried along.
+def _join(pending: list[list[_Piece]], pieces: list[_Piece], seam: int
+          ) -> list[list[_Piece]]:
+    """Group open features and new seam pieces that touch (same class) into features.
 
-    Only pieces that touch are unioned, group by group (connected components of the "touches"
-    graph): one union of everything open along a seam would cost far more.
+    Only pending pieces on the ``seam`` row and the new pieces (each at most one block) are
+    tested, so the cost does not grow with the size of a feature.
     """
-    merged: list[_Piece] = []
-    by_class: dict[int, list[_Piece]] = {}
-    for piece in pieces:
-        by_class.setdefault(piece.class_id, []).append(piece)
-    for class_id, group in by_class.items():
-        for component in _touching_groups([p.geom for p in group]):
-            if len(component) == 1:
-                merged.append(group[component[0]])
-                continue
-            members = [group[i] for i in component]
-            union = shapely.union_all([p.geom for p in members])
-            parts = list(getattr(union, "geoms", [union]))
-            if len(parts) == 1:
-                merged.append(_Piece(parts[0], class_id, sum(p.conf_sum for p in members),
-                                     sum(p.pixels for p in members)))
-                continue
-            # touching only at corners: several polygons; give each its own pieces' sums
-            tree = shapely.STRtree(parts)
-            points = [p.geom.representative_point() for p in members]
-            owner = tree.query(points, predicate="within")
-            conf = np.zeros(len(parts))
-            count = np.zeros(len(parts), np.int64)
-            for i, j in zip(*owner, strict=True):
-                conf[j] += members[i].conf_sum
-                count[j] += members[i].pixels
-            merged.extend(_Piece(part, class_id, float(conf[j]), int(count[j]))
-                          for j, part in enumerate(parts))
-    return merged
-
-
-def _touching_groups(geoms: list[shapely.Geometry]) -> list[list[int]]:
-    """Indexes of geometries grouped into connected components of "intersects"."""
-    n = len(geoms)
-    parent = list(range(n))
+    nodes = len(pending) + len(pieces)
+    geoms: list[shapely.Geometry] = []
+    owner: list[int] = []
+    classes: list[int] = []
+    for g, group in enumerate(pending):
+        for piece in group:
+            if piece.geom.bounds[3] >= seam:
+                geoms.append(piece.geom)
+                owner.append(g)
+                classes.append(piece.class_id)
+    for i, piece in enumerate(pieces):
+        geoms.append(piece.geom)
+        owner.append(len(pending) + i)
+        classes.append(piece.class_id)
+    members = [*pending, *([p] for p in pieces)]
+    parent = list(range(nodes))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -289,16 +275,40 @@ def _touching_groups(geoms: list[shapely.Geometry]) -> list[list[int]]:
             i = parent[i]
         return i
 
-    if n > 1:
+    if len(geoms) > 1:
         left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
         for a, b in zip(left.tolist(), right.tolist(), strict=True):
-            ra, rb = root(a), root(b)
-            if ra != rb:
-                parent[ra] = rb
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(root(i), []).append(i)
+            if classes[a] == classes[b]:
+                ra, rb = root(owner[a]), root(owner[b])
+                if ra != rb:
+                    parent[ra] = rb
+    groups: dict[int, list[_Piece]] = {}
+    for node in range(nodes):
+        groups.setdefault(root(node), []).extend(members[node])
     return list(groups.values())
+
+
+def _union(group: list[_Piece]) -> list[_Piece]:
+    """One feature's pieces (same class, touching) as polygons, sums carried along."""
+    if len(group) == 1:
+        return group
+    class_id = group[0].class_id
+    union = shapely.union_all([p.geom for p in group])
+    parts = list(getattr(union, "geoms", [union]))
+    if len(parts) == 1:
+        return [_Piece(parts[0], class_id, sum(p.conf_sum for p in group),
+                       sum(p.pixels for p in group))]
+    # pieces touching only at corners stay separate polygons (4-connectivity): give each
+    # polygon the sums of the pieces inside it
+    tree = shapely.STRtree(parts)
+    owner = tree.query([p.geom.representative_point() for p in group], predicate="within")
+    conf = np.zeros(len(parts))
+    count = np.zeros(len(parts), np.int64)
+    for i, j in zip(*owner, strict=True):
+        conf[j] += group[i].conf_sum
+        count[j] += group[i].pixels
+    return [_Piece(part, class_id, float(conf[j]), int(count[j]))
+            for j, part in enumerate(parts)]
 
 
 class _Emitter:
