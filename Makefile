@@ -19,7 +19,8 @@ system:
 	@if ! dpkg -s python3-qgis python3-venv qgis-providers qgis >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3-qgis python3-venv qgis-providers qgis; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-qgis python3-venv qgis-providers && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qgis; \
 	fi
 
 # One venv with Debian's QGIS visible (--system-site-packages); pip's own
