@@ -67,10 +67,12 @@ class Scene:
         ])
         xs, ys = self.transform @ (edge[:, 0], edge[:, 1])
         lon, lat = mcrs.lonlat_transformer(self.crs).transform(xs, ys)
-        # Longitudes in [-180, 180) unless the scene crosses the antimeridian, then in [0, 360).
-        lon180 = (np.asarray(lon) + 180.0) % 360.0 - 180.0
-        lon360 = np.asarray(lon) % 360.0
-        lon = lon180 if np.ptp(lon180) <= np.ptp(lon360) else lon360
+        # Longitudes as PROJ gives them ([-180, 180]) unless a scene smaller than a hemisphere
+        # crosses the antimeridian: then in [0, 360) so west < east stays true.
+        lon = np.asarray(lon, dtype=float)
+        lon360 = lon % 360.0
+        if np.ptp(lon) > 180.0 and np.ptp(lon360) < 180.0:
+            lon = lon360
         return float(lon.min()), float(np.min(lat)), float(lon.max()), float(np.max(lat))
 
 
