@@ -39,7 +39,9 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/momo-geo info $(SCENE)
-	$(VENV)/bin/momo-geo map $(SCENE) --overwrite
+	mkdir -p out
+	$(VENV)/bin/momo-geo map $(SCENE) -o out/crater_field_mask.tif \
+	  --vector out/crater_field_craters.gpkg --circles --overwrite
 
 test: venv
 	$(VENV)/bin/ruff check momo_geo training tests benchmarks qgis_plugin
