@@ -19,6 +19,15 @@ from momo_geo.models.mae import MaskedAutoencoder
 from momo_geo.models.vit import create_encoder
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine run fastest on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _finetuned(base: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     """A copy of ``base`` moved the way training would move it (pos_embed moved too: a trap)."""
     gen = torch.Generator().manual_seed(seed)

@@ -21,6 +21,15 @@ from momo_geo.models.vit import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine run fastest on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_names_map_to_timm() -> None:
     assert timm_name("vit_tiny") == "vit_tiny_patch16_224"
     assert timm_name("vit_base_patch16") == "vit_base_patch16_224"

@@ -70,6 +70,7 @@ def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--strategy", help="auto or ddp.")
 @click.option("--num-nodes", type=int)
 @click.option("--precision", help="32-true, bf16-mixed, 16-mixed (default: bf16 on GPU).")
+@click.option("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models).")
 def pretrain(config_path: str | None, losses: tuple[str, ...], **options: Any) -> None:
     """MAE-pretrain a MOMO encoder (one sensor or all) with checkpoints and a val-loss log."""
     mod = _training()
