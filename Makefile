@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 SCENE ?= sample_data/crater_field.tif
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help system venv demo test lint plugin bench reproduce clean
+.PHONY: help system venv demo test lint plugin bench pretrain-smoke reproduce clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -58,6 +58,9 @@ bench: venv
 	$(PY) benchmarks/bench_map.py
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_baseline.py
+
+pretrain-smoke: venv
+	$(PY) training/pipeline.py runs/pretrain-smoke --overwrite --threads 1
 
 reproduce: venv
 	$(PY) training/reproduce.py
