@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"
 SAMPLE = ROOT / "sample_data" / "crater_field.tif"
 SAMPLE_TRUTH = ROOT / "sample_data" / "crater_field_truth.tif"
-SAMPLE_IOU_FLOOR = 0.50
+SAMPLE_IOU_FLOOR = 0.40
 """Crater IoU of `momo-geo map` on the synthetic sample scene; docs/results.md has the value."""
 
 
@@ -79,7 +79,7 @@ def test_evaluate_default_landmarks_matches_results_and_card(shared_data) -> Non
 
 @pytest.mark.shared_data
 def test_card_crater_metrics_are_the_ones_in_results(shared_data) -> None:
-    # Evaluating the crater tasks in full takes minutes on a shared CPU; the card holds the
+    # THEMIS in full (155 crops, 12k tiles) takes a minute on a shared CPU; the card holds the
     # numbers `evaluate_bundle` produced for the saved bundle, and results.md must quote them.
     card = load_card("default")
     for task in ("ctx-craters", "themis-craters"):
@@ -88,15 +88,17 @@ def test_card_crater_metrics_are_the_ones_in_results(shared_data) -> None:
 
 
 @pytest.mark.shared_data
-def test_evaluate_default_on_a_ctx_tile_uses_the_sliding_window(shared_data, tmp_path) -> None:
-    # One validation CTX tile (2000 px, far above the 64 px input): the engine must tile it.
-    from momo_geo.evaluate import evaluate_model, load_task_data
-
-    data = load_task_data("ctx-craters", str(shared_data / "ctx_craters"), "val")
-    data.images, data.targets, data.groups = data.images[:1], data.targets[:1], data.groups[:1]
-    bundle = load_bundle("default")
-    result = evaluate_model(bundle.build_model(), bundle.card, data, n_boot=50)
-    assert result["n"] == 1 and result["iou"] > 0.05
+def test_evaluate_default_ctx_craters_matches_results(shared_data) -> None:
+    # Three 2000 px validation tiles, far above the 64 px input: the mapping engine tiles them.
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "ctx-craters", "--data",
+                                      str(shared_data / "ctx_craters"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["task"] == "ctx-craters" and data["n"] == 3
+    for metric in ("iou", "iou_per_image_mean", "f1_pixel"):
+        assert round(data[metric], 4) == results_value("ctx-craters", metric)
+        lo, hi = data[f"{metric}_ci"]
+        assert lo <= data[metric] <= hi
 
 
 def test_default_model_maps_the_sample_scene_craters(tmp_path) -> None:

@@ -68,6 +68,9 @@ class Recipe:
     seed: int = 0
     decoder_dim: int = 64
     stem_dim: int = 16
+    class_weighting: str = "none"
+    """``none`` or ``sqrt_inverse`` (CE weights ``sqrt(N / (K n_c))``: rare landmark classes
+    count more, without letting 8 spiders outweigh 2000 plain tiles)."""
     accelerator: str = "cpu"
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
@@ -315,6 +318,12 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     card = task_card(task, recipe, train_data.classes or None, name)
     model, merge = build_task_model(card, encoder_bundle)
     class_weight = None
+    if recipe.class_weighting == "sqrt_inverse" and kind == "classification":
+        counts = np.bincount(np.asarray(train_data.targets), minlength=card.num_classes)
+        weights = np.sqrt(counts.sum() / (card.num_classes * np.maximum(counts, 1)))
+        class_weight = torch.tensor(np.where(counts > 0, weights, 0.0), dtype=torch.float32)
+    elif recipe.class_weighting not in ("none", "sqrt_inverse"):
+        raise MomoGeoError(f"unknown class weighting {recipe.class_weighting!r}")
     seconds = train_lightning(model, task, train_data, recipe, class_weight)
     card.merge = merge
     card.training = {

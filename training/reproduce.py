@@ -94,9 +94,9 @@ class Budget:
     probe_steps_cls: int = 400
     probe_steps_seg: int = 250
     seeds: int = 3
-    default_seg_epochs: int = 4
+    default_seg_epochs: int = 8
     default_seg_chips: int = 3000
-    default_cls_epochs: int = 4
+    default_cls_epochs: int = 10
     synthetic_fields: int = 4
 
     @classmethod
@@ -415,7 +415,8 @@ def train_defaults(best: str, encoder_path: Path, data_root: Path, data: dict[st
         f"{json.dumps({k: v.get('iou') for k, v in seg_metrics.items() if k != 'split'})}",
         start)
     t = time.perf_counter()
-    cls_recipe = Recipe(epochs=budget.default_cls_epochs, lr=1e-3, layer_decay=0.75, seed=0)
+    cls_recipe = Recipe(epochs=budget.default_cls_epochs, lr=1e-3, layer_decay=0.75, seed=0,
+                        class_weighting="sqrt_inverse")
     cls_path, cls_metrics = finetune(
         "landmarks", str(data_root / "hirise_landmarks"), weights_dir / "landmarks.bundle",
         encoder_bundle=str(encoder_path), recipe=cls_recipe, name="momo-tiny-landmarks",
@@ -483,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--work", default=str(ROOT / "build" / "reproduce"))
     parser.add_argument("--quick", action="store_true", help="smoke run; writes only to --work")
+    parser.add_argument("--defaults-only", action="store_true",
+                        help="reuse the comparison of the last run in --work (stage1.json) and "
+                             "only retrain the bundled models")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite docs/results.md from the last run's state.json in --work")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared CPU more threads fight and crawl)")
     args = parser.parse_args(argv)
@@ -496,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     weights_dir = work / "weights" if args.quick else ROOT / "momo_geo" / "weights"
     results_path = work / "results.md" if args.quick else ROOT / "docs" / "results.md"
     command = "python training/reproduce.py" + (" --quick" if args.quick else "")
+    if args.defaults_only:
+        command += " --defaults-only  (comparison reused from the full run)"
     log(f"{command}: data {data_root}, budgets {budget}", start)
 
     data: dict[str, TaskData] = {}
@@ -505,19 +513,42 @@ def main(argv: list[str] | None = None) -> int:
     check_splits(data)
     log("data loaded; splits checked (no product / tile shared)", start)
 
-    encoders, evl_report, pre_recipe = build_encoders(data, budget, size, work, start)
-    inputs = probe_inputs(data, budget, size)
-    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for name in ENCODER_ROWS:
-        t = time.perf_counter()
-        table[name] = probe_encoder(encoders[name], inputs, budget, size)
-        log(f"probed {name}: " + ", ".join(
-            f"{task} {cell(r, 'f1_weighted' if task == 'landmarks' else 'iou')}"
-            for task, r in table[name].items()) + f" ({time.perf_counter() - t:.0f} s)", start)
-    (work / "table.json").write_text(json.dumps(table))
-    best = rank_encoders(table)[0]
-    log(f"best encoder over the three tasks: {best}", start)
-    path = encoder_bundle(encoders[best], best, work, size, pre_recipe)
+    baselines = trivial_baselines(data)
+    if args.render_only:
+        st = json.loads((work / "state.json").read_text())
+        text = render_results(st["table"], st["evl_report"], st["pre_recipe"],
+                              Budget(**st["budget"]), st["evals"], st["card_metrics"],
+                              st["sample_iou"], st["best"], st["command"], st["seconds"],
+                              baselines)
+        _write_atomic(results_path, text)
+        log(f"re-rendered {results_path} from {work / 'state.json'}", start)
+        return 0
+    stage1 = work / "stage1.json"
+    if args.defaults_only:
+        if not stage1.exists() and (work / "state.json").exists():
+            stage1 = work / "state.json"
+        saved = json.loads(stage1.read_text())
+        table, evl_report, pre_recipe = saved["table"], saved["evl_report"], saved["pre_recipe"]
+        best = saved["best"]
+        path = work / f"encoder-{best}.bundle"
+        log(f"reusing the comparison of {stage1} (best encoder {best})", start)
+    else:
+        encoders, evl_report, pre_recipe = build_encoders(data, budget, size, work, start)
+        inputs = probe_inputs(data, budget, size)
+        table = {}
+        for name in ENCODER_ROWS:
+            t = time.perf_counter()
+            table[name] = probe_encoder(encoders[name], inputs, budget, size)
+            log(f"probed {name}: " + ", ".join(
+                f"{task} {cell(r, 'f1_weighted' if task == 'landmarks' else 'iou')}"
+                for task, r in table[name].items()) + f" ({time.perf_counter() - t:.0f} s)",
+                start)
+        best = rank_encoders(table)[0]
+        log(f"best encoder over the three tasks: {best}", start)
+        path = encoder_bundle(encoders[best], best, work, size, pre_recipe)
+        stage1.write_text(json.dumps({"table": table, "evl_report": evl_report,
+                                      "pre_recipe": pre_recipe, "best": best,
+                                      "seconds": time.perf_counter() - start}))
     card_metrics = train_defaults(best, path, data_root, data, budget, weights_dir, start)
 
     # The cards' metrics are `evaluate_bundle` on the saved bundles (what `momo-geo evaluate`
@@ -532,13 +563,24 @@ def main(argv: list[str] | None = None) -> int:
              "sample_iou": sample_iou, "best": best, "command": command, "seconds": seconds}
     (work / "state.json").write_text(json.dumps(state))
     text = render_results(table, evl_report, pre_recipe, budget, evals, card_metrics,
-                          sample_iou, best, command, seconds)
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = results_path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, results_path)
+                          sample_iou, best, command, seconds, baselines)
+    _write_atomic(results_path, text)
     log(f"wrote {results_path}; total wall time {seconds / 60:.1f} min", start)
     return 0
+
+
+def trivial_baselines(data: dict[str, TaskData]) -> dict[str, dict[str, float]]:
+    """What a model that learned nothing scores: the majority landmark class everywhere, and
+    "crater" on every pixel (its IoU is the crater fraction). The table must beat these."""
+    val = data["landmarks:val"]
+    counts = np.bincount(data["landmarks"].targets, minlength=len(val.classes))
+    majority = classification_report(val.targets, [int(counts.argmax())] * len(val.targets),
+                                     len(val.classes), n_boot=0)
+    out = {"landmarks": majority}
+    for task in ("ctx-craters", "themis-craters"):
+        rows = [pixel_counts(np.ones_like(m), m) for m in data[f"{task}:val"].targets]
+        out[task] = segmentation_report(np.array(rows), n_boot=0)
+    return out
 
 
 def check_splits(data: dict[str, TaskData]) -> None:
@@ -546,6 +588,13 @@ def check_splits(data: dict[str, TaskData]) -> None:
         shared = set(data[task].groups) & set(data[f"{task}:val"].groups)
         if shared:
             raise SystemExit(f"{task}: train and val share {sorted(shared)[:3]}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def rank_encoders(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
@@ -561,7 +610,8 @@ def rank_encoders(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str
 
 def render_results(table: dict[str, Any], evl_report: str, pre_recipe: dict[str, Any],
                    budget: Budget, evals: dict[str, Any], card_metrics: dict[str, Any],
-                   sample_iou: float | None, best: str, command: str, seconds: float) -> str:
+                   sample_iou: float | None, best: str, command: str, seconds: float,
+                   baselines: dict[str, dict[str, float]] | None = None) -> str:
     from momo_geo import __version__
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -610,6 +660,14 @@ def render_results(table: dict[str, Any], evl_report: str, pre_recipe: dict[str,
                      f"{cell(r['ctx-craters'], 'iou_per_image_mean')} | "
                      f"{cell(r['themis-craters'], 'iou')} | "
                      f"{cell(r['themis-craters'], 'iou_per_image_mean')} |")
+    if baselines:
+        b = baselines
+        lines.append(f"| *trivial (majority class / all crater)* | "
+                     f"{b['landmarks']['f1_weighted']:.3f} | {b['landmarks']['f1_macro']:.3f} | "
+                     f"{b['ctx-craters']['iou']:.3f} | "
+                     f"{b['ctx-craters']['iou_per_image_mean']:.3f} | "
+                     f"{b['themis-craters']['iou']:.3f} | "
+                     f"{b['themis-craters']['iou_per_image_mean']:.3f} |")
     lines += ["", "Paper (ViT-B, full Mars-Bench, full fine-tuning), for scale only: Landmark F1 "
               ".91, CraterBinary mIoU .54, ConeQuest .71; EVL / last-epoch / early-stopping "
               "merge .54 / .50 / .50 on CraterBinary.", "",
@@ -618,7 +676,7 @@ def render_results(table: dict[str, Any], evl_report: str, pre_recipe: dict[str,
               "Validation loss of every checkpoint on one common set of 768 chips (256 per "
               "sensor, from the validation splits, fixed masks); `*` marks the choice.", "",
               "```", evl_report, "```", ""]
-    lines += reading(table)
+    lines += reading(table, baselines)
     lines += ["", "## The bundled default models", "",
               f"Both fully fine-tuned from the **{best}** encoder (the best-ranked row above) "
               "with Lightning, layer-wise lr decay 0.75, AdamW, cosine schedule, flips and "
@@ -649,7 +707,8 @@ def render_results(table: dict[str, Any], evl_report: str, pre_recipe: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def reading(table: dict[str, Any]) -> list[str]:
+def reading(table: dict[str, Any], baselines: dict[str, dict[str, float]] | None = None
+            ) -> list[str]:
     """The honest reading, computed from the table (so it cannot contradict it)."""
     def score(name: str, task: str) -> tuple[float, float]:
         metric = "f1_weighted" if task == "landmarks" else "iou"
@@ -672,6 +731,12 @@ def reading(table: dict[str, Any]) -> list[str]:
             rows.append(f"{other} {m:.3f} ({verdict})")
         out.append(f"- **{task}**: EVL merge {evl_m:.3f} ± {evl_h:.3f}; " + "; ".join(rows) + ".")
     out.append("")
+    for task in ("landmarks", "ctx-craters", "themis-craters") if baselines else ():
+        metric = "f1_weighted" if task == "landmarks" else "iou"
+        floor = baselines[task][metric]
+        above = [n for n in ENCODER_ROWS if score(n, task)[0] - score(n, task)[1] > floor]
+        out.append(f"- {task}: trivial score {floor:.3f}; rows clearly above it (whole "
+                   f"interval): {', '.join(above) if above else 'none'}.")
     own = {"landmarks": "hirise-only", "ctx-craters": "ctx-only",
            "themis-craters": "themis-only"}
     for task, single in own.items():
