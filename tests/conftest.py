@@ -14,6 +14,21 @@ SHARED_DATA = Path(os.environ.get("MOMO_GEO_SHARED_DATA", ROOT.parent / "shared"
 HIRISE_SCENE = SHARED_DATA / "hirise_scene" / "ESP_037156_1800_RED.byte.tif"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test's small models on one torch thread.
+
+    On a 2-core machine shared with other work, tiny models run several times faster on one
+    thread than on two competing ones; the previous setting is restored afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real Mars data); tests using it skip with a reason when absent."""

@@ -17,14 +17,7 @@ from momo_geo.cli import cli
 from momo_geo.errors import MomoGeoError
 from momo_geo.weights_import import download_released, import_weights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _released_like(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:

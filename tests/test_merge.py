@@ -18,14 +18,7 @@ from momo_geo.merge import (
 from momo_geo.models.mae import MaskedAutoencoder
 from momo_geo.models.vit import create_encoder
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _finetuned(base: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:

@@ -31,13 +31,7 @@ SENSOR_LOSS = {"pixel": 1.0, "perceptual": 0.1, "ssim": 0.1, "gradient": 0.05}
 TINY = dict(encoder="vit_tiny", img_size=32, batch_size=8, pool_size=16, val_size=4, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
