@@ -52,7 +52,7 @@ lint: venv
 	$(VENV)/bin/bandit -q -r qgis_plugin/momo_geo_plugin
 
 plugin: venv
-	$(PY) qgis_plugin/build.py
+	$(PY) qgis_plugin/package_plugin.py
 
 bench: venv
 	$(PY) benchmarks/bench_map.py

@@ -366,9 +366,10 @@ def test_processing_cancel_mid_run_leaves_no_files(plugin, sample_scene, bundle,
 
 def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_scene, bundle,
                                            tmp_path, screenshots, monkeypatch):
-    from momo_geo_plugin.dialog import MapFeaturesDialog
     from qgis.core import QgsProject, QgsRasterLayer
     from qgis.PyQt.QtWidgets import QDialogButtonBox
+
+    from momo_geo_plugin.dialog import MapFeaturesDialog
 
     project = QgsProject.instance()
     project.clear()
@@ -420,8 +421,9 @@ def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_s
 
 def test_task_on_mars_layer_loaded_first_in_empty_project(plugin, iface, hirise_scene, bundle,
                                                           tmp_path):
-    from momo_geo_plugin.dialog import MapFeaturesDialog
     from qgis.core import QgsProject, QgsRasterLayer
+
+    from momo_geo_plugin.dialog import MapFeaturesDialog
 
     project = QgsProject.instance()
     project.clear()
@@ -512,7 +514,6 @@ def test_task_failure_shows_a_message_and_writes_nothing(plugin, iface, sample_s
 
 def test_map_canvas_renders_scene_and_both_layers(sample_run, sample_scene, bundle, screenshots,
                                                   tmp_path):
-    from momo_geo_plugin.styling import load_styled_layers
     from qgis.core import (
         QgsMapRendererSequentialJob,
         QgsMapSettings,
@@ -523,6 +524,7 @@ def test_map_canvas_renders_scene_and_both_layers(sample_run, sample_scene, bund
     from qgis.PyQt.QtGui import QColor
 
     from momo_geo.bundle import load_card, resolve_bundle_path
+    from momo_geo_plugin.styling import load_styled_layers
 
     results, _ = sample_run
     model = str(bundle)
@@ -612,12 +614,12 @@ def test_qgis_process_runs_the_algorithm_from_the_shell(sample_scene, bundle, tm
 
 def test_plugin_zip_builds_clean_and_the_security_scan_can_fail(tmp_path):
     sys.path.insert(0, str(PLUGIN_PARENT))
+    import package_plugin
     import security_check
 
-    import build
     import momo_geo
 
-    target = build.build(tmp_path / "dist")
+    target = package_plugin.build(tmp_path / "dist")
     assert target.name == f"momo_geo_plugin-{momo_geo.__version__}.zip"
     with zipfile.ZipFile(target) as archive:
         names = archive.namelist()

@@ -6,7 +6,7 @@ repository expect: the plugin's sources, icon, metadata (``version`` stamped fro
 weights, no caches, no ``__pycache__``; the security scan (:mod:`security_check`) must pass first.
 The zip is written to a temporary name and renamed, so a failed build leaves no partial zip.
 
-Usage: ``python qgis_plugin/build.py [--dist DIR] [--no-scan]`` (``make plugin``).
+Usage: ``python qgis_plugin/package_plugin.py [--dist DIR] [--no-scan]`` (``make plugin``).
 """
 
 from __future__ import annotations
