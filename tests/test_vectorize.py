@@ -59,7 +59,7 @@ def pixel_outlines(path: Path, transform) -> list[tuple[int, shapely.Geometry]]:
     out = []
     for class_id, geom in zip(frame.class_id, frame.geometry, strict=True):
         pix = shapely.transform(geom, lambda xy: np.column_stack(
-            inverse * (xy[:, 0], xy[:, 1])))
+            inverse @ (xy[:, 0], xy[:, 1])))
         out.append((int(class_id), shapely.normalize(pix)))
     return sorted(out, key=lambda item: (item[0], item[1].wkt))
 
