@@ -119,3 +119,80 @@ def test_real_splits_never_share_an_observation_or_a_tile(shared_data):
     assert not set(ctx_train.groups) & set(ctx_val.groups)
     assert len(ctx_train.groups) + len(ctx_val.groups) == 11
     assert all(np.isin(np.unique(m), [0, 1]).all() for m in ctx_val.targets)
+
+
+def test_chip_augmentation_preserves_content_and_differs_per_chip():
+    from training.finetune import augment_chips
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(64 * 16, dtype=torch.float32).reshape(64, 1, 4, 4)
+    out = augment_chips(x, gen, jitter=0.0)
+    # Each chip is one of the 8 symmetries of the square: same pixels, maybe moved.
+    for a, b in zip(x, out, strict=True):
+        views = [torch.rot90(a, k, dims=(-2, -1)) for k in range(4)]
+        views += [v.flip(-1) for v in views]
+        assert any(torch.equal(v, b) for v in views)
+    moved = [not torch.equal(a, b) for a, b in zip(x, out, strict=True)]
+    assert 0 < sum(moved) < len(x)  # drawn per chip, not per batch
+    jittered = augment_chips(torch.ones(256, 1, 4, 4), gen, jitter=0.1)
+    per_chip = jittered.flatten(1)
+    assert torch.allclose(per_chip.std(1), torch.zeros(256), atol=1e-6)  # a gain and a shift
+    assert float(per_chip.min()) >= 0.8 and float(per_chip.max()) <= 1.21
+    assert float(per_chip[:, 0].std()) > 0.02
+
+
+def test_sqrt_balanced_sampling_draws_rare_classes_more_often():
+    from momo_geo.evaluate import TaskData
+    from training.finetune import _EpochChips
+
+    images = [np.full((8, 8), i % 7, dtype=np.float32) for i in range(500)]
+    targets = [0] * 480 + [1] * 20
+    data = TaskData("landmarks", images, targets, [str(i) for i in range(500)], ["a", "b"])
+    chips = _EpochChips("landmarks", data, Recipe(input_size=8, batch_size=50,
+                                                   sampling="sqrt_balanced"))
+    drawn = torch.cat([y for _, y in chips])
+    share = float((drawn == 1).float().mean())
+    # 1/sqrt(n) sampling: 20 * (1/sqrt 20) vs 480 * (1/sqrt 480) -> about 17 % (4 % shuffled).
+    assert 0.10 < share < 0.26
+    shuffled = torch.cat([y for _, y in _EpochChips("landmarks", data,
+                                                    Recipe(input_size=8, batch_size=50))])
+    assert int((shuffled == 1).sum()) == 20
+
+
+@pytest.mark.shared_data
+def test_evl_chips_are_held_out_of_the_training_splits(shared_data):
+    from training.reproduce import TASK_DIRS, holdout_split
+
+    data = {t: load_task_data(t, str(shared_data / f), "train") for t, f in TASK_DIRS.items()}
+    pre, held = holdout_split(data, 64)
+    assert not set(pre["landmarks"].groups) & set(held["landmarks"].groups)
+    assert len(held["landmarks"].images) >= 256
+    assert (len(pre["landmarks"].images) + len(held["landmarks"].images)
+            == len(data["landmarks"].images))
+    for task in ("ctx-craters", "themis-craters"):
+        for full, top, bottom in zip(data[task].images, pre[task].images, held[task].images,
+                                     strict=True):
+            # Pretraining sees the top rows, EVL the rest: together exactly the image.
+            assert bottom.shape[0] >= 64 and top.shape[0] + bottom.shape[0] == full.shape[0]
+            assert np.array_equal(np.concatenate([top, bottom]), full)
+
+
+def test_classifier_conv_stem_is_recorded_in_the_card_and_rebuilds(tmp_path):
+    from momo_geo.bundle import save_bundle
+    from training.finetune import task_card
+
+    recipe = Recipe(input_size=32, cls_stem_dim=4)
+    card = task_card("landmarks", recipe)
+    assert card.architecture["stem_dim"] == 4
+    torch.manual_seed(0)
+    from momo_geo.models import create_model
+
+    model = create_model(card).eval()
+    assert model.features(torch.zeros(2, 1, 32, 32)).shape == (2, 192 + 16)
+    path = save_bundle(tmp_path / "lm.bundle", model.state_dict(), card)
+    rebuilt = load_bundle(path).build_model().eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), model(x))
+    plain = create_model(task_card("landmarks", Recipe(input_size=32)))
+    assert plain.stem is None and "stem_dim" not in task_card("landmarks", Recipe()).architecture

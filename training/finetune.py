@@ -68,9 +68,18 @@ class Recipe:
     seed: int = 0
     decoder_dim: int = 64
     stem_dim: int = 16
+    cls_stem_dim: int = 0
+    """Classification: width of the optional conv stem beside the ViT (0: none)."""
     class_weighting: str = "none"
     """``none`` or ``sqrt_inverse`` (CE weights ``sqrt(N / (K n_c))``: rare landmark classes
     count more, without letting 8 spiders outweigh 2000 plain tiles)."""
+    sampling: str = "shuffle"
+    """Classification batches: ``shuffle`` (every crop once per epoch) or ``sqrt_balanced``
+    (crops drawn with probability ``1 / sqrt(n_c)``, so rare classes appear in most batches)."""
+    jitter: float = 0.0
+    """Per-chip brightness shift and contrast factor ``1 +- jitter`` (normalised units; 0: off).
+    Classification augmentation is per chip (each crop its own flip/rotation); crater batches
+    keep one flip/rotation per batch."""
     accelerator: str = "cpu"
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
@@ -117,6 +126,27 @@ def crater_chips(data: TaskData, n: int, size: int, rng: np.random.Generator,
     return torch.from_numpy(raws), torch.from_numpy(masks)
 
 
+def augment_chips(x: torch.Tensor, gen: torch.Generator, jitter: float = 0.0) -> torch.Tensor:
+    """Label-preserving augmentation of classification chips, drawn per chip: one of the eight
+    flips/90-degree rotations (HiRISE landmark crops have no preferred orientation) and a small
+    brightness/contrast jitter."""
+    n = len(x)
+    k = torch.randint(4, (n,), generator=gen)
+    flip = torch.randint(2, (n,), generator=gen).bool()
+    out = x.clone()
+    for rot in range(4):
+        for f in (False, True):
+            sel = (k == rot) & (flip == f)
+            if sel.any():
+                chips = torch.rot90(x[sel], rot, dims=(-2, -1))
+                out[sel] = chips.flip(-1) if f else chips
+    if jitter > 0:
+        gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+        shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+        out = out * gain + shift
+    return out
+
+
 def augment(x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random flip and 90-degree rotation of a batch (same for image and mask)."""
@@ -144,6 +174,8 @@ def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
         class_info = [ClassInfo(i, c, LANDMARK_COLORS.get(c, "#808080"))
                       for i, c in enumerate(names)]
         arch = {"kind": "vit_cls", "encoder": recipe.encoder}
+        if recipe.cls_stem_dim > 0:
+            arch["stem_dim"] = recipe.cls_stem_dim
     else:
         class_info = list(CRATER_CLASSES)
         arch = {"kind": "vit_seg", "encoder": recipe.encoder,
@@ -195,7 +227,10 @@ def make_module(model: torch.nn.Module, recipe: Recipe, total_steps: int,
 
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
-            x, y = augment(x, y, self.gen)
+            if y.ndim == 1 and recipe.jitter > 0:
+                x = augment_chips(x, self.gen, recipe.jitter)
+            else:
+                x, y = augment(x, y, self.gen)
             if recipe.frozen:
                 self.model.encoder.eval()  # no dropout / drop-path in a frozen encoder
             loss = self.loss(self.model(x), y)
@@ -240,7 +275,14 @@ class _EpochChips(torch.utils.data.IterableDataset):
         self.epoch += 1
         bs = self.recipe.batch_size
         if TASK_KIND[self.task] == "classification":
-            order = torch.from_numpy(rng.permutation(len(self.y)))
+            if self.recipe.sampling == "sqrt_balanced":
+                counts = np.bincount(self.y.numpy())
+                p = 1 / np.sqrt(counts[self.y.numpy()])
+                order = torch.from_numpy(rng.choice(len(self.y), size=len(self.y), p=p / p.sum()))
+            elif self.recipe.sampling == "shuffle":
+                order = torch.from_numpy(rng.permutation(len(self.y)))
+            else:
+                raise MomoGeoError(f"unknown sampling {self.recipe.sampling!r}")
             for b in range(self.batches_per_epoch()):
                 idx = order[b * bs:(b + 1) * bs]
                 yield self.x[idx], self.y[idx]
