@@ -32,12 +32,7 @@ LANDMARK_MARGIN_MACRO = 0.06
 0.138 macro); the bundled model adds 0.095 and 0.141 (docs/results.md)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_bundles_are_installed_small_and_described() -> None:
@@ -68,12 +63,16 @@ def results_value(task: str, metric: str) -> float:
     raise AssertionError(f"docs/results.md has no {task} {metric}")
 
 
+def evaluate_json(task: str, folder: Path) -> dict:
+    """``momo-geo evaluate --task TASK --data FOLDER --json`` on the default bundle, parsed."""
+    result = CliRunner().invoke(cli, ["evaluate", "--task", task, "--data", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
 @pytest.mark.shared_data
 def test_evaluate_default_landmarks_matches_results_and_card(shared_data) -> None:
-    result = CliRunner().invoke(cli, ["evaluate", "--task", "landmarks", "--data",
-                                      str(shared_data / "hirise_landmarks"), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = evaluate_json("landmarks", shared_data / "hirise_landmarks")
     assert data["task"] == "landmarks" and data["n"] > 500
     assert data["f1_weighted_ci"][0] <= data["f1_weighted"] <= data["f1_weighted_ci"][1]
     assert round(data["f1_weighted"], 4) == results_value("landmarks", "f1_weighted")
@@ -109,10 +108,7 @@ def test_card_crater_metrics_are_the_ones_in_results(shared_data) -> None:
 @pytest.mark.shared_data
 def test_evaluate_default_ctx_craters_matches_results(shared_data) -> None:
     # Three 2000 px validation tiles, far above the 64 px input: the mapping engine tiles them.
-    result = CliRunner().invoke(cli, ["evaluate", "--task", "ctx-craters", "--data",
-                                      str(shared_data / "ctx_craters"), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = evaluate_json("ctx-craters", shared_data / "ctx_craters")
     assert data["task"] == "ctx-craters" and data["n"] == 3
     for metric in ("iou", "iou_per_image_mean", "f1_pixel"):
         assert round(data[metric], 4) == results_value("ctx-craters", metric)

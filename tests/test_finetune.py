@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,9 @@ from PIL import Image
 from momo_geo.bundle import load_bundle
 from momo_geo.cli import cli
 from momo_geo.evaluate import evaluate_bundle, load_task_data
+from training.finetune import Recipe, finetune
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from training.finetune import Recipe, finetune  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A shared 2-core CPU: more threads fight each other and crawl.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
