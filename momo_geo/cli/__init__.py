@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import click
 
@@ -58,6 +59,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, clean Ctrl-C, no tracebacks."""
+    # torchgeo imports matplotlib; in a venv that also sees Debian's matplotlib (QGIS set-ups)
+    # that prints a harmless two-line warning about 3-D axes, which momo-geo never uses.
+    warnings.filterwarnings("ignore", message="Unable to import Axes3D")
     try:
         cli.main(args=argv, prog_name="momo-geo", standalone_mode=False)
     except click.exceptions.Abort:
