@@ -28,12 +28,13 @@ from shapely.geometry import shape
 from momo_geo import crs as mcrs
 from momo_geo.bundle import ClassInfo
 from momo_geo.errors import MomoGeoError
+from momo_geo.inference.options import is_background
 from momo_geo.io import atomic_output
 
 FORMATS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 NODATA_CLASS = 255
-# Classes that are the absence of a feature; they are not outlined.
-BACKGROUND_NAMES = {"background", "other", "none", "bg", "nodata", "no_crater", "unlabelled"}
+GPKG_VERSION = "1.2"
+"""GeoPackage version written: GDAL >= 3.8 writes 1.4 by default, which QGIS 3.22 warns about."""
 ATTRIBUTES = ("class_id", "class_name", "area_m2", "perimeter_m", "mean_conf")
 CIRCLE_ATTRIBUTES = ("diameter_m", "centre_lon", "centre_lat")
 _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
@@ -66,7 +67,7 @@ def check_vector_path(path: str | os.PathLike[str]) -> str:
 
 def feature_classes(classes: Iterable[ClassInfo]) -> list[ClassInfo]:
     """Classes that are features (not background) and get outlined."""
-    return [c for c in classes if c.name.lower() not in BACKGROUND_NAMES]
+    return [c for c in classes if not is_background(c.name)]
 
 
 def is_crater_class(c: ClassInfo) -> bool:
@@ -112,9 +113,11 @@ class _Writer:
         frame = pd.DataFrame(self.rows, columns=self.columns)
         frame = frame.astype({"class_id": "int32", "class_name": "str"})
         gdf = gpd.GeoDataFrame(frame, geometry=self.geoms, crs=self.crs_text)
+        options = ({"VERSION": GPKG_VERSION}
+                   if self.driver == "GPKG" and self.written == 0 else {})
         write_dataframe(gdf, self.path, layer=self.path.stem, driver=self.driver,
                         append=self.written > 0, geometry_type="Polygon",
-                        promote_to_multi=False)
+                        promote_to_multi=False, dataset_options=options)
         self.written += len(self.rows)
         self.rows, self.geoms = [], []
 

@@ -140,7 +140,7 @@ def test_predict_array_matches_map_scene(tmp_path, bundle):
     image = checkerboard(150, 170, seed=2)
     scene = write_scene(tmp_path / "s.tif", image)
     options = MapOptions(tile=48, overlap=10, device="cpu")
-    result = map_scene(scene, model=bundle, **options.as_kwargs())
+    result = map_scene(scene, model=bundle, options=options)
     with rasterio.open(result.mask_path) as out:
         mask = out.read(1)
     classes, confidence = predict_array(bundle, image, tile=48, overlap=10)

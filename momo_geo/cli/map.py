@@ -1,7 +1,9 @@
 """``momo-geo map SCENE…``: class mask GeoTIFF (COG) and vector layer of mapped features.
 
-A thin shell over :func:`momo_geo.inference.map_scene`: flags have the API's names and defaults,
-a progress bar shows tiles done / total with an ETA, a one-screen summary follows each scene.
+A thin shell over :func:`momo_geo.inference.map_scene`: the mapping flags are generated from
+:class:`~momo_geo.inference.options.MapOptions` (names, defaults, choices, help), so they cannot
+drift from the API or the QGIS plugin; a progress bar shows tiles done / total with an ETA,
+a one-screen summary follows each scene.
 Ctrl-C (or SIGTERM) stops cleanly: the staging files are removed, nothing half-written is left,
 and the exit status is 130.
 """
@@ -17,8 +19,28 @@ from typing import Any
 import click
 
 from momo_geo.errors import MomoGeoError
+from momo_geo.inference.options import MapOptions, default_vector_path, option_fields
 
 TASK_MODELS = {"craters": "craters", "landmarks": "landmarks"}
+
+
+def _map_options(command: Any) -> Any:
+    """One click option per :class:`MapOptions` field, with its name, default, choices, help."""
+    for name, kind, default, meta in reversed(option_fields()):
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            option = click.option(flag, is_flag=True, default=default, help=meta["help"])
+        else:
+            if "choices" in meta:
+                ptype: Any = click.Choice(list(meta["choices"]))
+            elif kind is int:
+                ptype = click.IntRange(min=meta.get("minimum"))
+            else:
+                ptype = click.FloatRange(min=meta.get("minimum"))
+            option = click.option(flag, type=ptype, default=default, help=meta["help"],
+                                  show_default=default is not None)
+        command = option(command)
+    return command
 
 
 @click.command("map")
@@ -33,36 +55,15 @@ TASK_MODELS = {"craters": "craters", "landmarks": "landmarks"}
                    "segmenter.")
 @click.option("--task", type=click.Choice(sorted(TASK_MODELS)), default=None,
               help="Use the bundled model for this task (landmarks: tile-level classes).")
-@click.option("--tile", type=click.IntRange(min=1), default=None,
-              help="Tile size in model pixels. Default: the model card's.")
-@click.option("--overlap", type=click.IntRange(min=0), default=None,
-              help="Overlap of neighbouring tiles in model pixels. Default: the model card's.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-              show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-              show_default=True)
-@click.option("--blend", type=click.Choice(["crop", "smooth"]), default="crop",
-              show_default=True,
-              help="crop: each pixel from the tile whose centre holds it; smooth: weighted "
-                   "blend of overlapping tiles' probabilities.")
-@click.option("--min-area", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Drop features smaller than this many m² (measured on Mars).")
-@click.option("--simplify", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Simplify outlines with this tolerance in metres.")
-@click.option("--circles", is_flag=True,
-              help="Fit circles to crater features: diameter_m, centre_lon, centre_lat.")
+@_map_options
 @click.option("--probabilities", type=click.Path(dir_okay=False),
               help="Also write per-class probabilities (float32 COG) here.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Map several scenes in parallel processes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, no_vector: bool,
-                model: str | None, task: str | None, tile: int | None, overlap: int | None,
-                batch_size: int, device: str, precision: str, blend: str, min_area: float,
-                simplify: float, circles: bool, probabilities: str | None, overwrite: bool,
-                workers: int, quiet: bool) -> None:
+                model: str | None, task: str | None, probabilities: str | None, workers: int,
+                quiet: bool, **option_values: Any) -> None:
     """Map craters (or other features) in SCENES: a class mask and a vector layer each."""
     import warnings
 
@@ -78,16 +79,11 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
     if model and task:
         raise MomoGeoError("give either --model or --task, not both")
     model_name = model or (TASK_MODELS[task] if task else "default")
-    jobs = []
-    for scene in scenes:
-        from momo_geo.inference import default_vector_path
-
-        jobs.append(dict(
-            scene=scene, mask_path=mask,
-            vector_path=None if no_vector else (vector or default_vector_path(scene)),
-            model=model_name, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
-            precision=precision, blend=blend, min_area=min_area, simplify=simplify,
-            probabilities=probabilities, circles=circles, overwrite=overwrite))
+    options = MapOptions(**option_values)
+    jobs = [dict(scene=scene, mask_path=mask,
+                 vector_path=None if no_vector else (vector or default_vector_path(scene)),
+                 model=model_name, options=options, probabilities=probabilities)
+            for scene in scenes]
     previous = _terminate_as_interrupt()
     try:
         if workers > 1 and len(jobs) > 1:
@@ -117,7 +113,8 @@ def _run_serial(jobs: list[dict], quiet: bool) -> None:
     predictor = None
     for job in jobs:
         if predictor is None:  # load the model once for all scenes
-            predictor = Predictor(load_bundle(job["model"]), job["device"], job["precision"])
+            options = job["options"]
+            predictor = Predictor(load_bundle(job["model"]), options.device, options.precision)
         bar = _Bar(Path(job["scene"]).name, quiet)
         try:
             result = map_scene(**job, progress=bar, log=_warn, predictor=predictor)

@@ -1,33 +1,44 @@
 """Streaming sliding-window inference: scenes of any size in bounded memory.
 
+- :mod:`~momo_geo.inference.options`: :class:`MapOptions`, default output names, background
+  classes (torch-free: the CLI and the QGIS plugin's worker read it before anything heavy);
 - :mod:`~momo_geo.inference.plan`: which windows the model sees and which pixels each owns;
 - :mod:`~momo_geo.inference.reader`: reading, masking and normalising tiles in a thread;
 - :mod:`~momo_geo.inference.stitch`: the row-band accumulator that writes finished rows;
 - :mod:`~momo_geo.inference.engine`: :func:`map_scene` and :func:`predict_array`.
+
+Names are imported on first use (PEP 562), so ``from momo_geo.inference.options import …`` or
+``from momo_geo.inference import MapOptions`` does not load torch.
 """
 
-from momo_geo.inference.engine import (
-    MapOptions,
-    MapResult,
-    Predictor,
-    default_mask_path,
-    default_vector_path,
-    map_scene,
-    predict_array,
-    resolve_device,
-)
-from momo_geo.inference.plan import TilePlan, plan_shape, plan_tiles
+from __future__ import annotations
 
-__all__ = [
-    "MapOptions",
-    "MapResult",
-    "Predictor",
-    "TilePlan",
-    "default_mask_path",
-    "default_vector_path",
-    "map_scene",
-    "plan_shape",
-    "plan_tiles",
-    "predict_array",
-    "resolve_device",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "MapOptions": "options",
+    "default_mask_path": "options",
+    "default_vector_path": "options",
+    "MapResult": "engine",
+    "Predictor": "engine",
+    "map_scene": "engine",
+    "predict_array": "engine",
+    "resolve_device": "engine",
+    "TilePlan": "plan",
+    "plan_shape": "plan",
+    "plan_tiles": "plan",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'momo_geo.inference' has no attribute {name!r}")
+    module = importlib.import_module(f"momo_geo.inference.{_HOMES[name]}")
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -2,7 +2,8 @@
 
 One core, three shells: the CLI (``momo-geo map``), the Python API (:func:`map_scene`,
 :func:`predict_array`) and the QGIS plugin all end up in :func:`_run_tiles`, with the same
-parameter names and defaults. The way of one scene:
+parameter names and defaults (:class:`~momo_geo.inference.options.MapOptions`). The way of one
+scene:
 
 plan tiles on the scene grid (resized to the model's GSD when the scene is far off it) ->
 :class:`~momo_geo.inference.reader.Prefetcher` reads, masks and normalises tiles in a thread ->
@@ -31,13 +32,18 @@ import torch
 from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
+from momo_geo.inference.fit import body_warning
+from momo_geo.inference.options import (
+    DEVICES,
+    PRECISIONS,
+    MapOptions,
+    default_mask_path,
+)
 from momo_geo.inference.plan import check_tiling, plan_shape, plan_tiles
 from momo_geo.inference.reader import ArraySource, Normalizer, Prefetcher, RasterSource
-from momo_geo.inference.stitch import BLENDS, NODATA_CLASS, NODATA_PROB, RowBandStitcher
+from momo_geo.inference.stitch import NODATA_CLASS, NODATA_PROB, RowBandStitcher
 from momo_geo.io import Scene, atomic_output, open_scene
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
 # Architectures that take any input size; every other model gets tiles padded to its tile size.
 FULLY_CONVOLUTIONAL = {"conv"}
 # How far (ratio of GSDs) a scene may be from the model's GSD before we warn loudly.
@@ -47,32 +53,6 @@ GDAL_CACHE_BYTES = 32 * 2**20
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 Log = Callable[[str], None]
-
-
-@dataclass
-class MapOptions:
-    """The knobs of a mapping run; the CLI flags and the QGIS dialog use these names."""
-
-    tile: int | None = None
-    """Tile size in model pixels; ``None``: the model card's ``tile_size``."""
-    overlap: int | None = None
-    """Overlap between neighbouring tiles in model pixels; ``None``: the card's ``tile_overlap``."""
-    batch_size: int = 8
-    device: str = "auto"
-    precision: str = "fp32"
-    blend: str = "crop"
-    """``crop``: each pixel from the tile whose centre part holds it; ``smooth``: weighted blend."""
-    min_area: float = 0.0
-    """Smallest feature kept in the vector layer, in m² on Mars."""
-    simplify: float = 0.0
-    """Polygon simplification tolerance in metres on the ground (0: exact pixel outlines)."""
-    circles: bool = False
-    """Fit circles to crater features (``diameter_m``, ``centre_lon``, ``centre_lat``)."""
-    overwrite: bool = False
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`map_scene`: ``map_scene(scene, **opts.as_kwargs())``."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass
@@ -258,25 +238,21 @@ def _stitch_batch(predictor: Predictor, normalizer: Normalizer, batch: Any,
 
 
 def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
-               predictor: Predictor, grid: _Grid, write_rows: Any, *, batch_size: int,
-               blend: str, keep_probabilities: bool, progress: Progress | None,
+               predictor: Predictor, grid: _Grid, write_rows: Any, *, options: MapOptions,
+               keep_probabilities: bool, progress: Progress | None,
                cancel: Cancel | None) -> tuple[int, int]:
     """Predict every tile and stitch; returns (tiles total, tiles skipped as all-nodata)."""
-    if blend not in BLENDS:
-        raise MomoGeoError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
-    if batch_size < 1:
-        raise MomoGeoError(f"batch size must be at least 1, not {batch_size}")
     card = predictor.card
     rows, cols = plan_shape(width, height, grid.tile, grid.overlap)
     total = rows * cols
     stitcher = RowBandStitcher(width, height, card.num_classes, min(grid.tile, height),
-                               write_rows, blend=blend, overlap=grid.overlap,
+                               write_rows, blend=options.blend, overlap=grid.overlap,
                                keep_probabilities=keep_probabilities)
     normalizer = Normalizer(card.normalization["mean"], card.normalization["std"],
                             card.in_chans, card.bands, grid.pad_to,
                             predictor.device if predictor.normalize_on_device else None)
     prefetch = Prefetcher(source, plan_tiles(width, height, grid.tile, grid.overlap),
-                          normalizer, batch_size=batch_size)
+                          normalizer, batch_size=options.batch_size)
     done = skipped = 0
     if progress:
         progress(0, total)
@@ -298,27 +274,44 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
     return total, skipped
 
 
+def _options(options: MapOptions | None, changes: dict[str, Any]) -> MapOptions:
+    """``options`` (default: :class:`MapOptions`'s defaults) with keyword changes applied."""
+    options = options if options is not None else MapOptions()
+    unknown = sorted(set(changes) - set(options.as_dict()))
+    if unknown:
+        raise TypeError(f"unknown mapping option(s): {', '.join(unknown)}")
+    return options.replace(**changes) if changes else options
+
+
+def _tiling(card: ModelCard, options: MapOptions) -> tuple[int, int]:
+    """Tile size and overlap: the options', else the model card's."""
+    tile = options.tile or card.tile_size
+    overlap = card.tile_overlap if options.overlap is None else options.overlap
+    check_tiling(tile, overlap)
+    return tile, overlap
+
+
 # --------------------------------------------------------------------------------------------
 # in-memory arrays (evaluation)
 
 
-def predict_array(model: str | os.PathLike[str] | Bundle, image: np.ndarray,
-                  valid: np.ndarray | None = None, *, tile: int | None = None,
-                  overlap: int | None = None, batch_size: int = 8, device: str = "auto",
-                  precision: str = "fp32", blend: str = "crop",
-                  predictor: Predictor | None = None,
-                  probabilities: bool = False,
+def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarray,
+                  valid: np.ndarray | None = None, options: MapOptions | None = None, *,
+                  predictor: Predictor | None = None, probabilities: bool = False,
+                  **changes: Any,
                   ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map an in-memory image with the same engine as :func:`map_scene`.
 
     ``image`` is ``(H, W)`` or ``(C, H, W)`` raw values (uint8, uint16 or float; normalised per
-    tile as the model card says); ``valid`` an optional ``(H, W)`` bool mask. Returns
-    ``(class_map uint8 (H, W), confidence float32 (H, W))`` with 255 / -1 where the input is
-    not valid, plus ``(K, H, W)`` probabilities when ``probabilities=True``. Pass a
-    :class:`Predictor` to reuse a model already on its device across many images.
+    tile as the model card says); ``valid`` an optional ``(H, W)`` bool mask. ``options`` (and
+    any :class:`MapOptions` field as a keyword, e.g. ``tile=48``) as for :func:`map_scene`; the
+    vector options do not apply. Returns ``(class_map uint8 (H, W), confidence float32 (H, W))``
+    with 255 / -1 where the input is not valid, plus ``(K, H, W)`` probabilities when
+    ``probabilities=True``. Pass a :class:`Predictor` to reuse a model already on its device.
     """
+    options = _options(options, changes)
     bundle = as_bundle(model) if predictor is None else None
-    predictor = predictor or Predictor(bundle, device, precision)
+    predictor = predictor or Predictor(bundle, options.device, options.precision)
     card = predictor.card
     source = ArraySource(image, valid, card.bands)
     h, w = source.height, source.width
@@ -332,9 +325,8 @@ def predict_array(model: str | os.PathLike[str] | Bundle, image: np.ndarray,
         if probs is not None and p is not None:
             probs[:, row0:row0 + len(cls)] = p
 
-    grid = _grid(card, w, h, tile or card.tile_size,
-                 card.tile_overlap if overlap is None else overlap, 1.0)
-    _run_tiles(source, w, h, predictor, grid, write_rows, batch_size=batch_size, blend=blend,
+    grid = _grid(card, w, h, *_tiling(card, options), 1.0)
+    _run_tiles(source, w, h, predictor, grid, write_rows, options=options,
                keep_probabilities=probabilities, progress=None, cancel=None)
     if probs is not None:
         return classes, confidence, probs
@@ -345,25 +337,16 @@ def predict_array(model: str | os.PathLike[str] | Bundle, image: np.ndarray,
 # scenes on disk
 
 
-def default_mask_path(scene: str | os.PathLike[str]) -> Path:
-    """``scene.tif`` -> ``scene_mask.tif`` next to it."""
-    scene = Path(scene)
-    return scene.with_name(f"{scene.stem}_mask.tif")
-
-
-def default_vector_path(scene: str | os.PathLike[str]) -> Path:
-    """``scene.tif`` -> ``scene_features.gpkg`` next to it."""
-    scene = Path(scene)
-    return scene.with_name(f"{scene.stem}_features.gpkg")
-
-
 def gsd_factor(scene: Scene, card: ModelCard, log: Log | None = None) -> float:
     """Scene pixels per model pixel: 1 when the scene's GSD is in the card's range.
 
-    Outside the range the scene is read resampled to the card's GSD. A sensor the model was not
-    trained on, or a GSD many times off, gets a loud warning: the result may be poor.
+    Outside the range the scene is read resampled to the card's GSD. A scene not on Mars, a
+    sensor the model was not trained on, or a GSD many times off, gets a loud warning.
     """
     say = log or (lambda message: None)
+    warning = body_warning(scene, card)
+    if warning:
+        say(f"WARNING: {warning}")
     factor = 1.0
     if card.gsd and card.gsd_range:
         lo, hi = card.gsd_range
@@ -458,32 +441,15 @@ def _check_output(path: Path | None, overwrite: bool, what: str) -> None:
         raise MomoGeoError(f"{parent}: output folder for the {what} does not exist")
 
 
-def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None,
-              vector_path: str | os.PathLike[str] | None = None,
-              model: str | os.PathLike[str] | Bundle = "default", *, tile: int | None = None,
-              overlap: int | None = None, batch_size: int = 8, device: str = "auto",
-              precision: str = "fp32", blend: str = "crop", min_area: float = 0.0,
-              simplify: float = 0.0, probabilities: str | os.PathLike[str] | None = None,
-              circles: bool = False, overwrite: bool = False, progress: Progress | None = None,
-              cancel: Cancel | None = None, log: Log | None = None,
-              predictor: Predictor | None = None) -> MapResult:
-    """Map one scene: class mask COG (+ optional probabilities COG and vector layer).
-
-    ``mask_path`` defaults to ``<scene>_mask.tif`` beside the scene; ``vector_path`` (``.gpkg``,
-    ``.shp`` or ``.geojson``) and ``probabilities`` are written only when given. ``model`` is a
-    bundle folder, a bundled model's name or a loaded :class:`~momo_geo.bundle.Bundle`.
-    ``progress(done, total)`` is called after each batch, ``cancel()`` is polled after each batch
-    (True stops with ``MomoGeoError("cancelled")`` and no output), ``log(message)`` gets
-    warnings. Outputs appear only complete; existing ones are kept unless ``overwrite``.
-    """
-    started = time.perf_counter()
-    info = open_scene(scene)
-    mask_out = Path(mask_path) if mask_path is not None else default_mask_path(info.path)
+def _outputs(scene: Scene, mask_path: Any, vector_path: Any, probabilities: Any,
+             overwrite: bool) -> tuple[Path, Path | None, Path | None]:
+    """Mask, vector and probabilities paths, checked once before any work is done."""
+    mask_out = Path(mask_path) if mask_path is not None else default_mask_path(scene.path)
     vector_out = Path(vector_path) if vector_path is not None else None
     prob_out = Path(probabilities) if probabilities is not None else None
     outputs = [p.resolve() for p in (mask_out, vector_out, prob_out) if p is not None]
-    if info.path.resolve() in outputs:
-        raise MomoGeoError(f"{info.path}: an output would overwrite the input scene")
+    if scene.path.resolve() in outputs:
+        raise MomoGeoError(f"{scene.path}: an output would overwrite the input scene")
     if len(set(outputs)) != len(outputs):
         raise MomoGeoError("mask, probabilities and vector outputs must be different files")
     _check_output(mask_out, overwrite, "class mask")
@@ -493,23 +459,48 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
         from momo_geo.vectorize import check_vector_path
 
         check_vector_path(vector_out)
+    return mask_out, vector_out, prob_out
+
+
+def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None,
+              vector_path: str | os.PathLike[str] | None = None,
+              model: str | os.PathLike[str] | Bundle = "default",
+              options: MapOptions | None = None, *,
+              probabilities: str | os.PathLike[str] | None = None,
+              progress: Progress | None = None, cancel: Cancel | None = None,
+              log: Log | None = None, predictor: Predictor | None = None,
+              **changes: Any) -> MapResult:
+    """Map one scene: class mask COG (+ optional probabilities COG and vector layer).
+
+    ``mask_path`` defaults to ``<scene>_mask.tif`` beside the scene; ``vector_path`` (``.gpkg``,
+    ``.shp`` or ``.geojson``) and ``probabilities`` are written only when given. ``model`` is a
+    bundle folder, a bundled model's name or a loaded :class:`~momo_geo.bundle.Bundle`.
+    ``options`` is a :class:`MapOptions` (default: its defaults); any of its fields may also be
+    given as a keyword (``map_scene(scene, tile=256, min_area=500)``) and overrides it.
+    ``progress(done, total)`` is called after each batch, ``cancel()`` is polled after each batch
+    (True stops with ``MomoGeoError("cancelled")`` and no output), ``log(message)`` gets
+    warnings. Outputs appear only complete; existing ones are kept unless ``overwrite``.
+    """
+    started = time.perf_counter()
+    options = _options(options, changes)
+    info = open_scene(scene)
+    mask_out, vector_out, prob_out = _outputs(info, mask_path, vector_path, probabilities,
+                                              options.overwrite)
     if predictor is None:
-        predictor = Predictor(as_bundle(model), device, precision)
+        predictor = Predictor(as_bundle(model), options.device, options.precision)
     card = predictor.card
-    model_name = card.name
-    tile = tile or card.tile_size
-    overlap = card.tile_overlap if overlap is None else overlap
-    check_tiling(tile, overlap)
+    tile, overlap = _tiling(card, options)
     factor = gsd_factor(info, card, log)
     if tile * factor < 2:
         raise MomoGeoError(f"scene GSD {info.gsd:.3g} m/px is far too coarse for model "
                            f"{card.name!r} ({card.gsd} m/px): a tile would cover < 2 pixels")
     grid = _grid(card, info.width, info.height, tile, overlap, factor)
     result = MapResult(scene=info.path, mask_path=mask_out, vector_path=vector_out,
-                       probabilities_path=prob_out, model=model_name, task=card.task,
+                       probabilities_path=prob_out, model=card.name, task=card.task,
                        device=str(predictor.device), resample_factor=factor,
                        class_names=card.class_names)
     source = RasterSource(str(info.path), card.bands, grid.model_shape)
+    overwrite = options.overwrite
     with contextlib.ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
         mask_tmp = stack.enter_context(atomic_output(mask_out, overwrite))
@@ -520,11 +511,10 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
         try:
             loop_start = time.perf_counter()
             total, skipped = _run_tiles(
-                source, info.width, info.height, predictor, grid, writer,
-                batch_size=batch_size, blend=blend, keep_probabilities=prob_out is not None,
-                progress=progress, cancel=cancel)
-            loop_seconds = time.perf_counter() - loop_start
-            writer.finish(model_name)
+                source, info.width, info.height, predictor, grid, writer, options=options,
+                keep_probabilities=prob_out is not None, progress=progress, cancel=cancel)
+            result.inference_seconds = time.perf_counter() - loop_start
+            writer.finish(card.name)
         finally:
             writer.close()
         result.tiles_total, result.tiles_skipped = total, skipped
@@ -533,24 +523,33 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
         write_cog(writer.mask_path, mask_tmp)
         if prob_tmp is not None and writer.prob_path is not None:
             write_cog(writer.prob_path, prob_tmp, resampling="BILINEAR")
-        pixel_area = info.gsd_xy[0] * info.gsd_xy[1]
-        for c in card.classes:
-            n = int(writer.counts[c.id])
-            result.pixel_counts[c.name] = n
-            result.class_areas_m2[c.name] = n * pixel_area
+        _count_pixels(result, writer, card, info)
         if vector_out is not None:
-            from momo_geo.vectorize import vectorize
-
-            if cancel is not None and cancel():
-                raise MomoGeoError("cancelled")
-            summary = vectorize(writer.mask_path, vector_out, card.classes,
-                                confidence_path=writer.conf_path, min_area=min_area,
-                                simplify=simplify, circles=circles, overwrite=overwrite,
-                                cancel=cancel)
-            result.feature_counts = summary.counts
-            result.feature_areas_m2 = summary.areas_m2
+            _vectors(result, writer, card, vector_out, options, cancel)
     result.seconds = time.perf_counter() - started
     predicted = result.tiles_total - result.tiles_skipped
-    result.inference_seconds = loop_seconds
+    loop_seconds = result.inference_seconds
     result.tiles_per_s = predicted / loop_seconds if loop_seconds > 0 else math.inf
     return result
+
+
+def _count_pixels(result: MapResult, writer: _MaskWriter, card: ModelCard, info: Scene) -> None:
+    pixel_area = info.gsd_xy[0] * info.gsd_xy[1]
+    for c in card.classes:
+        n = int(writer.counts[c.id])
+        result.pixel_counts[c.name] = n
+        result.class_areas_m2[c.name] = n * pixel_area
+
+
+def _vectors(result: MapResult, writer: _MaskWriter, card: ModelCard, vector_out: Path,
+             options: MapOptions, cancel: Cancel | None) -> None:
+    from momo_geo.vectorize import vectorize
+
+    if cancel is not None and cancel():
+        raise MomoGeoError("cancelled")
+    summary = vectorize(writer.mask_path, vector_out, card.classes,
+                        confidence_path=writer.conf_path, min_area=options.min_area,
+                        simplify=options.simplify, circles=options.circles,
+                        overwrite=options.overwrite, cancel=cancel)
+    result.feature_counts = summary.counts
+    result.feature_areas_m2 = summary.areas_m2

@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from momo_geo.inference.options import BLENDS
 from momo_geo.inference.plan import TilePlan
 
 NODATA_CLASS = 255
 NODATA_PROB = -1.0
-BLENDS = ("crop", "smooth")
 FLUSH_COLUMNS = 2048
 
 # write_rows(row0, classes (h, W) uint8, confidence (h, W) float32, probabilities (K, h, W) | None)

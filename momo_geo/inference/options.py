@@ -1,0 +1,139 @@
+"""The one definition of a mapping run's options, their defaults and the default output names.
+
+``momo-geo map`` (its flags), :func:`momo_geo.inference.map_scene` (its ``options``) and the QGIS
+plugin (its dialog and Processing parameters, through the worker's ``defaults`` answer) all take
+names, defaults, choices and help text from here, so they cannot drift apart. Also here: which
+class names mean "no feature" (the vectoriser skips them, QGIS draws them transparent) and how
+outputs are named beside a scene.
+
+Imports nothing heavy (no torch, numpy or rasterio): the CLI reads it before checking its
+arguments, and the plugin's worker answers from it in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from momo_geo.errors import MomoGeoError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+BLENDS = ("crop", "smooth")
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson")
+"""Vector formats ``map_scene`` writes, by file name suffix; the first is the default."""
+
+BACKGROUND_NAMES = frozenset(
+    {"background", "other", "none", "bg", "nodata", "no_crater", "unlabelled"})
+"""Class names (lower case) that mean the absence of a feature: not outlined, drawn transparent."""
+
+MASK_SUFFIX = "_mask.tif"
+VECTOR_STEM_SUFFIX = "_features"
+
+
+def _option(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - click's word
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """The knobs of a mapping run. Field names are the CLI's flags (``batch_size`` is
+    ``--batch-size``) and the plugin's parameter names; values are checked once, here."""
+
+    tile: int | None = _option(None, "Tile size in model pixels. Default: the model card's.",
+                               minimum=1)
+    overlap: int | None = _option(
+        None, "Overlap of neighbouring tiles in model pixels. Default: the model card's.",
+        minimum=0)
+    batch_size: int = _option(8, "Tiles per forward pass of the model.", minimum=1)
+    device: str = _option("auto", "Where the model runs (auto: CUDA, then MPS, then CPU).",
+                          choices=DEVICES)
+    precision: str = _option("fp32", "Numeric precision of the model (fp16 needs a GPU).",
+                             choices=PRECISIONS)
+    blend: str = _option("crop", "crop: each pixel from the tile whose centre holds it; smooth: "
+                         "weighted blend of overlapping tiles' probabilities.", choices=BLENDS)
+    min_area: float = _option(0.0, "Drop features smaller than this many m² (measured on Mars).",
+                              minimum=0.0)
+    simplify: float = _option(0.0, "Simplify outlines with this tolerance in metres "
+                              "(0: exact pixel outlines).", minimum=0.0)
+    circles: bool = _option(False, "Fit circles to crater features: diameter_m, centre_lon, "
+                            "centre_lat.")
+    overwrite: bool = _option(False, "Replace existing outputs.")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+
+    def replace(self, **changes: Any) -> MapOptions:
+        """A copy with some options changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(f: dataclasses.Field, value: Any) -> None:
+    name = f.name.replace("_", " ")
+    if value is None and f.default is None:
+        return
+    kind = type(f.default) if f.default is not None else int
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise MomoGeoError(f"{name} must be true or false, not {value!r}")
+        return
+    allowed = (int,) if kind is int else (int, float)
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, allowed)):
+        raise MomoGeoError(f"{name} must be a{'n integer' if kind is int else ' number'}, "
+                           f"not {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise MomoGeoError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise MomoGeoError(f"{name} must be at least {minimum}, not {value}")
+
+
+def option_fields() -> list[tuple[str, type, Any, dict[str, Any]]]:
+    """``(name, type, default, metadata)`` for each option, in order; metadata holds ``help``
+    and, where they apply, ``choices`` and ``minimum``. A ``None`` default means "the model
+    card's"; such options are ``int``."""
+    return [(f.name, type(f.default) if f.default is not None else int, f.default,
+             dict(f.metadata)) for f in dataclasses.fields(MapOptions)]
+
+
+def schema() -> dict[str, Any]:
+    """Everything a shell needs to offer the options, as JSON-able values.
+
+    ``options``: name -> ``{"type", "default", "help"}`` plus ``choices`` or ``minimum`` where
+    they apply (``type`` is ``int``, ``float``, ``bool`` or ``str``; ``default`` may be ``None``:
+    "the model card's"); the output naming rule; the background class names.
+    """
+    options = {}
+    for name, kind, default, meta in option_fields():
+        entry = {"type": kind.__name__, "default": default, **meta}
+        if "choices" in entry:
+            entry["choices"] = list(entry["choices"])
+        options[name] = entry
+    return {"options": options, "mask_suffix": MASK_SUFFIX,
+            "vector_stem_suffix": VECTOR_STEM_SUFFIX, "vector_suffixes": list(VECTOR_SUFFIXES),
+            "background_names": sorted(BACKGROUND_NAMES)}
+
+
+def default_mask_path(scene: str | os.PathLike[str]) -> Path:
+    """``scene.v2.tif`` -> ``scene.v2_mask.tif`` beside it (only the last suffix goes)."""
+    scene = Path(scene)
+    return scene.with_name(f"{scene.stem}{MASK_SUFFIX}")
+
+
+def default_vector_path(scene: str | os.PathLike[str], suffix: str = VECTOR_SUFFIXES[0]) -> Path:
+    """``scene.v2.tif`` -> ``scene.v2_features.gpkg`` (or ``.shp``, ``.geojson``) beside it."""
+    scene = Path(scene)
+    return scene.with_name(f"{scene.stem}{VECTOR_STEM_SUFFIX}{suffix}")
+
+
+def is_background(name: str) -> bool:
+    """True for a class name that means "no feature" (see :data:`BACKGROUND_NAMES`)."""
+    return name.strip().lower() in BACKGROUND_NAMES
