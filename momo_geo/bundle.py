@@ -55,7 +55,9 @@ class ModelCard:
     in_chans: int = 3
     """Channels the network takes; a single grey band is replicated to fill them."""
     value_scaling: str = "tile_minmax"
-    """``tile_minmax``: each tile stretched to [0, 1] by its own valid min/max (MOMO's way)."""
+    """How raw values are stretched before normalising (:mod:`momo_geo.preprocess`):
+    ``scene_percentile`` (one range for the whole scene) or ``tile_minmax`` (each tile by its
+    own min/max, as MOMO's released checkpoints were pretrained)."""
     normalization: dict[str, float] = field(default_factory=lambda: {"mean": 0.5006,
                                                                      "std": 0.1664})
     sensors: list[str] = field(default_factory=lambda: ["hirise", "ctx", "themis"])
@@ -84,6 +86,9 @@ class ModelCard:
             raise MomoGeoError("model card: architecture has no 'encoder'")
         if self.task != "pretrain" and not self.classes:
             raise MomoGeoError(f"model card: a {self.task} model must list its classes")
+        if self.value_scaling not in ("scene_percentile", "tile_minmax"):
+            raise MomoGeoError(f"model card: value_scaling must be 'scene_percentile' or "
+                               f"'tile_minmax', not {self.value_scaling!r}")
         if self.bands not in ("mean", "first"):
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
 

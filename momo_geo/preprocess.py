@@ -1,15 +1,56 @@
-"""Pixel values into model inputs, the one way MOMO expects them.
+"""Pixel values into model inputs: the one input-scaling function of every path.
 
-MOMO was pretrained on tiles each stretched to [0, 1] by its own minimum and maximum, then
-standardised with sensor statistics (:mod:`momo_geo.sensors`). A blind ``/255`` would be wrong for
-uint16 HiRISE RDRs, float THEMIS radiances and dark or low-contrast tiles alike, so every path in
-momo-geo (pretraining, fine-tuning, evaluation, mapping) calls :func:`to_model_input`.
-Nodata pixels are filled with the normalised mean (0 after standardising) so they carry no signal.
+A blind ``/255`` would be wrong for uint16 HiRISE RDRs, float THEMIS radiances and dark or
+low-contrast scenes alike, so every path in momo-geo (pretraining, fine-tuning, evaluation,
+mapping) calls :func:`to_model_input`, and the model card's ``value_scaling`` says which stretch:
+
+- ``"scene_percentile"`` (the default for new models): values are stretched by the 1st and 99th
+  percentiles of the valid pixels of the *whole scene* (an overview when mapping; the whole image
+  or crop when training), the same range for every tile. Why: a per-tile stretch turns a flat,
+  featureless plain into full-contrast noise, and the jump of range from one tile to the next
+  leaves tile-shaped artefacts in the map. A scene-wide range keeps a plain flat and a tile
+  border invisible. Values outside the range are clipped to [-0.5, 1.5] (some headroom, so
+  bright ice or shadow keeps a little texture).
+- ``"tile_minmax"``: each tile stretched to [0, 1] by its own valid min and max, as MOMO's
+  released checkpoints were pretrained (kept for imported weights and older bundles).
+
+After stretching, values are standardised with the card's ``normalization`` mean and std, and
+nodata pixels are set to 0 (the normalised mean) so they carry no signal.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+VALUE_SCALINGS = ("scene_percentile", "tile_minmax")
+PERCENTILES = (1.0, 99.0)
+"""Which percentiles of the scene's valid pixels map to 0 and 1 under ``scene_percentile``."""
+CLIP = (-0.5, 1.5)
+"""Stretched values are clipped to this range (outliers keep some headroom, not unbounded)."""
+
+
+def scene_range(values: np.ndarray, valid: np.ndarray | None = None,
+                percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
+    """The ``(low, high)`` stretch range of a scene (or image, or overview): percentiles of its
+    valid, finite pixels. An empty or constant scene gets a range one unit wide."""
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(values)
+    if valid is not None:
+        keep &= np.broadcast_to(np.asarray(valid, dtype=bool), values.shape)
+    picked = values[keep]
+    if picked.size == 0:
+        return 0.0, 1.0
+    low, high = np.percentile(picked, percentiles)
+    if not high > low:
+        return float(low), float(low) + 1.0
+    return float(low), float(high)
+
+
+def stretch_range(tiles: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Stretch ``tiles`` so that ``value_range`` maps to [0, 1], clipped to :data:`CLIP`."""
+    low, high = value_range
+    return ((tiles.float() - low) / max(high - low, 1e-6)).clamp_(*CLIP)
 
 
 def tile_minmax(tiles: torch.Tensor, valid: torch.Tensor | None = None,
@@ -39,15 +80,19 @@ def tile_minmax(tiles: torch.Tensor, valid: torch.Tensor | None = None,
 
 
 def to_model_input(tiles: torch.Tensor, mean: float, std: float, in_chans: int = 3,
-                   valid: torch.Tensor | None = None) -> torch.Tensor:
+                   valid: torch.Tensor | None = None,
+                   value_range: tuple[float, float] | None = None) -> torch.Tensor:
     """Grey tiles ``(B, 1, H, W)`` of raw values -> normalised ``(B, in_chans, H, W)`` float.
 
-    Steps: per-tile min-max stretch over valid pixels, ``(x - mean) / std``, nodata set to 0 (the
-    normalised mean), the grey band replicated to ``in_chans`` channels.
+    Steps: stretch (by the scene's ``value_range`` when given, else each tile by its own valid
+    min and max), ``(x - mean) / std``, nodata set to 0 (the normalised mean), the grey band
+    replicated to ``in_chans`` channels.
     """
     if tiles.ndim != 4 or tiles.shape[1] != 1:
         raise ValueError(f"expected grey tiles (B, 1, H, W), got {tuple(tiles.shape)}")
-    x = (tile_minmax(tiles, valid) - mean) / std
+    stretched = tile_minmax(tiles, valid) if value_range is None else \
+        stretch_range(tiles, value_range)
+    x = (stretched - mean) / std
     if valid is not None:
         x = torch.where(valid, x, torch.zeros_like(x))
     return x.expand(-1, in_chans, -1, -1).contiguous() if in_chans != 1 else x

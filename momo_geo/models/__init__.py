@@ -40,7 +40,8 @@ def _load_builtin_architectures() -> None:
     # Imported lazily so that `import momo_geo.models` stays light; each module registers itself.
     import importlib
 
-    for module in ("momo_geo.models.conv", "momo_geo.models.vit", "momo_geo.models.heads"):
+    for module in ("momo_geo.models.conv", "momo_geo.models.vit", "momo_geo.models.heads",
+                   "momo_geo.models.unet"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
