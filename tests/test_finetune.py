@@ -14,7 +14,7 @@ from PIL import Image
 from momo_geo.bundle import load_bundle
 from momo_geo.cli import cli
 from momo_geo.evaluate import evaluate_bundle, load_task_data
-from training.finetune import Recipe, finetune
+from momo_geo.training.finetune import Recipe, finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,7 +110,7 @@ def test_real_splits_never_share_an_observation_or_a_tile(shared_data):
 
 
 def test_chip_augmentation_preserves_content_and_differs_per_chip():
-    from training.finetune import augment_chips
+    from momo_geo.training.task_data import augment_chips
 
     gen = torch.Generator().manual_seed(0)
     x = torch.arange(64 * 16, dtype=torch.float32).reshape(64, 1, 4, 4)
@@ -131,43 +131,25 @@ def test_chip_augmentation_preserves_content_and_differs_per_chip():
 
 def test_sqrt_balanced_sampling_draws_rare_classes_more_often():
     from momo_geo.evaluate import TaskData
-    from training.finetune import _EpochChips
+    from momo_geo.training.task_data import EpochChips
 
     images = [np.full((8, 8), i % 7, dtype=np.float32) for i in range(500)]
     targets = [0] * 480 + [1] * 20
     data = TaskData("landmarks", images, targets, [str(i) for i in range(500)], ["a", "b"])
-    chips = _EpochChips("landmarks", data, Recipe(input_size=8, batch_size=50,
+    chips = EpochChips("landmarks", data, Recipe(input_size=8, batch_size=50,
                                                    sampling="sqrt_balanced"))
     drawn = torch.cat([y for _, y in chips])
     share = float((drawn == 1).float().mean())
     # 1/sqrt(n) sampling: 20 * (1/sqrt 20) vs 480 * (1/sqrt 480) -> about 17 % (4 % shuffled).
     assert 0.10 < share < 0.26
-    shuffled = torch.cat([y for _, y in _EpochChips("landmarks", data,
+    shuffled = torch.cat([y for _, y in EpochChips("landmarks", data,
                                                     Recipe(input_size=8, batch_size=50))])
     assert int((shuffled == 1).sum()) == 20
 
 
-@pytest.mark.shared_data
-def test_evl_chips_are_held_out_of_the_training_splits(shared_data):
-    from training.reproduce import TASK_DIRS, holdout_split
-
-    data = {t: load_task_data(t, str(shared_data / f), "train") for t, f in TASK_DIRS.items()}
-    pre, held = holdout_split(data, 64)
-    assert not set(pre["landmarks"].groups) & set(held["landmarks"].groups)
-    assert len(held["landmarks"].images) >= 256
-    assert (len(pre["landmarks"].images) + len(held["landmarks"].images)
-            == len(data["landmarks"].images))
-    for task in ("ctx-craters", "themis-craters"):
-        for full, top, bottom in zip(data[task].images, pre[task].images, held[task].images,
-                                     strict=True):
-            # Pretraining sees the top rows, EVL the rest: together exactly the image.
-            assert bottom.shape[0] >= 64 and top.shape[0] + bottom.shape[0] == full.shape[0]
-            assert np.array_equal(np.concatenate([top, bottom]), full)
-
-
 def test_classifier_conv_stem_is_recorded_in_the_card_and_rebuilds(tmp_path):
     from momo_geo.bundle import save_bundle
-    from training.finetune import task_card
+    from momo_geo.training.finetune import task_card
 
     recipe = Recipe(input_size=32, cls_stem_dim=4)
     card = task_card("landmarks", recipe)

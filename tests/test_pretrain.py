@@ -23,8 +23,9 @@ from momo_geo.bundle import load_bundle
 from momo_geo.cli import cli
 from momo_geo.errors import MomoGeoError
 from momo_geo.merge import mergeable_keys
-from training.pipeline import run_momo
-from training.pretrain import EpochSampler, PretrainConfig, build_pool, run_pretrain
+from momo_geo.training.pipeline import run_momo
+from momo_geo.training.pretrain import PretrainConfig, run_pretrain
+from momo_geo.training.pretrain_data import EpochSampler, build_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 SENSOR_LOSS = {"pixel": 1.0, "perceptual": 0.1, "ssim": 0.1, "gradient": 0.05}
@@ -141,6 +142,13 @@ def test_resume_continues_exactly(shared_data, tmp_path: Path) -> None:
     b = load_file(str(second / "encoder.bundle" / "weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _log(first) == _log(second)
+    # the Lightning module is an importable class: the run's last.ckpt reloads into it
+    from momo_geo.training.pretrain import MAEPretrainModule
+
+    module = MAEPretrainModule.load_from_checkpoint(str(first / "last.ckpt"))
+    assert module.config.samples == 32
+    reloaded = module.mae.encoder.state_dict()
+    assert all(torch.equal(a[k], reloaded[k]) for k in a)
     with pytest.raises(MomoGeoError, match="already holds a run"):
         run_pretrain({**config, "resume": None})
 
@@ -185,8 +193,9 @@ def test_two_process_ddp_matches_single_process(shared_data, tmp_path: Path) -> 
     config = tmp_path / "ddp.json"
     config.write_text(json.dumps(dict(output=str(tmp_path / "ddp"), devices=2, strategy="ddp",
                                       **common)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "training" / "pretrain.py"), str(config)],
+    # the DDP-safe entry point is a module path (works from an installed wheel too)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "momo_geo.training.pretrain", str(config)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ddp = tmp_path / "ddp"

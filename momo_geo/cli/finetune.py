@@ -1,30 +1,17 @@
 """``momo-geo finetune``: an encoder bundle + a labelled task -> a task bundle.
 
-The training code lives in ``training/finetune.py`` of a source checkout (it needs Lightning,
-the ``[train]`` extra); this command finds it next to the installed package.
+The work happens in :mod:`momo_geo.training.finetune` (it needs Lightning, the ``[train]``
+extra); it is imported only when the command runs.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TASKS
-
-
-def _training_module():  # noqa: ANN202 - the training package is not part of the wheel
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "training" / "finetune.py").is_file():
-        raise MomoGeoError("momo-geo finetune needs a source checkout of momo-geo "
-                           "(training/finetune.py) and Lightning (pip install 'momo-geo[train]')")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import training.finetune as module
-
-    return module
 
 
 @click.command("finetune")
@@ -66,17 +53,20 @@ def finetune(task: str, data: tuple[str, ...], encoder: str | None, out: str, ep
         raise MomoGeoError(f"{out} exists; pass --overwrite to replace it")
     if task == "landmarks" and len(data) > 1:
         raise MomoGeoError("landmarks trains on one folder")
-    module = _training_module()
     if input_size % 16:
         raise MomoGeoError(f"--input-size {input_size} is not a multiple of the patch size 16")
-    recipe = module.Recipe(input_size=input_size, frozen=frozen, epochs=epochs, chips=chips,
-                           batch_size=batch_size, lr=lr, layer_decay=layer_decay, loss=loss,
-                           seed=seed, accelerator=accelerator, precision=precision,
-                           encoder=arch)
+    from momo_geo.training._lightning import require_lightning
+    from momo_geo.training.finetune import Recipe, task_of_root
+    from momo_geo.training.finetune import finetune as run_finetune
+
+    require_lightning("fine-tuning")
+    recipe = Recipe(input_size=input_size, frozen=frozen, epochs=epochs, chips=chips,
+                    batch_size=batch_size, lr=lr, layer_decay=layer_decay, loss=loss, seed=seed,
+                    accelerator=accelerator, precision=precision, encoder=arch)
     roots = list(data)
-    eval_tasks = [(module._task_of_root(task, r), r) for r in roots]
-    path, metrics = module.finetune(task, roots if len(roots) > 1 else roots[0], out,
-                                    encoder_bundle=encoder, recipe=recipe,
-                                    eval_tasks=eval_tasks, overwrite=overwrite, half=half)
+    eval_tasks = [(task_of_root(task, r), r) for r in roots]
+    path, metrics = run_finetune(task, roots if len(roots) > 1 else roots[0], out,
+                                 encoder_bundle=encoder, recipe=recipe,
+                                 eval_tasks=eval_tasks, overwrite=overwrite, half=half)
     click.echo(f"wrote {path}")
     click.echo(json.dumps(metrics))

@@ -1,34 +1,19 @@
 """``momo-geo pretrain | evl | merge | import-weights``: the MOMO model-building commands.
 
-Thin shells: the work happens in ``training/pretrain.py`` (pretraining), :mod:`momo_geo.merge`
-(EVL selection, merging) and :mod:`momo_geo.weights_import` (released checkpoints).
+Thin shells: the work happens in :mod:`momo_geo.training` (pretraining, λ search),
+:mod:`momo_geo.merge` (EVL selection, merging) and :mod:`momo_geo.weights_import` (released
+checkpoints). Heavy modules are imported inside the commands, so ``momo-geo --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from momo_geo.errors import MomoGeoError
-
-
-def _training() -> Any:
-    """Import ``training.pretrain`` (it lives beside the package, in the source tree)."""
-    try:
-        from training import pretrain
-    except ImportError:
-        root = Path(__file__).resolve().parents[2]
-        if (root / "training" / "pretrain.py").is_file():
-            sys.path.insert(0, str(root))
-            from training import pretrain
-        else:
-            raise MomoGeoError("pretraining needs the momo-geo source tree (training/); run from "
-                               "a clone of the repository") from None
-    return pretrain
 
 
 def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
@@ -73,7 +58,9 @@ def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models).")
 def pretrain(config_path: str | None, losses: tuple[str, ...], **options: Any) -> None:
     """MAE-pretrain a MOMO encoder (one sensor or all) with checkpoints and a val-loss log."""
-    mod = _training()
+    from momo_geo.training._lightning import require_lightning
+    from momo_geo.training.pretrain import PretrainConfig, run_pretrain
+
     data: dict[str, Any] = {}
     if config_path:
         try:
@@ -87,7 +74,9 @@ def pretrain(config_path: str | None, losses: tuple[str, ...], **options: Any) -
         data["devices"] = int(data["devices"])
     if losses:
         data["loss_weights"] = _loss_weights(losses)
-    run_dir = mod.run_pretrain(mod.PretrainConfig.from_dict(data))
+    config = PretrainConfig.from_dict(data)
+    require_lightning("pretraining")
+    run_dir = run_pretrain(config)
     if _is_rank_zero():
         click.echo(f"Run folder: {run_dir}")
         click.echo(f"Encoder bundle: {run_dir / 'encoder.bundle'}")
@@ -231,13 +220,13 @@ def _search_lambda(base: Path, chosen: dict[str, str], method: str
     if not (base / "mae.safetensors").is_file() or not (base / "config.json").is_file():
         raise MomoGeoError(f"--lam search needs the base *run folder* (with mae.safetensors and "
                            f"config.json), not {base}")
-    pretrain = _training()
-    from training.pipeline import search_merge_lambda
+    from momo_geo.training.pipeline import search_merge_lambda
+    from momo_geo.training.pretrain import PretrainConfig
 
     data = json.loads((base / "config.json").read_text())
     data.pop("world_size", None)
     data.update(init_from=str(base), resume=None, devices=1, strategy="auto")
-    config = pretrain.PretrainConfig.from_dict(data)
+    config = PretrainConfig.from_dict(data)
     best, scores = search_merge_lambda(base, chosen, method, (0.25, 0.5, 0.75, 1.0), config)
     return best, {"lambda_search": {"criterion": "MAE val loss, base decoder, base's sensors",
                                     "scores": {str(k): v for k, v in scores.items()}}}

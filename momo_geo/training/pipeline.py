@@ -1,12 +1,15 @@
 """MOMO end to end: base MAE on all sensors → one continuation per sensor → EVL → merge → bundle.
 
 ``run_momo`` is the whole recipe of the paper at any size: the sizes are parameters, so the same
-function makes the one-minute test run, the ten-minute ``make pretrain-smoke`` run and the runs
-``training/reproduce.py`` needs. Its folder::
+function makes the one-minute test run, the ten-minute ``make pretrain-smoke`` run, the encoders
+of the bundled models (the checkout's ``training/build_models.py``) and of the comparison
+(``training/reproduce.py``). Its folder::
 
-    OUT/base/            pretraining on all sensors (run folder, see training/pretrain.py)
+    OUT/base/            pretraining on all sensors (run folder, see momo_geo.training.runs)
     OUT/hirise|ctx|themis/   continuation per sensor from the base, checkpoints + val_log.csv
     OUT/evl_report.json  the EVL selection (+ evl_report.txt, the printed table)
+    OUT/joint/           with joint_samples: all sensors continued from the base (the paper's
+                         joint-training baseline; not merged)
     OUT/momo.bundle/     the merged encoder ("pretrain" bundle with the merge recipe in its card)
     OUT/pipeline.json    sizes, timings and outcome
 """
@@ -19,11 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from momo_geo.errors import MomoGeoError  # noqa: E402
-from training.pretrain import PretrainConfig, run_pretrain  # noqa: E402
+from momo_geo.errors import MomoGeoError
+from momo_geo.training.pretrain import PretrainConfig, run_pretrain
 
 
 def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "themis"),
@@ -35,7 +35,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
              lam_candidates: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
              loss_weights: dict[str, float] | None = None,
              sensor_loss_weights: dict[str, float] | None = None,
-             validation: str = "all", data_root: str | None = None,
+             validation: str = "all", data_root: str | None = None, joint_samples: int = 0,
              overwrite: bool = False, verbose: bool = True,
              **pretrain_kw: Any) -> Path:
     """Run the MOMO recipe; return the merged bundle's path (``OUT/momo.bundle``).
@@ -61,7 +61,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     if out.exists() and overwrite:
         import shutil
 
-        for sub in ("base", *sensors):
+        for sub in ("base", "joint", *sensors):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     weights = loss_weights or {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0}
@@ -91,6 +91,15 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
             name=f"momo-{sensor}-{encoder}", seed=seed + 1, **{k: v for k, v in common.items()
                                                             if k != "seed"}))
         timings[sensor] = time.perf_counter() - t0
+    if joint_samples:
+        t0 = time.perf_counter()
+        say(f"[momo] joint: all sensors, continue from the base, {joint_samples} samples")
+        run_pretrain(PretrainConfig(
+            output=str(out / "joint"), sensors=list(sensors), samples=joint_samples,
+            init_from=str(base), loss_weights=sensor_loss_weights or weights,
+            name=f"momo-joint-{encoder}", seed=seed + 2,
+            **{k: v for k, v in common.items() if k != "seed"}))
+        timings["joint"] = time.perf_counter() - t0
     chosen = select_checkpoints({s: read_val_log(r) for s, r in runs.items()}, selection,
                                 tolerance)
     save_selection(chosen, out / "evl_report.json", overwrite=True)
@@ -115,7 +124,8 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
                                                                   runs.items()},
                "selection": chosen.to_dict(), "merge_method": merge_method, "lambda": lam,
                "sizes": {"encoder": encoder, "img_size": img_size, "base_samples": base_samples,
-                         "sensor_samples": sensor_samples, "batch_size": batch_size,
+                         "sensor_samples": sensor_samples, "joint_samples": joint_samples,
+                         "batch_size": batch_size,
                          "checkpoint_every": checkpoint_every, "pool_size": pool_size,
                          "val_size": val_size, "seed": seed, "validation": validation},
                "seconds": {k: round(v, 1) for k, v in timings.items()}}
@@ -132,7 +142,8 @@ def search_merge_lambda(base_run: Path, checkpoints: dict[str, str], method: str
 
     from momo_geo.merge import TaskVector, merge, mergeable_keys, search_lambda
     from momo_geo.merge.recipe import load_encoder_weights
-    from training.pretrain import build_mae, build_pool, chip_noise
+    from momo_geo.training.pretrain import build_mae
+    from momo_geo.training.pretrain_data import build_pool, chip_noise
 
     mae, _ = build_mae(config)  # base encoder + decoder
     mae.eval()
@@ -160,7 +171,7 @@ def search_merge_lambda(base_run: Path, checkpoints: dict[str, str], method: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python training/pipeline.py OUT [--smoke]``: the make pretrain-smoke recipe."""
+    """``python -m momo_geo.training.pipeline OUT``: the ``make pretrain-smoke`` recipe."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

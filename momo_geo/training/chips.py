@@ -4,7 +4,8 @@ Pretraining must never see the validation images of the downstream tasks, or the
 scores would be inflated. So chips come from ``momo_geo.datasets.unlabelled_chips`` with
 ``split="train"`` (HiRISE landmark crops of the training products, CTX training tiles, THEMIS
 training crops), filtered here for nodata and flat chips. They are raw grey values; every chip
-goes through :func:`momo_geo.preprocess.to_model_input` in :mod:`training.pretrain`.
+goes through :func:`momo_geo.preprocess.to_model_input` in
+:mod:`momo_geo.training.pretrain_data`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ MIN_STD = 2.0
 
 
 def default_data_root() -> Path:
-    """``$MOMO_GEO_SHARED_DATA`` or ``../shared/data`` beside the project (the shared real data)."""
+    """``$MOMO_GEO_SHARED_DATA``, else ``../shared/data`` beside a source checkout, else
+    ``./shared/data`` (an installed wheel has no checkout: pass ``data_root`` or set the variable).
+    """
     env = os.environ.get("MOMO_GEO_SHARED_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout.parent / "shared" / "data"
+    return Path("shared") / "data"
 
 
 def usable(chip: torch.Tensor) -> bool:

@@ -1,0 +1,277 @@
+"""Fine-tuning an encoder bundle on a Mars task, on Lightning; the result is a task bundle.
+
+:func:`finetune` (``momo-geo finetune``, and the checkout's ``training/build_models.py`` that
+builds the bundled models from recipe files) trains a :class:`FineTuneModule` on a Lightning
+``Trainer``: full fine-tuning with layer-wise learning-rate decay or a frozen encoder, CE
+(classification) or Dice+CE (crater segmentation), random flips/rotations, warm-up + cosine
+schedule. The model is then scored on the validation split with :mod:`momo_geo.evaluate` and
+saved as a bundle whose card carries classes, colours, metrics, data and the :class:`Recipe`.
+
+A :class:`Recipe` is everything that decides a run; a recipe file's ``"recipe"`` object maps onto
+it field for field (:meth:`Recipe.from_dict`). Chips and augmentation: :mod:`.task_data`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from momo_geo.bundle import ClassInfo, ModelCard, load_bundle, save_bundle
+from momo_geo.errors import MomoGeoError
+from momo_geo.evaluate import TASK_KIND, TaskData, evaluate_bundle, load_task_data
+from momo_geo.models import create_model
+from momo_geo.models.heads import freeze_encoder, load_encoder_weights, make_loss, param_groups_lrd
+from momo_geo.sensors import ALL_SENSORS_NORMALIZATION
+from momo_geo.training._lightning import lazy_classes, require_lightning
+from momo_geo.training.task_data import EpochChips, augment, augment_chips, merge_tasks
+
+LANDMARK_COLORS = {
+    "other": "#9e9e9e", "crater": "#e41a1c", "dark_dune": "#4d3b2a", "slope_streak": "#377eb8",
+    "bright_dune": "#ffd92f", "impact_ejecta": "#ff7f00", "swiss_cheese": "#4daf4a",
+    "spider": "#984ea3",
+}
+CRATER_CLASSES = [ClassInfo(0, "background", "#000000"), ClassInfo(1, "crater", "#ff3030")]
+TASK_SENSOR = {"landmarks": "hirise", "ctx-craters": "ctx", "themis-craters": "themis"}
+TASK_GSD = {"landmarks": None, "ctx-craters": 6.0, "themis-craters": 100.0}
+
+
+@dataclass
+class Recipe:
+    """Everything that decides a fine-tuning run (recorded in the card)."""
+
+    input_size: int = 64
+    in_chans: int = 1
+    encoder: str = "vit_tiny_patch16_224"
+    frozen: bool = False
+    epochs: int = 5
+    chips: int = 3000
+    """Crater chips drawn per epoch (segmentation); landmarks use every training crop."""
+    batch_size: int = 64
+    lr: float = 1e-3
+    layer_decay: float = 0.75
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    loss: str = ""
+    """``ce`` or ``dice_ce``; empty: ``ce`` for classification, ``dice_ce`` for segmentation."""
+    seed: int = 0
+    decoder_dim: int = 64
+    stem_dim: int = 16
+    cls_stem_dim: int = 0
+    """Classification: width of the optional conv stem beside the ViT (0: none)."""
+    class_weighting: str = "none"
+    """``none`` or ``sqrt_inverse`` (CE weights ``sqrt(N / (K n_c))``: rare landmark classes
+    count more, without letting 8 spiders outweigh 2000 plain tiles)."""
+    sampling: str = "shuffle"
+    """Classification batches: ``shuffle`` (every crop once per epoch) or ``sqrt_balanced``
+    (crops drawn with probability ``1 / sqrt(n_c)``, so rare classes appear in most batches)."""
+    jitter: float = 0.0
+    """Per-chip brightness shift and contrast factor ``1 +- jitter`` (normalised units; 0: off).
+    Classification augmentation is per chip (each crop its own flip/rotation); crater batches
+    keep one flip/rotation per batch."""
+    accelerator: str = "cpu"
+    """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
+    precision: str = "32-true"
+    """Lightning precision, e.g. ``bf16-mixed`` on a GPU."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes recorded in the card (e.g. how many synthetic fields joined the data)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """A recipe from its JSON object (field for field; unknown names are an error)."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MomoGeoError(f"fine-tuning recipe: unknown fields {', '.join(unknown)}")
+        return cls(**data)
+
+
+def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
+              name: str | None = None) -> ModelCard:
+    """The card of a task model (metrics, training filled in after training)."""
+    kind = TASK_KIND[task]
+    if kind == "classification":
+        names = classes or list(LANDMARK_COLORS)
+        class_info = [ClassInfo(i, c, LANDMARK_COLORS.get(c, "#808080"))
+                      for i, c in enumerate(names)]
+        arch = {"kind": "vit_cls", "encoder": recipe.encoder}
+        if recipe.cls_stem_dim > 0:
+            arch["stem_dim"] = recipe.cls_stem_dim
+    else:
+        class_info = list(CRATER_CLASSES)
+        arch = {"kind": "vit_seg", "encoder": recipe.encoder,
+                "decoder_dim": recipe.decoder_dim, "stem_dim": recipe.stem_dim}
+    return ModelCard(name=name or f"{task}-{recipe.encoder}", task=kind, architecture=arch,
+                     input_size=recipe.input_size, in_chans=recipe.in_chans,
+                     normalization={"mean": ALL_SENSORS_NORMALIZATION.mean,
+                                    "std": ALL_SENSORS_NORMALIZATION.std},
+                     sensors=[TASK_SENSOR[task]], gsd=TASK_GSD[task], classes=class_info,
+                     tile_size=recipe.input_size, tile_overlap=recipe.input_size // 4)
+
+
+def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch.nn.Module,
+                                                                          dict[str, Any] | None]:
+    """Task model with the encoder bundle's weights (random encoder if ``None``)."""
+    model = create_model(card)
+    merge = None
+    if encoder_bundle is not None:
+        bundle = load_bundle(encoder_bundle)
+        if bundle.card.task != "pretrain":
+            raise MomoGeoError(f"{encoder_bundle}: not an encoder (pretrain) bundle")
+        load_encoder_weights(model, bundle.state_dict)
+        merge = bundle.card.merge
+    return model, merge
+
+
+def _finetune_module_class() -> type:
+    L = require_lightning("fine-tuning")
+
+    class FineTuneModule(L.LightningModule):
+        """Trains a task ``model`` per ``recipe``: AdamW with layer-wise lr decay, warm-up +
+        cosine over ``total_steps``, per-batch (crater) or per-chip (landmark) augmentation."""
+
+        def __init__(self, model: torch.nn.Module, recipe: Recipe, total_steps: int,
+                     class_weight: torch.Tensor | None = None) -> None:
+            super().__init__()
+            self.model, self.recipe, self.total_steps = model, recipe, total_steps
+            self.loss = make_loss(recipe.loss, class_weight)
+            self.gen = torch.Generator().manual_seed(recipe.seed)
+
+        def training_step(self, batch: Any, _: int) -> torch.Tensor:
+            x, y = batch
+            if y.ndim == 1 and self.recipe.jitter > 0:
+                x = augment_chips(x, self.gen, self.recipe.jitter)
+            else:
+                x, y = augment(x, y, self.gen)
+            if self.recipe.frozen:
+                self.model.encoder.eval()  # no dropout / drop-path in a frozen encoder
+            loss = self.loss(self.model(x), y)
+            self.log("train_loss", loss, prog_bar=False)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            from momo_geo.training.schedule import scheduler
+
+            recipe = self.recipe
+            groups = param_groups_lrd(self.model, recipe.lr, recipe.weight_decay,
+                                      recipe.layer_decay)
+            opt = torch.optim.AdamW(groups, lr=recipe.lr)
+            warm = max(1, int(self.total_steps * recipe.warmup_fraction))
+            return {"optimizer": opt, "lr_scheduler": scheduler(opt, warm, self.total_steps)}
+
+    return FineTuneModule
+
+
+__getattr__ = lazy_classes(__name__, {"FineTuneModule": _finetune_module_class})
+
+
+def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: Recipe,
+                    class_weight: torch.Tensor | None = None) -> float:
+    """Train ``model`` in place on Lightning; returns the seconds it took."""
+    L = require_lightning("fine-tuning")
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    recipe.loss = recipe.loss or ("ce" if TASK_KIND[task] == "classification" else "dice_ce")
+    freeze_encoder(model, recipe.frozen)
+    chips = EpochChips(task, data, recipe)
+    steps = chips.batches_per_epoch() * recipe.epochs
+    module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight)
+    loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)
+    trainer = L.Trainer(accelerator=recipe.accelerator, devices=1, precision=recipe.precision,
+                        max_epochs=recipe.epochs, max_steps=steps,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, deterministic=True,
+                        limit_train_batches=chips.batches_per_epoch())
+    start = time.perf_counter()
+    trainer.fit(module, loader)
+    return time.perf_counter() - start
+
+
+def _class_weight(recipe: Recipe, card: ModelCard, train_data: TaskData) -> torch.Tensor | None:
+    if recipe.class_weighting not in ("none", "sqrt_inverse"):
+        raise MomoGeoError(f"unknown class weighting {recipe.class_weighting!r}")
+    if recipe.class_weighting == "none" or card.task != "classification":
+        return None
+    counts = np.bincount(np.asarray(train_data.targets), minlength=card.num_classes)
+    weights = np.sqrt(counts.sum() / (card.num_classes * np.maximum(counts, 1)))
+    return torch.tensor(np.where(counts > 0, weights, 0.0), dtype=torch.float32)
+
+
+def finetune(task: str, data_root: str | list[str], out: str | Path,
+             encoder_bundle: str | None = None, recipe: Recipe | None = None,
+             name: str | None = None, eval_tasks: list[tuple[str, str]] | None = None,
+             train_data: TaskData | None = None, overwrite: bool = False,
+             half: bool = False, description: str = "") -> tuple[Path, dict[str, Any]]:
+    """Fine-tune ``encoder_bundle`` on ``task`` and save a task bundle at ``out``.
+
+    ``data_root`` may list several folders of the same kind of task (crater masks from CTX and
+    THEMIS train one multi-resolution model, whose card gets one metric block per evaluated
+    task). Returns the bundle path and the validation metrics.
+    """
+    recipe = recipe or Recipe()
+    if task not in TASK_KIND:
+        raise MomoGeoError(f"unknown task {task!r}; choose from {', '.join(TASK_KIND)}")
+    roots = [data_root] if isinstance(data_root, str) else list(data_root)
+    kind = TASK_KIND[task]
+    if train_data is None:
+        parts = []
+        for root in roots:
+            parts.append(load_task_data(task_of_root(task, root), root, "train"))
+        train_data = merge_tasks(parts, task) if len(parts) > 1 else parts[0]
+    if encoder_bundle is not None:
+        # The encoder's own architecture (e.g. vit_base for the full-size recipe) decides.
+        from momo_geo.bundle import load_card
+
+        recipe.encoder = load_card(encoder_bundle).architecture["encoder"]
+    torch.manual_seed(recipe.seed)
+    card = task_card(task, recipe, train_data.classes or None, name)
+    model, merge = build_task_model(card, encoder_bundle)
+    seconds = train_lightning(model, task, train_data, recipe,
+                              _class_weight(recipe, card, train_data))
+    card.merge = merge
+    card.training = {
+        "encoder_bundle": str(Path(encoder_bundle).name) if encoder_bundle else None,
+        "data": [str(Path(r).name) for r in roots],
+        "recipe": asdict(recipe),
+        "train_images": len(train_data.images),
+        "seconds": round(seconds, 1),
+        "kind": kind,
+    }
+    card.description = description
+    path = save_bundle(out, model.state_dict(), card, overwrite=overwrite, half=half)
+    # Score the bundle as saved (fp16 included) with the code `momo-geo evaluate` runs, so the
+    # card's numbers are exactly what a user reproduces.
+    metrics: dict[str, Any] = {"split": "val"}
+    device = {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
+    for eval_task, root in eval_tasks or [(task, roots[0])]:
+        metrics[eval_task] = evaluate_bundle(eval_task, root, str(path), device=device)
+    set_card_fields(path, metrics=metrics)
+    return path, metrics
+
+
+def set_card_fields(path: Path, **updates: Any) -> None:
+    """Update card fields of a saved bundle in place (the weights' hash is untouched)."""
+    card_path = Path(path) / "card.json"
+    data = json.loads(card_path.read_text())
+    data.update(updates)
+    ModelCard.from_dict(data)  # still a valid card
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, card_path)
+
+
+def task_of_root(task: str, root: str) -> str:
+    """Which task a data folder holds, when a crater model trains on several folders."""
+    if TASK_KIND[task] == "classification":
+        return task
+    name = Path(root).name.lower()
+    if "themis" in name:
+        return "themis-craters"
+    if "ctx" in name:
+        return "ctx-craters"
+    return task

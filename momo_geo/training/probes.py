@@ -1,0 +1,107 @@
+"""Frozen-encoder probes on cached features: how good is a representation, cheaply.
+
+The encoder comparison (the checkout's ``training/reproduce.py``) scores 9 encoders x 3 tasks x
+3 seeds on a 2-core CPU; running the frozen encoder once per chip (:func:`probe_features`) instead
+of once per training step is what makes that fit. The probes are deliberately weak — a linear
+classifier on pooled tokens, a linear per-token crater probe — so that they measure the
+representation, not the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from momo_geo.evaluate import TaskData
+
+
+@torch.inference_mode()
+def probe_features(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> Any:
+    """Frozen-encoder features of normalised inputs: pooled ``(N, D)`` for a classifier, the
+    list of block maps (float16, to halve the cache) for a segmenter."""
+    model.eval()
+    out: list[Any] = []
+    for start in range(0, len(x), batch_size):
+        feats = model.features(x[start:start + batch_size])
+        out.append(feats if isinstance(feats, torch.Tensor) else [f.half() for f in feats])
+    if isinstance(out[0], torch.Tensor):
+        return torch.cat(out)
+    return [torch.cat([o[i] for o in out]) for i in range(len(out[0]))]
+
+
+class TokenProbe(nn.Module):
+    """Linear crater probe per token on the concatenated block features, upsampled to pixels."""
+
+    def __init__(self, dim: int, levels: int) -> None:
+        super().__init__()
+        self.linear = nn.Conv2d(dim * levels, 2, 1)
+
+    def forward(self, feats: list[torch.Tensor], size: int) -> torch.Tensor:
+        logits = self.linear(torch.cat([f.float() for f in feats], dim=1))
+        return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class LinearProbe(nn.Module):
+    """LayerNorm + linear classifier on the pooled encoder features."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, classes)
+
+    def forward(self, pooled: torch.Tensor, _: int = 0) -> torch.Tensor:
+        return self.linear(self.norm(pooled))
+
+
+def train_head(head: nn.Module, feats: Any, y: torch.Tensor, steps: int, seed: int,
+               size: int, loss_name: str, lr: float = 3e-3, batch: int = 128) -> None:
+    """Train a probe ``head`` on cached features (AdamW, one-cycle schedule, seeded batches)."""
+    from momo_geo.models.heads import make_loss
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = make_loss(loss_name)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    n = len(y)
+    for _ in range(steps):
+        idx = torch.randint(n, (min(batch, n),), generator=gen)
+        f = feats[idx] if isinstance(feats, torch.Tensor) else [x[idx] for x in feats]
+        loss = loss_fn(head(f, size), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+@torch.inference_mode()
+def head_predict(head: nn.Module, feats: Any, size: int) -> torch.Tensor:
+    """Predicted classes (N,) or class maps (N, size, size) of a probe on cached features."""
+    n = len(feats) if isinstance(feats, torch.Tensor) else len(feats[0])
+    out = []
+    for s in range(0, n, 512):
+        f = feats[s:s + 512] if isinstance(feats, torch.Tensor) else [x[s:s + 512] for x in feats]
+        out.append(head(f, size).argmax(1))
+    return torch.cat(out)
+
+
+def grid_tiles(data: TaskData, size: int, max_side: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Validation images cut into non-overlapping ``size`` tiles (the remainder beyond a whole
+    tile dropped): raw tiles, masks and the image index of each tile."""
+    raws, masks, owner = [], [], []
+    for i, (img, mask) in enumerate(zip(data.images, data.targets, strict=True)):
+        h, w = img.shape
+        if max_side:
+            h, w = min(h, max_side), min(w, max_side)
+        for r in range(0, h - size + 1, size):
+            for c in range(0, w - size + 1, size):
+                raws.append(img[r:r + size, c:c + size])
+                masks.append(mask[r:r + size, c:c + size])
+                owner.append(i)
+    return (torch.from_numpy(np.stack(raws)).unsqueeze(1),
+            torch.from_numpy(np.stack(masks).astype(np.uint8)), owner)

@@ -1,0 +1,147 @@
+"""Recipe files: one JSON per model (or experiment) that the one pipeline turns into a bundle.
+
+A model recipe (the checkout's ``training/recipes/crater-seg.json`` and ``landmarks.json`` build
+the bundled models) has four parts::
+
+    {"bundle": "crater-seg.bundle",
+     "pretrain": {...},          keyword arguments of momo_geo.training.pipeline.run_momo
+     "finetune_from": "momo",    which encoder of that run: "momo" (the merged bundle) or "base"
+     "finetune": {"task": "ctx-craters", "data": ["ctx_craters", ...], "synthetic_fields": 4,
+                  "half": true, "recipe": {...}},      recipe: the fields of finetune.Recipe
+     "card": {"name": ..., "description": ..., "gsd": ..., "gsd_range": ..., "sensors": ...,
+              "data": [...]}}    what the model card says about the model's purpose
+
+:func:`build_model` runs it: ``run_momo`` (base → per-sensor runs → EVL → merge), then
+:func:`~momo_geo.training.finetune.finetune`, then the card fields. Recipes whose ``pretrain``
+parts are equal share one pretraining run (cached under the work folder by a hash of it).
+Every seed is in the recipe, so a rerun rebuilds the same model on the same machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from momo_geo.errors import MomoGeoError
+
+TASK_FOLDERS = {"landmarks": "hirise_landmarks", "ctx-craters": "ctx_craters",
+                "themis-craters": "themis_craters"}
+"""The folder of each task in the shared data (``../shared/data``)."""
+ENCODERS = {"momo": "momo.bundle", "base": "base/encoder.bundle"}
+"""``finetune_from`` -> the encoder bundle inside a ``run_momo`` folder."""
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()
+                ) -> dict[str, Any]:
+    """A recipe file, with ``KEY.PATH=JSON`` overrides applied (e.g. ``pretrain.seed=1``)."""
+    try:
+        recipe = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MomoGeoError(f"{path}: unreadable recipe ({exc})") from None
+    if not isinstance(recipe, dict):
+        raise MomoGeoError(f"{path}: a recipe is a JSON object")
+    for item in overrides:
+        apply_override(recipe, item)
+    return recipe
+
+
+def apply_override(recipe: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=VALUE`` in place; VALUE is JSON (``32``, ``true``, ``"x"``) or a bare string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise MomoGeoError(f"override {item!r}: use KEY.PATH=VALUE")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    *parents, last = key.split(".")
+    node = recipe
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise MomoGeoError(f"override {item!r}: {name} is not an object")
+    node[last] = value
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, object by object (neither is modified)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def pretrain_run(pretrain: dict[str, Any], work: str | os.PathLike[str], data_root: str,
+                 threads: int | None = None, verbose: bool = True) -> Path:
+    """The ``run_momo`` folder for a recipe's ``pretrain`` part, trained unless already there.
+
+    The folder is ``WORK/pretrain-<hash>`` (hash of the settings and the data folder), so
+    recipes with equal pretraining share it and an interrupted build resumes after it.
+    """
+    from momo_geo.training.pipeline import run_momo
+
+    key = json.dumps({"pretrain": pretrain, "data": str(data_root)}, sort_keys=True)
+    out = Path(work) / f"pretrain-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    if (out / "momo.bundle").is_dir() and (out / "pipeline.json").is_file():
+        return out
+    kwargs = dict(pretrain)
+    if threads:
+        kwargs.setdefault("threads", threads)
+    run_momo(out, data_root=str(data_root), overwrite=True, verbose=verbose, **kwargs)
+    (out / "recipe.json").write_text(key + "\n")
+    return out
+
+
+def finetune_data(spec: dict[str, Any], data_root: str) -> tuple[list[str], Any]:
+    """The data folders of a recipe's ``finetune`` part, and its training set when synthetic
+    crater fields join the real data (``None``: :func:`finetune` loads the folders itself)."""
+    from momo_geo.evaluate import load_task_data
+    from momo_geo.training.finetune import task_of_root
+    from momo_geo.training.task_data import merge_tasks, synthetic_crater_data
+
+    roots = [str(Path(data_root) / folder) for folder in spec["data"]]
+    fields = int(spec.get("synthetic_fields", 0))
+    if not fields:
+        return roots, None
+    parts = [load_task_data(task_of_root(spec["task"], r), r, "train") for r in roots]
+    return roots, merge_tasks([*parts, synthetic_crater_data(fields)], spec["task"])
+
+
+def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
+                work: str | os.PathLike[str], data_root: str, threads: int | None = None,
+                verbose: bool = True) -> Path:
+    """Pretrain (or reuse), fine-tune and describe one model; returns its bundle path."""
+    from momo_geo.training.finetune import Recipe, finetune, set_card_fields, task_of_root
+
+    for part in ("bundle", "pretrain", "finetune", "card"):
+        if part not in recipe:
+            raise MomoGeoError(f"recipe has no {part!r}")
+    source = recipe.get("finetune_from", "momo")
+    if source not in ENCODERS:
+        raise MomoGeoError(f"finetune_from must be one of {', '.join(ENCODERS)}, not {source!r}")
+    run = pretrain_run(recipe["pretrain"], work, data_root, threads, verbose)
+    spec = recipe["finetune"]
+    ft = Recipe.from_dict(spec.get("recipe", {}))
+    if spec.get("synthetic_fields"):
+        ft.extra = {**ft.extra, "synthetic_fields": spec["synthetic_fields"]}
+    roots, train = finetune_data(spec, data_root)
+    card = recipe["card"]
+    path, _ = finetune(spec["task"], roots if len(roots) > 1 else roots[0],
+                       Path(out_dir) / recipe["bundle"], encoder_bundle=str(run / ENCODERS[source]),
+                       recipe=ft, name=card.get("name"),
+                       eval_tasks=[(task_of_root(spec["task"], r), r) for r in roots],
+                       train_data=train, overwrite=True, half=bool(spec.get("half", False)),
+                       description=card.get("description", ""))
+    training = json.loads((path / "card.json").read_text())["training"]
+    training.update(data=card.get("data", training["data"]), finetune_from=source,
+                    pretrain=recipe["pretrain"], regenerate="make models (seeds fixed)")
+    set_card_fields(path, training=training,
+                    **{k: card[k] for k in ("gsd", "gsd_range", "sensors") if k in card})
+    return path
