@@ -9,6 +9,7 @@ to see the traceback of an unexpected error.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import warnings
@@ -59,8 +60,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, clean Ctrl-C, no tracebacks."""
-    # torchgeo imports matplotlib; in a venv that also sees Debian's matplotlib (QGIS set-ups)
-    # that prints a harmless two-line warning about 3-D axes, which momo-geo never uses.
+    # Training imports matplotlib (through Lightning and TorchGeo); in a venv that also sees
+    # Debian's matplotlib (QGIS set-ups) that prints a harmless two-line warning about 3-D axes,
+    # which momo-geo never uses. Mapping does not import matplotlib at all.
     warnings.filterwarnings("ignore", message="Unable to import Axes3D")
     try:
         cli.main(args=argv, prog_name="momo-geo", standalone_mode=False)
@@ -70,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted; no partial output was left behind.", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # bad input is one line too, not click's usage block
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"Error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -6,14 +6,16 @@ import json
 
 import click
 
-from momo_geo.io import nodata_fraction, open_scene
+from momo_geo.cli.inputs import existing_files
 
 
 @click.command()
-@click.argument("scenes", nargs=-1, required=True, type=click.Path())
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(), callback=existing_files)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per scene.")
 def info(scenes: tuple[str, ...], as_json: bool) -> None:
     """Sensor, size, GSD, CRS and body, lon/lat bounds and nodata fraction of SCENES."""
+    from momo_geo.io import nodata_fraction, open_scene  # GDAL and PROJ: after the path checks
+
     for path in scenes:
         scene = open_scene(path)
         west, south, east, north = scene.bounds_lonlat()

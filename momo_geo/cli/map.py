@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from momo_geo.cli.inputs import check_model, existing_files
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference.options import MapOptions, default_vector_path, option_fields
 
@@ -44,7 +45,8 @@ def _map_options(command: Any) -> Any:
 
 
 @click.command("map")
-@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False),
+                callback=existing_files)
 @click.option("-o", "--output", "mask", type=click.Path(dir_okay=False),
               help="Class mask GeoTIFF (COG). Default: SCENE_mask.tif beside the scene.")
 @click.option("--vector", type=click.Path(dir_okay=False),
@@ -65,12 +67,6 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
                 model: str | None, task: str | None, probabilities: str | None, workers: int,
                 quiet: bool, **option_values: Any) -> None:
     """Map craters (or other features) in SCENES: a class mask and a vector layer each."""
-    import warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
-
-    # open_scene reports a missing georeference as a one-line error; GDAL's warning is noise
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     if len(scenes) > 1 and (mask or vector or probabilities):
         raise MomoGeoError("-o, --vector and --probabilities name one scene's outputs; with "
                            "several scenes, outputs are named after each scene")
@@ -79,11 +75,18 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
     if model and task:
         raise MomoGeoError("give either --model or --task, not both")
     model_name = model or (TASK_MODELS[task] if task else "default")
+    check_model(model_name)  # reads the card only: a bad --model fails before torch is imported
     options = MapOptions(**option_values)
     jobs = [dict(scene=scene, mask_path=mask,
                  vector_path=None if no_vector else (vector or default_vector_path(scene)),
                  model=model_name, options=options, probabilities=probabilities)
             for scene in scenes]
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    # open_scene reports a missing georeference as a one-line error; GDAL's warning is noise
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     previous = _terminate_as_interrupt()
     try:
         if workers > 1 and len(jobs) > 1:

@@ -1,34 +1,53 @@
 """Datasets: TorchGeo rasters of the three Mars cameras, nodata-aware samplers, and the labelled
 real data (HiRISE landmarks, CTX and THEMIS craters) with deterministic train/val splits.
 
-Importing this package reads no data; every dataset decodes its images lazily.
+Importing this package reads no data and imports nothing heavy: each name is imported from its
+module on first use (PEP 562). Only the raster datasets and samplers need TorchGeo (which pulls
+in matplotlib, seconds of start-up); the labelled datasets need torch and PIL only, so
+``momo-geo evaluate`` and ``finetune`` never load TorchGeo, and mapping loads none of this.
 """
 
-from momo_geo.datasets.chips import ChipDataset, random_chips, stack_chips, unlabelled_chips
-from momo_geo.datasets.craters import (
-    CTX_VAL_TILES,
-    CTXCraters,
-    THEMISCraters,
-    boxes_to_mask,
-    circles_to_mask,
-    ctx_split,
-    read_voc_boxes,
-    read_yolo_boxes,
-    themis_split,
-)
-from momo_geo.datasets.landmarks import (
-    LANDMARK_CLASSES,
-    HiRISELandmarks,
-    products_overlap,
-    split_products,
-)
-from momo_geo.datasets.rasters import CTX, RASTER_DATASETS, THEMIS, HiRISE, MarsRasterDataset
-from momo_geo.datasets.samplers import ValidGeoSampler, valid_fraction, valid_mask
+from __future__ import annotations
 
-__all__ = [
-    "CTX", "CTX_VAL_TILES", "LANDMARK_CLASSES", "RASTER_DATASETS", "THEMIS", "CTXCraters",
-    "ChipDataset", "HiRISE", "HiRISELandmarks", "MarsRasterDataset", "THEMISCraters",
-    "ValidGeoSampler", "boxes_to_mask", "circles_to_mask", "ctx_split", "products_overlap",
-    "random_chips", "read_voc_boxes", "read_yolo_boxes", "split_products", "stack_chips",
-    "themis_split", "unlabelled_chips", "valid_fraction", "valid_mask",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "ChipDataset": "chips",
+    "random_chips": "chips",
+    "stack_chips": "chips",
+    "unlabelled_chips": "chips",
+    "CTX_VAL_TILES": "craters",
+    "CTXCraters": "craters",
+    "THEMISCraters": "craters",
+    "boxes_to_mask": "craters",
+    "circles_to_mask": "craters",
+    "ctx_split": "craters",
+    "read_voc_boxes": "craters",
+    "read_yolo_boxes": "craters",
+    "themis_split": "craters",
+    "LANDMARK_CLASSES": "landmarks",
+    "HiRISELandmarks": "landmarks",
+    "products_overlap": "landmarks",
+    "split_products": "landmarks",
+    "CTX": "rasters",
+    "RASTER_DATASETS": "rasters",
+    "THEMIS": "rasters",
+    "HiRISE": "rasters",
+    "MarsRasterDataset": "rasters",
+    "ValidGeoSampler": "samplers",
+    "valid_fraction": "samplers",
+    "valid_mask": "samplers",
+}
+
+__all__ = sorted(_HOMES)
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'momo_geo.datasets' has no attribute {name!r}")
+    module = importlib.import_module(f"momo_geo.datasets.{_HOMES[name]}")
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
