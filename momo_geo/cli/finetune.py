@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from momo_geo.cli.inputs import existing_folders, known_model
 from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TASKS
 
@@ -17,9 +18,10 @@ from momo_geo.evaluate import TASKS
 @click.command("finetune")
 @click.option("--task", required=True, type=click.Choice(TASKS))
 @click.option("--data", "data", required=True, multiple=True, type=click.Path(file_okay=False),
+              callback=existing_folders,
               help="Task folder(s) like ../shared/data/...; repeat to train one crater model "
                    "on CTX and THEMIS together.")
-@click.option("--encoder", default=None,
+@click.option("--encoder", default=None, callback=known_model,
               help="Pretrain (encoder) bundle to start from; default: random (scratch).")
 @click.option("--out", required=True, type=click.Path(), help="Output bundle folder.")
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))

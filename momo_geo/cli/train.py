@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from momo_geo.cli.inputs import existing_files, existing_folders
 from momo_geo.errors import MomoGeoError
 
 
@@ -32,10 +33,12 @@ def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              callback=existing_files,
               help="JSON config (fields of PretrainConfig); options below override it.")
 @click.option("-o", "--output", help="Run folder.")
 @click.option("--sensors", help="hirise, ctx, themis or all (comma-separated).")
-@click.option("--data-root", help="Folder of the real data (default ../shared/data).")
+@click.option("--data-root", callback=existing_folders,
+              help="Folder of the real data (default ../shared/data).")
 @click.option("--encoder", help="vit_tiny | vit_small | vit_base | vit_large.")
 @click.option("--img-size", type=int, help="Chip size in pixels (multiple of 16).")
 @click.option("--samples", type=int, help="Training budget in samples.")
