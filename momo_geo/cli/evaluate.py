@@ -6,6 +6,7 @@ import json
 
 import click
 
+from momo_geo.cli.inputs import existing_folders, known_model
 from momo_geo.evaluate import TASKS
 
 
@@ -13,9 +14,10 @@ from momo_geo.evaluate import TASKS
 @click.option("--task", required=True, type=click.Choice(TASKS),
               help="landmarks (HiRISE classes), ctx-craters or themis-craters (crater masks).")
 @click.option("--data", "data", required=True, type=click.Path(file_okay=False),
+              callback=existing_folders,
               help="Folder laid out like ../shared/data/<hirise_landmarks|ctx_craters|"
                    "themis_craters>.")
-@click.option("--model", default=None,
+@click.option("--model", default=None, callback=known_model,
               help="Bundle folder or bundled name; default: the bundled model for the task.")
 @click.option("--split", default="val", type=click.Choice(["val", "train"]), show_default=True)
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0),
