@@ -1,136 +1,77 @@
-"""Evaluation: the metrics MOMO reports, bootstrap intervals, and a bundle's score on a task.
+"""Evaluation: a bundle's score on a labelled folder, run through the mapping engine.
 
 Tasks (names as on the command line) and their data folders (the layout of ``../shared/data``):
 
-- ``landmarks``: HiRISE landmark crops, 8 classes; weighted F1 (Mars-Bench's headline), macro F1
-  and accuracy;
-- ``ctx-craters`` / ``themis-craters``: crater masks from boxes; crater IoU over the whole
-  dataset (pixels pooled: big and small images weigh by area), the per-image mean IoU (the
-  convention of the MOMO authors' code, reported alongside because it weighs every image the
-  same) and pixel F1.
+- ``landmarks``: HiRISE landmark crops, 8 classes; weighted F1 (Mars-Bench's headline), macro F1,
+  accuracy and F1 / precision / recall / support per class. Each crop is one map tile: resized
+  to the model's input (pixel averaging, as the engine resamples), scaled by the one input
+  scaling function (:func:`momo_geo.preprocess.to_model_input`, the crop being the scene) and
+  classified by the engine's :class:`~momo_geo.inference.engine.Predictor`;
+- ``ctx-craters`` / ``themis-craters``: every whole image is mapped by
+  :func:`momo_geo.inference.predict_array`, the engine of ``momo-geo map``, so the scores are
+  what a user gets. Pixels: crater IoU over the dataset (pixels pooled), the per-image mean IoU
+  (the MOMO authors' convention) and pixel F1. Objects: crater precision, recall and F1 by the
+  matching rule of :mod:`momo_geo.metrics`, recall per diameter bin in pixels and metres.
 
-Intervals are percentile bootstraps over *images* (the unit that was sampled), 95 % by default,
-with a fixed seed so that a number printed twice is the same number.
-Segmentation images larger than the model's input are mapped with the same sliding-window engine
-as ``momo-geo map`` (:func:`momo_geo.inference.predict_array`).
+Splits: ``train`` / ``val`` are the project's fixed splits (:mod:`momo_geo.datasets`: by HiRISE
+observation, CTX tile, THEMIS crop); ``all`` scores every labelled image; ``auto`` (the command
+line's default) is ``val`` for the project's reference folders (named ``hirise_landmarks``,
+``ctx_craters``, ``themis_craters`` as in ``../shared/data``: the models were trained on their
+other part) and ``all`` for any other folder, a user's own test set.
+
+The metric functions themselves live in :mod:`momo_geo.metrics` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from momo_geo.errors import MomoGeoError
+from momo_geo.metrics import (
+    MIN_DIAMETER_PX,
+    N_BOOT,
+    Circles,
+    bootstrap_ci,
+    classification_metrics,
+    classification_report,
+    confusion_matrix,
+    crater_report,
+    f1_scores,
+    mask_to_circles,
+    match_craters,
+    per_class_scores,
+    pixel_counts,
+    segmentation_metrics,
+    segmentation_report,
+)
+
+__all__ = [
+    "BUNDLED_FOR_TASK", "GSD_M_PER_PX", "MIN_DIAMETER_PX", "N_BOOT", "REFERENCE_FOLDERS",
+    "SPLITS", "TASKS", "TASK_KIND", "TaskData", "bootstrap_ci", "classification_metrics",
+    "classification_report", "confusion_matrix", "crater_class", "default_split",
+    "evaluate_bundle", "evaluate_model", "f1_scores", "label_circles", "load_task_data",
+    "per_class_scores", "pixel_counts", "predict_classes", "predict_mask",
+    "segmentation_metrics", "segmentation_report",
+]
 
 TASKS = ("landmarks", "ctx-craters", "themis-craters")
 TASK_KIND = {"landmarks": "classification", "ctx-craters": "segmentation",
              "themis-craters": "segmentation"}
 BUNDLED_FOR_TASK = {"landmarks": "landmarks", "ctx-craters": "craters",
                     "themis-craters": "craters"}
-N_BOOT = 1000
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """``cm[t, p]`` counts, rows true class, columns predicted class."""
-    idx = np.asarray(y_true, dtype=np.int64) * n_classes + np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-def f1_scores(cm: np.ndarray) -> dict[str, float]:
-    """Weighted F1 (by true-class support), macro F1 (classes present in truth or prediction)
-    and accuracy from a confusion matrix."""
-    cm = cm.astype(np.float64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    total = support.sum()
-    present = denom > 0
-    return {
-        "f1_weighted": float((f1 * support).sum() / total) if total else 0.0,
-        "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-    }
-
-
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
-                           n_classes: int) -> dict[str, float]:
-    return f1_scores(confusion_matrix(np.asarray(y_true), np.asarray(y_pred), n_classes))
-
-
-def pixel_counts(pred: np.ndarray, truth: np.ndarray, positive: int = 1,
-                 valid: np.ndarray | None = None) -> tuple[int, int, int]:
-    """(tp, fp, fn) of the ``positive`` class in one image."""
-    p = np.asarray(pred) == positive
-    t = np.asarray(truth) == positive
-    if valid is not None:
-        p = p & valid
-        t = t & valid
-    tp = int(np.count_nonzero(p & t))
-    return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
-
-
-def segmentation_metrics(counts: np.ndarray) -> dict[str, float]:
-    """From per-image ``(tp, fp, fn)`` rows: dataset IoU, per-image mean IoU, pixel F1.
-
-    The per-image mean skips images where prediction and truth are both empty (IoU undefined).
-    """
-    counts = np.asarray(counts, dtype=np.float64).reshape(-1, 3)
-    tp, fp, fn = counts.sum(axis=0)
-    union = tp + fp + fn
-    per_union = counts.sum(axis=1)
-    defined = per_union > 0
-    per_image = counts[defined, 0] / per_union[defined]
-    return {
-        "iou": float(tp / union) if union else 0.0,
-        "iou_per_image_mean": float(per_image.mean()) if defined.any() else 0.0,
-        "f1_pixel": float(2 * tp / (2 * tp + fp + fn)) if union else 0.0,
-    }
-
-
-def bootstrap_ci(n: int, statistic: Callable[[np.ndarray], dict[str, float]],
-                 n_boot: int = N_BOOT, alpha: float = 0.05,
-                 seed: int = 0) -> dict[str, list[float]]:
-    """Percentile intervals of every metric ``statistic(indices)`` returns, resampling items."""
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        for key, value in statistic(rng.integers(0, n, size=n)).items():
-            samples.setdefault(key, []).append(value)
-    return {f"{key}_ci": [float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))]
-            for key, v in samples.items()}
-
-
-def classification_report(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int,
-                          n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
-    """Metrics plus bootstrap intervals for tile classification."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    result: dict[str, Any] = {"n": int(len(y_true))}
-    result.update(classification_metrics(y_true, y_pred, n_classes))
-    if len(y_true):
-        result.update(bootstrap_ci(len(y_true), lambda i: classification_metrics(
-            y_true[i], y_pred[i], n_classes), n_boot, seed=seed))
-    return result
-
-
-def segmentation_report(counts: np.ndarray, n_boot: int = N_BOOT,
-                        seed: int = 0) -> dict[str, Any]:
-    """Metrics plus bootstrap intervals (over images) for crater segmentation."""
-    counts = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
-    result: dict[str, Any] = {"n": int(len(counts))}
-    result.update(segmentation_metrics(counts))
-    if len(counts):
-        result.update(bootstrap_ci(len(counts), lambda i: segmentation_metrics(counts[i]),
-                                   n_boot, seed=seed))
-    return result
+SPLITS = ("auto", "val", "train", "all")
+REFERENCE_FOLDERS = {"landmarks": "hirise_landmarks", "ctx-craters": "ctx_craters",
+                     "themis-craters": "themis_craters"}
+"""Folder names of the project's labelled data (``../shared/data``), whose ``val`` split is
+held out from training."""
+GSD_M_PER_PX = {"ctx-craters": 6.0, "themis-craters": 100.0}
+"""Metres per pixel of the crater data: the CTX Mars Crater Catalogue tiles (~6 m/px) and the
+THEMIS daytime-IR mosaic crops (100 m/px), for the metre diameter bins."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -150,30 +91,34 @@ class TaskData:
     classes: list[str]
     weights: list[float] | None = None
     """Optional sampling weight per image for training chips (default: by area)."""
+    circles: list[np.ndarray] | None = None
+    """Labelled craters per image, ``(N, 3)`` = centre x, centre y (pixel-centre coordinates),
+    diameter in pixels; ``None`` where unknown (no object-level crater metrics then)."""
+
+
+def default_split(task: str, root: str | Path) -> str:
+    """What ``--split auto`` means for ``root``: ``val`` for a reference folder of the project
+    (named as in ``../shared/data``), ``all`` for anyone else's labelled folder."""
+    return "val" if Path(root).name == REFERENCE_FOLDERS.get(task) else "all"
 
 
 def load_task_data(task: str, root: str, split: str = "val") -> TaskData:
-    """Load a task's ``split`` ("train" or "val") from a folder laid out like ``../shared/data``.
+    """Load a task's ``split`` (``train``, ``val``, ``all`` or ``auto``) from a folder laid out
+    like ``../shared/data``.
 
     Splits come from :mod:`momo_geo.datasets` (by HiRISE observation and by CTX tile), so train
     and validation never share an observation or a tile.
     """
     if task not in TASKS:
         raise MomoGeoError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
-    from pathlib import Path
-
+    if split not in SPLITS:
+        raise MomoGeoError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if not Path(root).is_dir():
         raise MomoGeoError(f"{root}: no such data folder")
-    cls = _dataset_class(task)
-    if cls is None:  # pragma: no cover - an incomplete install
-        raise MomoGeoError(f"momo_geo.datasets has no loader for {task}")
-    try:
-        data = cls(root, split=split)
-    except MomoGeoError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise MomoGeoError(f"{root}: not a {task} data folder ({exc})") from None
-    images, targets, groups = [], [], []
+    if split == "auto":
+        split = default_split(task, root)
+    data = _open_dataset(task, root, split)
+    images, targets, groups, circles = [], [], [], []
     for i in range(len(data)):
         item = data[i]
         image = np.asarray(item["image"], dtype=np.float32)
@@ -184,111 +129,160 @@ def load_task_data(task: str, root: str, split: str = "val") -> TaskData:
         else:
             targets.append(np.asarray(item["mask"], dtype=np.uint8))
             groups.append(str(item["id"]))
+            circles.append(label_circles(data, i, images[-1].shape))
     classes = list(getattr(data, "classes", []) or ([] if task == "landmarks"
                                                      else ["background", "crater"]))
     if not images:
         raise MomoGeoError(f"{root}: the {split} split of {task} is empty")
-    return TaskData(task, images, targets, groups, classes)
+    return TaskData(task, images, targets, groups, classes,
+                    circles=circles if task != "landmarks" else None)
 
 
-def _dataset_class(task: str) -> Any:
-    """The :mod:`momo_geo.datasets` class of a task, or None where it is not installed."""
-    import importlib
+def _open_dataset(task: str, root: str, split: str) -> Any:
+    """The :mod:`momo_geo.datasets` dataset of a task's split, or one clear error."""
+    from momo_geo.datasets import CTXCraters, HiRISELandmarks, THEMISCraters
 
-    name = {"landmarks": "HiRISELandmarks", "ctx-craters": "CTXCraters",
-            "themis-craters": "THEMISCraters"}[task]
-    for module in ("momo_geo.datasets", "momo_geo.datasets.landmarks",
-                   "momo_geo.datasets.craters"):
-        try:
-            found = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    return None
+    cls = {"landmarks": HiRISELandmarks, "ctx-craters": CTXCraters,
+           "themis-craters": THEMISCraters}[task]
+    try:
+        return cls(root, split=split)
+    except MomoGeoError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise MomoGeoError(f"{root}: not a {task} data folder ({exc})") from None
+
+
+def label_circles(data: Any, index: int, shape: tuple[int, int]) -> np.ndarray:
+    """Labelled craters of item ``index`` of a crater dataset (image ``shape``) as ``(N, 3)``
+    = centre x, centre y, diameter in pixels: the circles its mask is drawn from."""
+    from momo_geo.datasets import THEMISCraters
+    from momo_geo.datasets.craters import boxes_to_circles
+
+    height, width = shape
+    boxes = (data.boxes(index, width, height) if isinstance(data, THEMISCraters)
+             else data.boxes(index))
+    return np.column_stack(boxes_to_circles(shape, boxes))
 
 
 # ----------------------------------------------------------------------------- models
 
 
-def _input_batch(images: Sequence[np.ndarray], card: Any) -> Any:
-    """Raw grey images of one size -> normalised model input at ``card.input_size``."""
-    import torch
-    import torch.nn.functional as F
-
-    from momo_geo.preprocess import to_model_input
-
-    x = torch.from_numpy(np.stack(images)).float().unsqueeze(1)
-    if x.shape[-1] != card.input_size or x.shape[-2] != card.input_size:
-        x = F.interpolate(x, size=(card.input_size, card.input_size), mode="area")
-    norm = card.normalization
-    return to_model_input(x, norm["mean"], norm["std"], card.in_chans)
-
-
-def predict_classes(model: Any, card: Any, images: Sequence[np.ndarray],
+def predict_classes(predictor: Any, images: Sequence[np.ndarray],
                     batch_size: int = 64) -> np.ndarray:
-    """Class index per image: each image resized to the model input (crops are tiles)."""
+    """Class index per image, each image classified as the map engine classifies one tile:
+    resized to the model input by pixel averaging (as the engine resamples), scaled by
+    :func:`momo_geo.preprocess.to_model_input` as the card's ``value_scaling`` says (for
+    ``scene_percentile`` the crop is the scene: its own percentile range), run by the engine's
+    ``Predictor``. Forward passes are batched; the scaling is per crop.
+    """
     import torch
 
     out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            logits = model(_input_batch(images[start:start + batch_size], card))
-            out.append(logits.argmax(dim=1).numpy())
+    for start in range(0, len(images), batch_size):
+        x = torch.cat([_tile_input(predictor.card, image)
+                       for image in images[start:start + batch_size]])
+        out.append(predictor(x).argmax(dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def predict_mask(predictor: Any, image: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Class map of one image at its own size, by the mapping engine's sliding window.
+def _tile_input(card: Any, image: np.ndarray) -> Any:
+    """One crop -> the ``(1, in_chans, S, S)`` model input of a map tile (S = input size)."""
+    import torch
+    import torch.nn.functional as F
 
-    ``predictor`` is a :class:`momo_geo.inference.engine.Predictor` (model + card). An image no
-    larger than the model input is one tile; a larger one is tiled with the card's overlap and
-    stitched exactly as ``momo-geo map`` does.
-    """
+    from momo_geo.preprocess import scene_range, to_model_input
+
+    value_range = (scene_range(image) if getattr(card, "value_scaling", "tile_minmax")
+                   == "scene_percentile" else None)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32))[None, None]
+    size = card.input_size
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="area")
+    norm = card.normalization
+    return to_model_input(x, norm["mean"], norm["std"], card.in_chans, value_range=value_range)
+
+
+def predict_mask(predictor: Any, image: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Class map of one whole image by :func:`momo_geo.inference.predict_array`, the engine of
+    ``momo-geo map`` (tiling, overlap, stitching and normalisation as the model card says)."""
     from momo_geo.inference import predict_array
 
     class_map, _ = predict_array(None, image, predictor=predictor, batch_size=batch_size)
     return np.asarray(class_map, dtype=np.uint8)
 
 
+def crater_class(card: Any) -> int:
+    """Index of the crater class in a segmentation card (the first class named *crater*)."""
+    for k, name in enumerate(card.class_names):
+        if "crater" in name.lower():
+            return k
+    raise MomoGeoError(f"model {card.name!r} has no crater class (classes {card.class_names})")
+
+
+def _score_craters(predictor: Any, data: TaskData, gsd: float | None, min_diameter: float,
+                   n_boot: int) -> dict[str, Any]:
+    """Pixel and object metrics of a segmentation model on every image of ``data``."""
+    positive = crater_class(predictor.card)
+    counts, matches = [], []
+    for i, (image, mask) in enumerate(zip(data.images, data.targets, strict=True)):
+        class_map = predict_mask(predictor, image)
+        counts.append(pixel_counts(class_map, mask, positive=positive))
+        if data.circles is not None:
+            x, y, d = np.asarray(data.circles[i], dtype=np.float64).reshape(-1, 3).T
+            matches.append(match_craters(mask_to_circles(class_map, positive),
+                                         Circles.of(x, y, d), min_diameter))
+    report = segmentation_report(np.array(counts, dtype=np.int64), n_boot)
+    if data.circles is not None:
+        report.update(crater_report(matches, gsd, min_diameter, n_boot))
+    return report
+
+
 def evaluate_model(model: Any, card: Any, data: TaskData, n_boot: int = N_BOOT,
-                   device: str = "cpu") -> dict[str, Any]:
-    """Score a built model on a task split: metrics, intervals, ``task`` and ``n``."""
+                   device: str = "cpu", gsd: float | None = None,
+                   min_diameter: float = MIN_DIAMETER_PX) -> dict[str, Any]:
+    """Score a built model on a task split: metrics, intervals, ``task`` and ``n``.
+
+    ``gsd`` (m/px) labels the crater diameter bins in metres; default: the task's data
+    (:data:`GSD_M_PER_PX`).
+    """
+    from momo_geo.bundle import Bundle
+    from momo_geo.inference.engine import Predictor
+
     if TASK_KIND[data.task] != card.task:
         raise MomoGeoError(f"model {card.name!r} is a {card.task} model; task {data.task} "
                            f"needs a {TASK_KIND[data.task]} model")
     model.eval()
+    predictor = Predictor(Bundle(card, model.state_dict()), device=device)
     if card.task == "classification":
         if data.classes and card.class_names and data.classes != card.class_names:
             raise MomoGeoError(f"model classes {card.class_names} differ from the data's "
                                f"{data.classes}")
-        pred = predict_classes(model, card, data.images)
-        report = classification_report(data.targets, pred, max(card.num_classes,
-                                                               len(data.classes)), n_boot)
+        n_classes = max(card.num_classes, len(data.classes))
+        names = data.classes or card.class_names
+        report = classification_report(data.targets, predict_classes(predictor, data.images),
+                                       n_classes, n_boot, names=names[:n_classes])
     else:
-        from momo_geo.bundle import Bundle
-        from momo_geo.inference.engine import Predictor
-
-        predictor = Predictor(Bundle(card, model.state_dict()), device=device)
-        counts = np.array([pixel_counts(predict_mask(predictor, img), mask)
-                           for img, mask in zip(data.images, data.targets, strict=True)],
-                          dtype=np.int64)
-        report = segmentation_report(counts, n_boot)
+        report = _score_craters(predictor, data, gsd or GSD_M_PER_PX.get(data.task),
+                                min_diameter, n_boot)
     return {"task": data.task, **report}
 
 
 def evaluate_bundle(task: str, data_root: str, model: str | None = None,
-                    split: str = "val", n_boot: int = N_BOOT,
-                    device: str = "cpu") -> dict[str, Any]:
-    """``momo-geo evaluate``: load a bundle (default: the bundled one for the task) and score it."""
+                    split: str = "val", n_boot: int = N_BOOT, device: str = "cpu",
+                    gsd: float | None = None,
+                    min_diameter: float = MIN_DIAMETER_PX) -> dict[str, Any]:
+    """``momo-geo evaluate``: load a bundle (default: the bundled one for the task) and score it
+    on ``split`` of ``data_root`` (``auto``: see the module docstring)."""
     from momo_geo.bundle import load_bundle
 
     if task not in TASKS:
         raise MomoGeoError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+    if split == "auto" and Path(data_root).is_dir():
+        split = default_split(task, data_root)
+    data = load_task_data(task, data_root, split)
     bundle = load_bundle(model if model is not None else BUNDLED_FOR_TASK[task])
     net = bundle.build_model()
-    data = load_task_data(task, data_root, split)
-    result = evaluate_model(net, bundle.card, data, n_boot, device)
+    result = evaluate_model(net, bundle.card, data, n_boot, device, gsd, min_diameter)
     result["model"] = bundle.card.name
     result["split"] = split
     return result

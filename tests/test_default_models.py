@@ -78,6 +78,7 @@ def test_evaluate_default_landmarks_matches_results_and_card(shared_data) -> Non
     assert round(data["f1_weighted"], 4) == results_value("landmarks", "f1_weighted")
     assert round(data["f1_macro"], 4) == results_value("landmarks", "f1_macro")
     assert data["f1_weighted"] == load_card("landmarks").metrics["landmarks"]["f1_weighted"]
+    assert sum(c["support"] for c in data["per_class"].values()) == data["n"]
 
 
 @pytest.mark.shared_data
@@ -114,6 +115,12 @@ def test_evaluate_default_ctx_craters_matches_results(shared_data) -> None:
         assert round(data[metric], 4) == results_value("ctx-craters", metric)
         lo, hi = data[f"{metric}_ci"]
         assert lo <= data[metric] <= hi
+    # object level: every scored labelled crater is either found or missed
+    bins = data["crater_recall_by_diameter"]
+    assert data["crater_tp"] + data["crater_fn"] == sum(row["n"] for row in bins)
+    for metric in ("crater_precision", "crater_recall", "crater_f1"):
+        lo, hi = data[f"{metric}_ci"]
+        assert 0.0 <= lo <= data[metric] <= hi <= 1.0
 
 
 def test_default_model_maps_the_sample_scene_craters(tmp_path) -> None:

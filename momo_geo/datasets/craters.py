@@ -59,7 +59,18 @@ def circles_to_mask(shape: tuple[int, int], cx: np.ndarray, cy: np.ndarray,
 
 def boxes_to_mask(shape: tuple[int, int], boxes: np.ndarray, clipped: bool = True
                   ) -> np.ndarray:
-    """Crater mask from ``boxes`` (N, 4) = xmin, ymin, xmax, ymax: the box's inscribed circle.
+    """Crater mask from ``boxes`` (N, 4) = xmin, ymin, xmax, ymax: the box's inscribed circle
+    (edge-cut boxes completed, see :func:`boxes_to_circles`)."""
+    cx, cy, diameter = boxes_to_circles(shape, boxes, clipped)
+    return circles_to_mask(shape, cx, cy, diameter / 2)
+
+
+def boxes_to_circles(shape: tuple[int, int], boxes: np.ndarray, clipped: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crater circles of ``boxes`` (N, 4) = xmin, ymin, xmax, ymax: centre x, centre y in
+    pixel-centre coordinates (as :func:`circles_to_mask` takes them) and diameter in pixels.
+
+    The circle is the box's inscribed circle.
 
     Box edges are in continuous pixel coordinates (0 = left edge of the first pixel). A crater cut
     by the image edge has a box clipped to the image; its inscribed circle would be far too small
@@ -87,7 +98,7 @@ def boxes_to_mask(shape: tuple[int, int], boxes: np.ndarray, clipped: bool = Tru
         shift_y = cut_y | corner
         cx = np.where(shift_x, np.where(left, x1 - diameter / 2, x0 + diameter / 2), cx)
         cy = np.where(shift_y, np.where(top, y1 - diameter / 2, y0 + diameter / 2), cy)
-    return circles_to_mask(shape, cx - 0.5, cy - 0.5, diameter / 2)
+    return cx - 0.5, cy - 0.5, diameter
 
 
 def read_voc_boxes(path: str | Path) -> np.ndarray:
