@@ -86,7 +86,8 @@ def test_finetune_cli_and_evaluate_cli_json(themis_like, tmp_path):
     again = runner.invoke(cli, args)
     assert again.exit_code != 0 and "exists" in str(again.exception)
     result = runner.invoke(cli, ["evaluate", "--task", "themis-craters", "--data",
-                                 str(themis_like), "--model", str(out), "--json"])
+                                 str(themis_like), "--model", str(out), "--split", "val",
+                                 "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["task"] == "themis-craters" and data["n"] == 2
