@@ -1,6 +1,7 @@
 # momo-geo: every set-up step a fresh Debian 12 machine needs lives here.
 #   make demo   set up, then map the bundled sample scene
 #   make test   set up, then run the whole test suite (what CI runs)
+#   make models rebuild the bundled models from training/recipes/ (long; see training/README.md)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -9,7 +10,7 @@ PIP := $(VENV)/bin/pip
 SCENE ?= sample_data/crater_field.tif
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help system venv demo test lint plugin bench pretrain-smoke reproduce clean
+.PHONY: help system venv demo test lint plugin bench pretrain-smoke reproduce models clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -59,11 +60,21 @@ bench: venv
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_baseline.py
 
+# The MOMO pipeline (base -> per-sensor runs -> EVL -> merge) at a size that learns (~10 min).
 pretrain-smoke: venv
-	$(PY) training/pipeline.py runs/pretrain-smoke --overwrite --threads 1
+	$(PY) -m momo_geo.training.pipeline runs/pretrain-smoke --overwrite --threads 1
 
+# The encoder comparison (training/recipes/comparison.json) and docs/results.md (~30 min).
 reproduce: venv
 	$(PY) training/reproduce.py
+
+# The bundled models from training/recipes/{crater-seg,landmarks}.json into momo_geo/weights/
+# (one shared pretraining run under build/models/), then docs/results.md re-rendered from the
+# last `make reproduce` comparison and the new cards.
+models: venv
+	$(PY) training/build_models.py training/recipes/crater-seg.json \
+	  training/recipes/landmarks.json --out momo_geo/weights
+	$(PY) training/reproduce.py --render-only
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,5 +1,6 @@
-"""Training entry points: MAE pretraining, the MOMO pipeline (pretrain → EVL → merge), fine-tuning.
+"""What builds the shipped models and runs the experiments: recipe files and thin scripts.
 
-Kept outside the installed ``momo_geo`` package because training needs Lightning and data that a
-user who only maps scenes does not; the ``momo-geo pretrain`` command imports from here.
+The machinery lives in the package (:mod:`momo_geo.training`); nothing in ``momo_geo`` imports
+from here. Run the scripts as ``python training/NAME.py`` or ``python -m training.NAME`` with
+momo-geo installed.
 """

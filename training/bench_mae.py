@@ -13,17 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from momo_geo.models.mae import MaskedAutoencoder  # noqa: E402
-from momo_geo.models.vit import create_encoder  # noqa: E402
+from momo_geo.models.mae import MaskedAutoencoder
+from momo_geo.models.vit import create_encoder
 
 
 def bench(encoder: str, img_size: int, batch_size: int, device: str, precision: str,
