@@ -120,3 +120,22 @@ def wait_for(condition: Any, timeout: float = 60.0) -> None:
 def leftovers(folder: Path) -> list[str]:
     """Files and hidden staging folders in ``folder`` other than inputs (``*.tif`` sources)."""
     return sorted(p.name for p in folder.iterdir())
+
+
+def build_wheel(folder: Path) -> Path:
+    """momo-geo's wheel, built offline from a copy of the checkout's sources (the checkout gets
+    no build/ folder): what a user hands to *Install momo-geo…*."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = folder / "src"
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "momo_geo", source / "momo_geo",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(folder), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    return next(folder.glob("momo_geo-*.whl"))

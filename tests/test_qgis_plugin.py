@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -186,24 +185,24 @@ def test_metadata_declares_what_the_plugin_repository_needs():
 def test_plugin_loads_via_class_factory(plugin, iface):
     from qgis.core import QgsApplication
 
-    from momo_geo.inference import map_scene
+    from momo_geo.inference.options import MapOptions
 
     assert plugin.dependencies is not None and plugin.dependencies.ok
     actions = iface.toolbar.actions()
     assert [a.text() for a in actions] == ["Map Mars features"]
     assert actions[0].isEnabled()
     assert not actions[0].icon().isNull()
-    assert [a.text() for a in iface.submenus["&momo-geo"].actions()] == ["Map Mars features"]
+    assert [a.text() for a in iface.submenus["&momo-geo"].actions()] == [
+        "Map Mars features", "Python environment…", "Install momo-geo…"]
     registry = QgsApplication.processingRegistry()
     assert registry.providerById("momo-geo") is not None
     algorithm = registry.algorithmById(ALGORITHM)
     assert algorithm is not None and algorithm.displayName() == "Map Mars features"
-    # Same parameter names as the engine (and so as `momo-geo map`).
-    engine_parameters = set(inspect.signature(map_scene).parameters)
-    names = {p.name() for p in algorithm.parameterDefinitions()}
-    assert names <= engine_parameters, names - engine_parameters
-    assert {"scene", "model", "mask_path", "vector_path", "tile", "overlap", "batch_size",
-            "device", "min_area"} <= names
+    # map_scene's own parameters, then every MapOptions field but overwrite (Processing's file
+    # dialogs confirm replacing).
+    names = [p.name() for p in algorithm.parameterDefinitions()]
+    assert names == ["scene", "model", "mask_path", "vector_path",
+                     *(n for n in MapOptions.__dataclass_fields__ if n != "overwrite")]
     # Batch mode and Model Builder: batch support, can cancel, usable as a model's child step.
     flags = algorithm.flags()
     assert flags & algorithm.FlagSupportsBatch and flags & algorithm.FlagCanCancel
@@ -247,6 +246,8 @@ plugin.unload()
 """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["HOME"] = str(tmp_path)
+    # The engine's Python set to one without momo-geo (else the checkout's .venv is detected).
+    env["MOMO_GEO_PYTHON"] = str(python)
     completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
                                env=env, timeout=60, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -256,14 +257,15 @@ plugin.unload()
     assert report["enabled"] is False and report["provider"] is False
     assert len(report["messages"]) == 1, report["messages"]
     message = report["messages"][0]
-    assert "momo_geo" in message and "torch" in message
-    assert f"{report['python']} -m pip install" in message and "momo-geo" in message
-    assert '"numpy<2"' in message
+    assert "momo_geo" in message and str(python) in message and "\n" not in message
+    assert "Install momo-geo" in message and "python3 -m venv" in message
+    assert f"pip install {ROOT}" in message  # from a checkout: the checkout is the source
 
 
-def test_install_command_uses_the_python_behind_the_qgis_binary(tmp_path):
-    """On Linux QGIS's sys.executable is the qgis binary; pip must run the matching python."""
-    from momo_geo_plugin.deps import install_command, qgis_python
+def test_qgis_python_is_the_python_behind_the_qgis_binary(qgis_app, tmp_path):
+    """On Linux QGIS's sys.executable is the qgis binary; the fallback engine and the managed
+    venv use the matching python."""
+    from momo_geo_plugin.deps import qgis_python
 
     fake_qgis = tmp_path / "bin" / "qgis"
     fake_qgis.parent.mkdir()
@@ -277,9 +279,6 @@ def test_install_command_uses_the_python_behind_the_qgis_binary(tmp_path):
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version == str(tuple(sys.version_info[:2]))
-    assert install_command(python, managed=True).startswith(
-        f"{python} -m pip install --user --break-system-packages momo-geo")
-    assert "--break-system-packages" not in install_command(python, managed=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,8 +394,17 @@ def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_s
     dialog.mask_file.setFilePath("crater_field_mask.tif")
     dialog.vector_file.setFilePath("crater_field_features.gpkg")
     request = dialog.request()
-    assert (request.scene, request.model, request.tile, request.batch_size) == (
-        str(sample_scene), "tiny-test.bundle", 64, 8)
+    assert (request.scene, request.model) == (str(sample_scene), "tiny-test.bundle")
+    assert (request.options["tile"], request.options["batch_size"]) == (64, 8)
+    # The Processing algorithm's options are in the dialog too, at the engine's defaults.
+    assert (dialog.precision.currentText(), dialog.blend.currentText()) == ("fp32", "crop")
+    assert (dialog.simplify.value(), dialog.circles.isChecked()) == (0.0, False)
+    dialog.blend.setCurrentText("smooth")
+    dialog.circles.setChecked(True)
+    assert {k: dialog.request().options[k] for k in ("blend", "circles")} == {
+        "blend": "smooth", "circles": True}
+    dialog.reset_tiling.click()
+    assert (dialog.blend.currentText(), dialog.circles.isChecked()) == ("crop", False)
     run_button = dialog.buttons.button(QDialogButtonBox.Ok)
     assert run_button.isEnabled()
     dialog.resize(640, dialog.sizeHint().height())
@@ -456,9 +464,9 @@ def test_task_on_mars_layer_loaded_first_in_empty_project(plugin, iface, hirise_
 
 
 def test_task_cancel_mid_run_leaves_no_files(plugin, iface, sample_scene, bundle, tmp_path):
-    from momo_geo_plugin.engine import MapRequest
+    from momo_geo_plugin.client import MapRequest
 
-    request = MapRequest(scene=str(sample_scene), model=str(bundle), batch_size=1,
+    request = MapRequest(scene=str(sample_scene), model=str(bundle), options={"batch_size": 1},
                          mask_path=str(tmp_path / "mask.tif"),
                          vector_path=str(tmp_path / "features.gpkg"))
     iface.bar.clearWidgets()
@@ -482,7 +490,7 @@ def test_task_cancel_mid_run_leaves_no_files(plugin, iface, sample_scene, bundle
 @pytest.mark.parametrize("broken", ["model", "scene"])
 def test_task_failure_shows_a_message_and_writes_nothing(plugin, iface, sample_scene, bundle,
                                                          tmp_path, broken):
-    from momo_geo_plugin.engine import MapRequest
+    from momo_geo_plugin.client import MapRequest
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -523,7 +531,8 @@ def test_map_canvas_renders_scene_and_both_layers(sample_run, sample_scene, bund
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
 
-    from momo_geo.bundle import load_card, resolve_bundle_path
+    from momo_geo.bundle import resolve_bundle_path
+    from momo_geo_plugin.client import load_card
     from momo_geo_plugin.styling import load_styled_layers
 
     results, _ = sample_run
@@ -561,7 +570,7 @@ def test_map_canvas_renders_scene_and_both_layers(sample_run, sample_scene, bund
     assert not job.errors()
     assert image.save(str(screenshots / "qgis_map.png"))
     # Feature outlines are drawn opaque in the first feature class's colour (orange for craters).
-    target = QColor(next(c.color for c in card.classes if c.name != "background"))
+    target = QColor(next(c.color for c in card.classes if not c.background))
 
     def outline_colour(pixel: int) -> bool:
         c = QColor(pixel)
@@ -584,18 +593,24 @@ def _qgis_process() -> str | None:
     return None
 
 
-def test_qgis_process_runs_the_algorithm_from_the_shell(sample_scene, bundle, tmp_path):
-    executable = _qgis_process()
-    if executable is None:
-        pytest.skip("qgis_process not installed (Debian package `qgis`)")
-    env = dict(os.environ)
+def _qgis_process_env(tmp_path: Path) -> dict[str, str]:
+    # QGIS's Python is the system interpreter, without momo-geo; the plugin finds the engine's
+    # Python itself (here: the checkout's .venv, as the plugin is loaded from the checkout).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MOMO_GEO_PYTHON")}
     env.update({
         "QT_QPA_PLATFORM": "offscreen",
         "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"),
         "QGIS_PLUGINPATH": str(PLUGIN_PARENT),
-        # QGIS's Python is the system interpreter; give it this checkout and the venv's packages.
-        "PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]),
     })
+    return env
+
+
+def test_qgis_process_runs_the_algorithm_from_the_shell(sample_scene, bundle, tmp_path):
+    executable = _qgis_process()
+    if executable is None:
+        pytest.skip("qgis_process not installed (Debian package `qgis`)")
+    env = _qgis_process_env(tmp_path)
     enable = subprocess.run([executable, "plugins", "enable", "momo_geo_plugin"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert enable.returncode == 0, enable.stdout[-2000:] + enable.stderr[-2000:]
@@ -610,6 +625,23 @@ def test_qgis_process_runs_the_algorithm_from_the_shell(sample_scene, bundle, tm
     assert payload["results"]["features"] > 0
     assert mask.is_file() and vector.is_file()
     assert {p.suffix for p in tmp_path.glob("craters.*")} >= {".shp", ".shx", ".dbf", ".prj"}
+
+
+def test_qgis_process_without_momo_geo_says_how_to_install_it(sample_scene, tmp_path):
+    executable = _qgis_process()
+    if executable is None:
+        pytest.skip("qgis_process not installed (Debian package `qgis`)")
+    env = {**_qgis_process_env(tmp_path), "MOMO_GEO_PYTHON": "/usr/bin/python3"}
+    subprocess.run([executable, "plugins", "enable", "momo_geo_plugin"], capture_output=True,
+                   text=True, env=env, timeout=120)
+    completed = subprocess.run(
+        [executable, "run", ALGORITHM, "--", f"scene={sample_scene}",
+         f"mask_path={tmp_path / 'm.tif'}", f"vector_path={tmp_path / 'v.gpkg'}"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode != 0
+    hints = [line for line in (completed.stdout + completed.stderr).splitlines()
+             if "momo-geo plugin disabled" in line]
+    assert len(hints) >= 1 and "pip install" in hints[0] and "MOMO_GEO_PYTHON" in hints[0]
 
 
 def test_plugin_zip_builds_clean_and_the_security_scan_can_fail(tmp_path):
@@ -644,3 +676,215 @@ def test_plugin_zip_builds_clean_and_the_security_scan_can_fail(tmp_path):
     for expected in ("eval()", "shell=True", "GitHub token", "weights.safetensors", "bandit"):
         assert expected in text, text
     assert security_check.scan(PLUGIN_PARENT / "momo_geo_plugin") == []
+
+
+# --------------------------------------------------------------------------------------------
+# one options object, the engine's interpreter, installing it
+
+
+def test_cli_api_and_plugin_share_one_options_object(plugin, iface, qgis_app, tmp_path):
+    """Names, defaults, choices and output names: the CLI's flags, map_scene's options, the
+    worker's answer to the plugin, the Processing parameters and the dialog's fields agree."""
+    import dataclasses
+
+    from qgis.core import QgsApplication
+
+    from momo_geo.cli.map import map_command
+    from momo_geo.inference import map_scene
+    from momo_geo.inference.options import (
+        MapOptions,
+        default_mask_path,
+        default_vector_path,
+        schema,
+    )
+    from momo_geo_plugin.client import engine_info
+    from momo_geo_plugin.dialog import MapFeaturesDialog, option_value
+
+    fields = {f.name: f for f in dataclasses.fields(MapOptions)}
+    # API: map_scene takes a MapOptions, and each field as a keyword override.
+    assert inspect.signature(map_scene).parameters["options"].default is None
+    # CLI: one flag per field, same default and choices.
+    cli = {p.name: p for p in map_command.params}
+    for name, f in fields.items():
+        assert cli[name].default == f.default, name
+        assert list(getattr(cli[name].type, "choices", []) or []) == list(
+            f.metadata.get("choices", [])), name
+    # Plugin: the worker (the engine's own Python) answers with the same schema.
+    info = engine_info()
+    assert info.ok and info.options == schema()["options"]
+    assert list(info.options) == list(fields)
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+    for name, f in fields.items():
+        if name == "overwrite":
+            continue
+        parameter = algorithm.parameterDefinition(name)
+        default = parameter.defaultValue()
+        if "choices" in f.metadata:
+            assert parameter.options() == list(f.metadata["choices"]), name
+            default = parameter.options()[default]
+        elif f.default is None:  # below the minimum: "the model card's"
+            assert default < f.metadata["minimum"], name
+            default = None
+        assert default == f.default, name
+    dialog = MapFeaturesDialog(iface.window, iface=iface)
+    for name, widget in dialog.option_widgets.items():
+        if fields[name].default is not None:
+            assert option_value(widget) == fields[name].default, name
+    # Output names: scene.v2.tif -> scene.v2_mask.tif everywhere.
+    scene = tmp_path / "scene.v2.tif"
+    assert info.default_outputs(scene) == (str(default_mask_path(scene)),
+                                           str(default_vector_path(scene)))
+    assert default_mask_path(scene).name == "scene.v2_mask.tif"
+    dialog.close()
+
+
+def test_plugin_run_leaves_no_resource_warning(plugin, sample_scene, bundle, tmp_path):
+    import gc
+    import warnings
+
+    from momo_geo_plugin.client import MapRequest, describe, run_map
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        describe(str(sample_scene), str(bundle))
+        run_map(MapRequest(scene=str(sample_scene), mask_path=str(tmp_path / "m.tif"),
+                           vector_path=str(tmp_path / "v.gpkg"), model=str(bundle),
+                           options={"batch_size": 32}))
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+def test_earth_crs_scene_is_warned_about_in_the_plugin(plugin, sample_scene, bundle, tmp_path):
+    """A Mars model on an EPSG:4326 raster: the dialog's warnings and the run's log say so."""
+    import rasterio
+
+    from momo_geo_plugin.client import MapRequest, describe, run_map
+
+    earth = tmp_path / "earth.tif"
+    with rasterio.open(sample_scene) as src:
+        profile = {**src.profile, "crs": "EPSG:4326",
+                   "transform": rasterio.transform.from_origin(10.0, 50.0, 1e-4, 1e-4)}
+        with rasterio.open(earth, "w", **profile) as dst:
+            dst.write(src.read())
+    warnings = describe(str(earth), str(bundle))["warnings"]
+    assert any("Earth CRS" in w and "maps Mars" in w for w in warnings), warnings
+    logged: list[str] = []
+    run_map(MapRequest(scene=str(earth), mask_path=str(tmp_path / "m.tif"),
+                       vector_path=str(tmp_path / "v.gpkg"), model=str(bundle),
+                       options={"batch_size": 32}), log=logged.append)
+    earth_lines = [m for m in logged if "Earth CRS" in m]
+    assert len(earth_lines) == 1 and earth_lines[0].startswith("WARNING")
+
+
+def test_engine_interpreter_setting_and_detection(plugin, tmp_path, monkeypatch):
+    from momo_geo_plugin import interpreter
+    from momo_geo_plugin.client import ask_defaults, engine_info
+    from momo_geo_plugin.interpreter import Interpreter, as_python, detected, worker_env
+
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not venv_python.is_file():
+        pytest.skip("no checkout .venv (make venv)")
+    # Detected: the checkout's .venv, and the interpreter behind a momo-geo on PATH.
+    script = tmp_path / "bin" / "momo-geo"
+    script.parent.mkdir()
+    script.write_text(f"#!{venv_python}\nimport sys\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    found = {i.source: i.python for i in detected()}
+    assert found["checkout"] == str(venv_python) and found["path"] == str(venv_python)
+    # The setting takes an interpreter or a venv folder.
+    assert as_python(str(ROOT / ".venv")) == str(venv_python)
+    monkeypatch.delenv(interpreter.ENV_VARIABLE, raising=False)
+    interpreter.write_setting(str(ROOT / ".venv"))
+    try:
+        info = engine_info(refresh=True)
+        assert info.ok and info.interpreter == Interpreter(str(venv_python), "setting")
+        # A venv interpreter gets none of QGIS's Python path (Debian's old attrs stays out).
+        assert "PYTHONPATH" not in worker_env(info.interpreter)
+        broken = ask_defaults(Interpreter(str(tmp_path / "no-python"), "setting"))
+        assert not broken.ok and "no-python" in broken.problem
+    finally:
+        interpreter.write_setting("")
+        engine_info(refresh=True)
+
+
+def test_debian_recipe_qgis_python_without_momo_geo_maps_through_a_venv(sample_scene, bundle,
+                                                                        tmp_path):
+    """docs/qgis.md's recipe: Debian's QGIS Python (/usr/bin/python3, no momo-geo, Debian's old
+    attrs) with the plugin's interpreter setting pointing at a venv that has momo-geo (here the
+    checkout's .venv) maps the sample scene."""
+    python = Path("/usr/bin/python3")
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not python.is_file() or not venv_python.is_file():
+        pytest.skip("needs Debian's /usr/bin/python3 and the checkout's .venv")
+    script = f"""
+import json, os, sys
+sys.path[:0] = [{str(PLUGIN_PARENT)!r}]
+try:
+    import momo_geo  # noqa
+    print(json.dumps({{"skip": "momo_geo importable in system Python"}})); sys.exit(0)
+except ImportError:
+    pass
+from qgis.testing import start_app
+start_app()
+from qgis.core import QgsApplication, QgsSettings
+sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+from processing.core.Processing import Processing
+Processing.initialize()
+QgsSettings().setValue("momo-geo/python", {str(venv_python)!r})
+import momo_geo_plugin, processing
+plugin = momo_geo_plugin.classFactory(None)
+plugin.initProcessing()
+result = processing.run("{ALGORITHM}", {{"scene": {str(sample_scene)!r}, "model": {str(bundle)!r},
+    "mask_path": {str(tmp_path / "mask.tif")!r}, "vector_path": {str(tmp_path / "f.gpkg")!r},
+    "batch_size": 32}})
+print(json.dumps({{"features": result["features"],
+                  "python": plugin.dependencies.python}}))
+"""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MOMO_GEO_PYTHON")}
+    env.update(HOME=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                               env=env, timeout=240, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    assert report["python"] == str(venv_python)
+    assert report["features"] > 0
+    assert (tmp_path / "mask.tif").is_file() and (tmp_path / "f.gpkg").is_file()
+
+
+def test_install_action_makes_a_managed_venv_with_progress(plugin, tmp_path):
+    """*Install momo-geo…* from a local wheel (``--no-deps``: offline and fast): a venv made by
+    QGIS's Python, momo-geo importable there, progress up to 100 %, the setting pointing at it."""
+    from qgis_support import build_wheel
+
+    from momo_geo_plugin import interpreter
+    from momo_geo_plugin.client import engine_info
+
+    wheel = build_wheel(tmp_path / "wheel")
+    progress: list[float] = []
+    venv = tmp_path / "profile" / "momo-geo-venv"
+    try:
+        task = plugin.install(f"--no-deps {wheel}", venv=venv)
+        task.progressChanged.connect(progress.append)
+        wait_for(lambda: task not in plugin.tasks, timeout=240)
+        assert task.error == "" and task.python == str(venv / "bin" / "python")
+        assert progress and max(progress) == 100.0 and progress == sorted(progress)
+        assert interpreter.read_setting() == task.python
+        version = subprocess.run(
+            [task.python, "-c", "import momo_geo, momo_geo.inference.options as o; "
+             "print(momo_geo.__file__, o.MapOptions().batch_size)"],
+            capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+        assert str(venv) in version
+        # Without torch (--no-deps) the engine is reported as incomplete, in one line.
+        assert not plugin.dependencies.ok and "torch" in plugin.dependencies.message()
+        failed = plugin.install("--no-index no-such-package-xyz", venv=venv)
+        wait_for(lambda: failed not in plugin.tasks, timeout=120)
+        assert "pip install failed" in failed.error and "\n" not in failed.error
+    finally:
+        interpreter.write_setting("")
+        plugin.recheck()
+    assert engine_info().ok

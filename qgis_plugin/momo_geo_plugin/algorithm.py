@@ -1,11 +1,13 @@
 """The Processing algorithm "Map Mars features": the engine behind toolbox, Model Builder,
 batch mode and ``qgis_process``.
 
-Parameter names are ``map_scene``'s (scene, model, mask_path, vector_path, tile, overlap,
-batch_size, device, precision, blend, min_area, simplify, circles), so a Processing model or a
-``qgis_process`` call reads like ``momo-geo map``. ``tile = 0`` and ``overlap = -1`` mean "the
-model card's default". Processing runs the algorithm in a worker thread; the layers it produces
-are styled afterwards on the main thread by a layer post-processor.
+Parameter names are ``map_scene``'s (scene, model, mask_path, vector_path) and, for the options,
+those of ``momo_geo.inference.options.MapOptions`` with its defaults, choices and help, as the
+engine's worker reports them (:func:`~.client.engine_info`), so a Processing model or a
+``qgis_process`` call reads like ``momo-geo map``. An option whose default is "the model card's"
+(tile, overlap) takes one below its minimum for that (``tile = 0``, ``overlap = -1``).
+Processing runs the algorithm in a worker thread; the layers it produces are styled afterwards
+on the main thread by a layer post-processor.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .engine import BLENDS, DEVICES, PRECISIONS, MappingError, MapRequest, run_map
+from .client import MappingError, MapRequest, engine_info, load_card, run_map
+
+PROCESSING_SKIPS = ("overwrite",)
+"""Options Processing does not offer: its own file dialogs already confirm replacing a file."""
 
 
 def tr(text: str) -> str:
@@ -92,9 +97,9 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
         return tr(
             "Maps surface features (e.g. craters) in a georeferenced Mars scene (HiRISE, CTX, "
             "THEMIS) with a MOMO model bundle: writes a GeoTIFF class mask and a vector layer of "
-            "features with areas on Mars, in the scene's own Mars CRS. The same engine and "
-            "parameters as `momo-geo map`. Tile size 0 and overlap -1 take the model card's "
-            "defaults; min_area is in square metres on Mars.")
+            "features with areas on Mars, in the scene's own Mars CRS. The same engine, "
+            "parameters and defaults as `momo-geo map`. Tile size 0 and overlap -1 take the "
+            "model card's defaults; min_area is in square metres on Mars.")
 
     def createInstance(self) -> MapMarsFeaturesAlgorithm:  # noqa: N802
         return MapMarsFeaturesAlgorithm()
@@ -109,41 +114,13 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
             self.MASK, tr("Class mask (GeoTIFF)")))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.VECTOR, tr("Features (GeoPackage or Shapefile)")))
-        integer = QgsProcessingParameterNumber.Type.Integer
-        double = QgsProcessingParameterNumber.Type.Double
-        self.addParameter(QgsProcessingParameterNumber(
-            "tile", tr("Tile size, px (0 = model card's default)"), integer, 0, False, 0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "overlap", tr("Tile overlap, px (-1 = model card's default)"), integer, -1, False,
-            -1))
-        self.addParameter(QgsProcessingParameterNumber(
-            "batch_size", tr("Batch size (tiles per model call)"), integer, 8, False, 1))
-        self.addParameter(QgsProcessingParameterEnum(
-            "device", tr("Device"), list(DEVICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(
-            "precision", tr("Precision"), list(PRECISIONS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(
-            "blend", tr("Tile blending (crop: tile centres only; smooth: weighted overlap)"),
-            list(BLENDS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "min_area", tr("Smallest feature kept, m² on Mars"), double, 0.0, False, 0.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "simplify", tr("Simplify outlines, m (0 = exact pixel outlines)"), double, 0.0,
-            False, 0.0))
-        self.addParameter(QgsProcessingParameterBoolean(
-            "circles", tr("Add fitted crater circles (centre, diameter)"), False))
+        for name, spec in engine_info().options.items():
+            if name not in PROCESSING_SKIPS:
+                self.addParameter(option_parameter(name, spec))
         self.addOutput(QgsProcessingOutputNumber("features", tr("Number of features")))
 
     # --- run (worker thread) -----------------------------------------------------------------
     def processAlgorithm(self, parameters: dict, context: Any, feedback: Any) -> dict:  # noqa: N802
-        try:
-            from momo_geo.bundle import load_card
-            from momo_geo.errors import MomoGeoError
-        except Exception as exc:
-            from .deps import check_dependencies
-
-            raise QgsProcessingException(check_dependencies().message()) from exc
-
         layer = self.parameterAsRasterLayer(parameters, self.SCENE, context)
         if layer is None:
             raise QgsProcessingException(tr("the scene is not a raster layer"))
@@ -153,20 +130,12 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
                 tr(f"the scene must be a raster file on disk, not {layer.source()!r}"))
         mask_path = self.parameterAsOutputLayer(parameters, self.MASK, context)
         vector_path = self.parameterAsOutputLayer(parameters, self.VECTOR, context)
+        options = {name: self._option(parameters, name, spec, context)
+                   for name, spec in engine_info().options.items() if name not in PROCESSING_SKIPS}
         request = MapRequest(
             scene=scene, mask_path=mask_path, vector_path=vector_path,
             model=self.parameterAsString(parameters, self.MODEL, context) or "default",
-            tile=self.parameterAsInt(parameters, "tile", context) or None,
-            overlap=self.parameterAsInt(parameters, "overlap", context),
-            batch_size=self.parameterAsInt(parameters, "batch_size", context),
-            device=DEVICES[self.parameterAsEnum(parameters, "device", context)],
-            precision=PRECISIONS[self.parameterAsEnum(parameters, "precision", context)],
-            blend=BLENDS[self.parameterAsEnum(parameters, "blend", context)],
-            min_area=self.parameterAsDouble(parameters, "min_area", context),
-            simplify=self.parameterAsDouble(parameters, "simplify", context),
-            circles=self.parameterAsBool(parameters, "circles", context),
-            overwrite=True,  # Processing's own file dialogs already confirmed replacing a file
-        )
+            options={**options, "overwrite": True})  # Processing's file dialogs confirmed it
         try:
             card = load_card(request.model)
             feedback.pushInfo(f"model {card.name}: classes {', '.join(card.class_names)}")
@@ -174,11 +143,25 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
                 request,
                 progress=lambda done, total: feedback.setProgress(100.0 * done / max(total, 1)),
                 cancel=feedback.isCanceled, log=feedback.pushInfo)
-        except (MomoGeoError, MappingError) as exc:
+        except MappingError as exc:
             raise QgsProcessingException(str(exc)) from None
         self._style_on_load(context, mask_path, vector_path, card)
         return {self.MASK: mask_path, self.VECTOR: vector_path,
                 "features": _feature_count(result, vector_path)}
+
+    def _option(self, parameters: dict, name: str, spec: dict, context: Any) -> Any:
+        """A parameter's value as the engine's option (``None`` for "the model card's")."""
+        kind = spec["type"]
+        if "choices" in spec:
+            return spec["choices"][self.parameterAsEnum(parameters, name, context)]
+        if kind == "bool":
+            return self.parameterAsBool(parameters, name, context)
+        if kind == "int":
+            value = self.parameterAsInt(parameters, name, context)
+            return None if spec["default"] is None and value < spec["minimum"] else value
+        if kind == "float":
+            return self.parameterAsDouble(parameters, name, context)
+        return self.parameterAsString(parameters, name, context)
 
     def _style_on_load(self, context: Any, mask_path: str, vector_path: str, card: Any) -> None:
         for path, kind in ((mask_path, "mask"), (vector_path, "features")):
@@ -192,3 +175,26 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
 def _feature_count(result: dict, vector_path: str) -> int:
     """Features written, from the engine's per-class counts."""
     return int(sum((result.get("feature_counts") or {}).values()))
+
+
+def option_parameter(name: str, spec: dict[str, Any]) -> Any:
+    """A Processing parameter for one engine option, from its schema entry."""
+    label = tr(spec["help"].split(". Default:")[0].rstrip("."))
+    kind = spec["type"]
+    if "choices" in spec:
+        return QgsProcessingParameterEnum(name, label, list(spec["choices"]),
+                                          defaultValue=spec["choices"].index(spec["default"]))
+    if kind == "bool":
+        return QgsProcessingParameterBoolean(name, label, bool(spec["default"]))
+    number = QgsProcessingParameterNumber.Type
+    minimum = spec.get("minimum")
+    default = spec["default"]
+    if default is None:  # "the model card's": one below the minimum
+        minimum = minimum - 1
+        default = minimum
+        label = tr(f"{label} ({minimum} = the model card's)")
+    if kind == "int":
+        return QgsProcessingParameterNumber(name, label, number.Integer, default, False,
+                                            minimum if minimum is not None else -2**31)
+    return QgsProcessingParameterNumber(name, label, number.Double, default, False,
+                                        minimum if minimum is not None else -1e300)

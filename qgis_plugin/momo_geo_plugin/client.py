@@ -1,37 +1,33 @@
-"""The plugin's one way into momo-geo: a request, and the worker process that maps it.
+"""The plugin's one way into momo-geo: the worker process, and what it answers.
 
-The dialog, the background task and the Processing algorithm all build a :class:`MapRequest` and
-hand it to :func:`run_map`, which runs :func:`momo_geo.inference.map_scene` (same parameter names
-as ``momo-geo map``) in a child Python process (:mod:`.worker` says why). Progress and cancel
-cross the process boundary as JSON lines. Nothing here imports QGIS or momo_geo, so the plugin
-loads, and reports, even when momo-geo is missing.
+The dialog, the background task and the Processing algorithm build a :class:`MapRequest` and hand
+it to :func:`run_map`, which runs :func:`momo_geo.inference.map_scene` in a child Python process
+(:mod:`.worker` says why; :mod:`.interpreter` says which Python). Progress and cancel cross the
+process boundary as JSON lines. The plugin has no mapping defaults of its own: option names,
+defaults, choices, output naming and background classes come from the worker's ``defaults``
+answer (:func:`engine_info`), i.e. from ``momo_geo.inference.options`` in the engine's own
+Python. Nothing here imports QGIS or momo_geo, so the plugin loads, and reports, without them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import queue
 import subprocess  # nosec B404 # only our own worker script: fixed argv list, never a shell
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .deps import qgis_python
-from .worker import card_summary, fit_warnings  # noqa: F401 - re-exported for the dialog
+from .interpreter import Interpreter, configured, detected, qgis_interpreter, worker_env
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
-BLENDS = ("crop", "smooth")
 VECTOR_FORMATS = {"GeoPackage": ".gpkg", "ESRI Shapefile": ".shp"}
 WORKER = Path(__file__).with_name("worker.py")
 CANCEL_GRACE_S = 60.0
 """How long a cancelled worker may take to finish its batch and clean up before it is killed."""
+CHECK_TIMEOUT_S = 60.0
 
 
 class MappingError(Exception):
@@ -44,58 +40,165 @@ class MappingError(Exception):
 
 @dataclass
 class MapRequest:
-    """Everything one mapping run needs; field names are ``map_scene``'s parameter names."""
+    """One mapping run: ``map_scene``'s scene, outputs and model, and ``options`` as a dict of
+    ``MapOptions`` field names; options left out take the engine's defaults."""
 
     scene: str
     mask_path: str
     vector_path: str
     model: str = "default"
-    tile: int | None = None
-    """Tile size in pixels; ``None`` or 0 takes the model card's ``tile_size``."""
-    overlap: int | None = None
-    """Tile overlap in pixels; ``None`` or negative takes the model card's ``tile_overlap``."""
-    batch_size: int = 8
-    device: str = "auto"
-    precision: str = "fp32"
-    blend: str = "crop"
-    min_area: float = 0.0
-    """Smallest feature kept in the vector layer, square metres on Mars."""
-    simplify: float = 0.0
-    circles: bool = False
-    overwrite: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-def worker_command(command: str) -> list[str]:
-    return [qgis_python(), str(WORKER), command]
+@dataclass
+class ClassStyle:
+    id: int
+    name: str
+    color: str
+    background: bool
 
 
-WHEEL_DATA_VARIABLES = ("PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
-"""Set by QGIS for *its* GDAL/PROJ; the worker's rasterio/pyproj find their own data without them
-(a newer pyproj refuses an older proj.db, so QGIS's would break it)."""
+@dataclass
+class CardInfo:
+    """What the plugin shows and styles from a model card (as the worker read it)."""
+
+    name: str
+    task: str
+    tile_size: int
+    tile_overlap: int
+    classes: list[ClassStyle]
+
+    @classmethod
+    def from_dict(cls, card: dict[str, Any]) -> CardInfo:
+        return cls(card["name"], card["task"], int(card["tile_size"]), int(card["tile_overlap"]),
+                   [ClassStyle(**c) for c in card["classes"]])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
 
 
-def worker_env() -> dict[str, str]:
-    """The child sees exactly the modules QGIS's interpreter sees (its ``sys.path``)."""
-    env = {k: v for k, v in os.environ.items() if k not in WHEEL_DATA_VARIABLES}
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    env.setdefault("PYTHONIOENCODING", "utf-8")
-    return env
+# --------------------------------------------------------------------------------------------
+# the engine's interpreter and its answer to "defaults"
 
 
-def _start(command: str, request: dict[str, Any]) -> subprocess.Popen:
+@dataclass
+class EngineInfo:
+    """The worker's ``defaults`` answer for one interpreter, or why there is none."""
+
+    interpreter: Interpreter
+    answer: dict[str, Any] | None = None
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.answer is not None and not self.answer.get("missing")
+
+    @property
+    def options(self) -> dict[str, dict[str, Any]]:
+        return (self.answer or {}).get("options", {})
+
+    def default_outputs(self, scene: str | Path, vector_ext: str = ".gpkg") -> tuple[str, str]:
+        """The engine's output names beside the scene (``<stem>_mask.tif`` and so on)."""
+        scene = Path(scene)
+        answer = self.answer or {}
+        return (str(scene.with_name(scene.stem + answer["mask_suffix"])),
+                str(scene.with_name(scene.stem + answer["vector_stem_suffix"] + vector_ext)))
+
+
+_ENGINE: EngineInfo | None = None
+
+
+def engine_info(refresh: bool = False) -> EngineInfo:
+    """The engine to use (cached): the configured interpreter, else the first detected one that
+    can map, else QGIS's own Python. ``refresh`` after the setting changed or an install."""
+    global _ENGINE
+    if _ENGINE is None or refresh:
+        _ENGINE = find_engine()
+    return _ENGINE
+
+
+def find_engine() -> EngineInfo:
+    chosen = configured()
+    if chosen is not None:
+        return ask_defaults(chosen)
+    tried = []
+    for candidate in [*detected(), qgis_interpreter()]:
+        info = ask_defaults(candidate)
+        if info.ok:
+            return info
+        tried.append(info)
+    return tried[-1]
+
+
+def ask_defaults(interpreter: Interpreter) -> EngineInfo:
+    """Run the worker's ``defaults`` with ``interpreter``: momo-geo's option schema, or why not."""
+    try:
+        answer = call(interpreter, "defaults", {}, timeout=CHECK_TIMEOUT_S)
+    except MappingError as exc:
+        return EngineInfo(interpreter, problem=str(exc))
+    info = EngineInfo(interpreter, answer)
+    if answer.get("missing"):
+        info.problem = (f"{interpreter.python} has momo-geo but cannot import "
+                        f"{', '.join(answer['missing'])}")
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# talking to the worker
+
+
+def _popen(interpreter: Interpreter, command: str) -> subprocess.Popen:
     creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
     try:
-        # Fixed argv: QGIS's python, our worker.py, a verb ("map" or "describe").
-        process = subprocess.Popen(  # nosec B603
-            worker_command(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, encoding="utf-8", env=worker_env(),
-            creationflags=creation)
+        # Fixed argv: the engine's python, our worker.py, a verb (defaults, describe or map).
+        return subprocess.Popen(  # nosec B603
+            [interpreter.python, str(WORKER), command], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+            env=worker_env(interpreter), creationflags=creation)
     except OSError as exc:
-        raise MappingError(f"cannot start the momo-geo worker ({qgis_python()}): {exc}") from None
-    process.stdin.write(json.dumps(request) + "\n")
-    process.stdin.flush()
-    return process
+        raise MappingError(f"cannot start the momo-geo worker ({interpreter.python}): "
+                           f"{exc.strerror or exc}") from None
+
+
+def call(interpreter: Interpreter, command: str, request: dict[str, Any],
+         timeout: float) -> dict[str, Any]:
+    """One request, one answer (``defaults``, ``describe``); :class:`MappingError` if none."""
+    with _popen(interpreter, command) as process:
+        try:
+            out, err = process.communicate(json.dumps(request) + "\n", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise MappingError(f"the momo-geo worker did not answer within {timeout:.0f} s"
+                               ) from None
+    for line in reversed(out.splitlines()):
+        message = _parse(line)
+        if "done" in message:
+            return message["done"]
+        if "error" in message:
+            raise MappingError(message["error"])
+    tail = err.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
+    raise MappingError(f"the momo-geo worker ({interpreter.python}) failed: {tail[0]}")
+
+
+def describe(scene: str, model: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Card summary, card (:class:`CardInfo` or None) and scene/model fit warnings."""
+    try:
+        answer = call(engine_info().interpreter, "describe", {"scene": scene, "model": model},
+                      timeout)
+    except MappingError as exc:
+        return {"summary": "", "card": None, "warnings": [str(exc)]}
+    card = answer.get("card")
+    return {**answer, "card": CardInfo.from_dict(card) if card else None}
+
+
+def load_card(model: str) -> CardInfo:
+    """The model's card as the worker reads it; :class:`MappingError` if it cannot."""
+    answer = call(engine_info().interpreter, "describe", {"scene": "", "model": model}, 60.0)
+    if not answer.get("card"):
+        raise MappingError("; ".join(answer.get("warnings", [])) or f"no model {model!r}")
+    return CardInfo.from_dict(answer["card"])
 
 
 def _lines(stream: Any, sink: queue.Queue) -> None:
@@ -113,12 +216,30 @@ def run_map(request: MapRequest, progress: Callable[[int, int], None] | None = N
     stops the engine within one batch, leaves no files and raises ``MappingError(cancelled=True)``.
     Any failure raises :class:`MappingError` with the engine's one-line message.
     """
-    process = _start("map", asdict(request))
-    stdout: queue.Queue = queue.Queue()
     stderr: list[str] = []
+    with _popen(engine_info().interpreter, "map") as process:
+        process.stdin.write(json.dumps(asdict(request)) + "\n")
+        process.stdin.flush()
+        err_thread = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+        err_thread.start()
+        done, error, cancelled = _relay(process, progress, cancel, log)
+        process.wait()
+        err_thread.join(timeout=5)
+    if cancelled:
+        raise MappingError("cancelled; no files were written", cancelled=True)
+    if done is not None and process.returncode == 0:
+        return done
+    if not error:
+        tail = "".join(stderr).strip().splitlines()[-1:] or ["no message"]
+        error = f"the momo-geo worker stopped (exit code {process.returncode}): {tail[0]}"
+    raise MappingError(error)
+
+
+def _relay(process: subprocess.Popen, progress: Any, cancel: Any,
+           log: Any) -> tuple[dict[str, Any] | None, str, bool]:
+    """Pass the worker's messages on until it closes stdout; send ``cancel`` when asked."""
+    stdout: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(process.stdout, stdout), daemon=True).start()
-    err_thread = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
-    err_thread.start()
     done: dict[str, Any] | None = None
     error = ""
     cancelled_at: float | None = None
@@ -137,7 +258,7 @@ def run_map(request: MapRequest, progress: Callable[[int, int], None] | None = N
         except queue.Empty:
             continue
         if line is None:
-            break
+            return done, error, cancelled_at is not None
         message = _parse(line)
         if "progress" in message and progress is not None:
             progress(*message["progress"])
@@ -147,36 +268,6 @@ def run_map(request: MapRequest, progress: Callable[[int, int], None] | None = N
             done = message["done"]
         elif "error" in message:
             error = message["error"]
-    process.wait()
-    err_thread.join(timeout=5)
-    with contextlib.suppress(OSError):
-        process.stdin.close()
-    if cancelled_at is not None:
-        raise MappingError("cancelled; no files were written", cancelled=True)
-    if done is not None and process.returncode == 0:
-        return done
-    if not error:
-        tail = "".join(stderr).strip().splitlines()[-1:] or ["no message"]
-        error = f"the momo-geo worker stopped (exit code {process.returncode}): {tail[0]}"
-    raise MappingError(error)
-
-
-def describe(scene: str, model: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Card summary and scene/model fit warnings, computed in the worker (it opens the scene)."""
-    process = _start("describe", {"scene": scene, "model": model})
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return {"summary": "", "warnings": ["reading the scene took too long"]}
-    for line in reversed(out.splitlines()):
-        message = _parse(line)
-        if "done" in message:
-            return message["done"]
-        if "error" in message:
-            return {"summary": "", "warnings": [message["error"]]}
-    tail = err.strip().splitlines()[-1:] or ["no message"]
-    return {"summary": "", "warnings": [f"the momo-geo worker failed: {tail[0]}"]}
 
 
 def _parse(line: str) -> dict[str, Any]:
@@ -188,11 +279,3 @@ def _parse(line: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return message if isinstance(message, dict) else {}
-
-
-def default_outputs(scene: str | Path, vector_ext: str = ".gpkg") -> tuple[str, str]:
-    """Output paths beside the scene: ``<stem>_mask.tif`` and ``<stem>_features.gpkg``."""
-    scene = Path(scene)
-    stem = scene.name.split(".")[0] or "scene"
-    return (str(scene.with_name(f"{stem}_mask.tif")),
-            str(scene.with_name(f"{stem}_features{vector_ext}")))

@@ -1,9 +1,11 @@
-"""The "Map Mars features" dialog: scene, model, outputs and tiling, with the model card shown.
+"""The "Map Mars features" dialog: scene, model, outputs and options, with the model card shown.
 
-The dialog only collects a :class:`~momo_geo_plugin.engine.MapRequest`; it runs nothing. It opens
-with the active raster layer, the bundled default model and output paths beside the scene; the
-tiling fields take the model card's defaults, and a warning appears when the scene's sensor or
-GSD does not fit the model (the card's ``sensors`` and ``gsd_range``).
+The dialog only collects a :class:`~momo_geo_plugin.client.MapRequest`; it runs nothing. It opens
+with the active raster layer, the bundled default model and output paths beside the scene (the
+engine's naming rule). Its option fields are made from the engine's option schema (names,
+defaults, choices, help: ``momo_geo.inference.options``, via the worker), so they are the CLI's;
+tile and overlap take the model card's values, and a warning appears when the scene does not fit
+the model (not on Mars, another sensor, GSD outside the card's ``gsd_range``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .engine import DEVICES, VECTOR_FORMATS, MapRequest, default_outputs, describe
+from .client import VECTOR_FORMATS, MapRequest, describe, engine_info
 
 DEFAULT_MODEL_TEXT = "Bundled default model"
+SUFFIXES = {"min_area": " m²", "simplify": " m", "tile": " px", "overlap": " px"}
+LABELS = {"tile": "Tile size", "overlap": "Tile overlap", "batch_size": "Batch size",
+          "min_area": "Smallest feature", "simplify": "Simplify outlines",
+          "circles": "Crater circles"}
+"""Presentation only; names, defaults, ranges and choices come from the engine."""
 
 
 def _safe(slot: Callable[..., None]) -> Callable[..., None]:
@@ -61,6 +68,7 @@ class MapFeaturesDialog(QDialog):
         self.setMinimumWidth(560)
         self._last_scene = ""
         self._card_ok = False
+        self._card: Any = None
         self._warnings: list[str] = []
         self._described: dict[tuple[str, str], dict[str, Any]] = {}
         self._build()
@@ -120,28 +128,24 @@ class MapFeaturesDialog(QDialog):
         out_form.addRow(self.overwrite)
         outer.addWidget(out_group)
 
-        run_group = QGroupBox("Tiling and device")
+        run_group = QGroupBox("Options")
         run_form = QFormLayout(run_group)
-        self.tile = QSpinBox()
-        self.tile.setRange(16, 8192)
-        self.overlap = QSpinBox()
-        self.overlap.setRange(0, 4096)
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 1024)
-        self.batch_size.setValue(8)
-        self.device = QComboBox()
-        self.device.addItems(list(DEVICES))
-        self.min_area = QDoubleSpinBox()
-        self.min_area.setRange(0.0, 1e12)
-        self.min_area.setDecimals(1)
-        self.min_area.setSuffix(" m²")
+        self.option_widgets: dict[str, QWidget] = {}
+        for name, spec in engine_info().options.items():
+            if name == "overwrite":
+                continue
+            widget = option_widget(name, spec)
+            widget.setToolTip(spec["help"])
+            self.option_widgets[name] = widget
+            setattr(self, name, widget)
+            label = LABELS.get(name, name.replace("_", " ").capitalize())
+            if spec["type"] == "bool":
+                run_form.addRow(widget)
+            else:
+                run_form.addRow(label, widget)
         self.reset_tiling = QToolButton()
-        self.reset_tiling.setText("Model defaults")
-        run_form.addRow("Tile size (px)", self.tile)
-        run_form.addRow("Tile overlap (px)", self.overlap)
-        run_form.addRow("Batch size", self.batch_size)
-        run_form.addRow("Device", self.device)
-        run_form.addRow("Smallest feature", self.min_area)
+        self.reset_tiling.setText("Defaults")
+        self.reset_tiling.setToolTip("The engine's defaults, tiling from the model card")
         run_form.addRow(self.reset_tiling)
         outer.addWidget(run_group)
 
@@ -181,13 +185,15 @@ class MapFeaturesDialog(QDialog):
     def model(self) -> str:
         return self.model_file.filePath().strip() or "default"
 
+    def options(self) -> dict[str, Any]:
+        """The option fields' values under the engine's option names."""
+        values = {name: option_value(widget) for name, widget in self.option_widgets.items()}
+        return {**values, "overwrite": self.overwrite.isChecked()}
+
     def request(self) -> MapRequest:
         return MapRequest(
             scene=self.scene_path(), model=self.model(), mask_path=self.mask_file.filePath(),
-            vector_path=self.vector_file.filePath(), tile=self.tile.value(),
-            overlap=self.overlap.value(), batch_size=self.batch_size.value(),
-            device=self.device.currentText(), min_area=self.min_area.value(),
-            overwrite=self.overwrite.isChecked())
+            vector_path=self.vector_file.filePath(), options=self.options())
 
     @_safe
     def _layer_picked(self, _layer: Any = None) -> None:
@@ -200,7 +206,8 @@ class MapFeaturesDialog(QDialog):
         scene = self.scene_path()
         if scene and scene != self._last_scene:
             self._last_scene = scene
-            mask, vector = default_outputs(scene, VECTOR_FORMATS[self.vector_format.currentText()])
+            mask, vector = engine_info().default_outputs(
+                scene, VECTOR_FORMATS[self.vector_format.currentText()])
             self.mask_file.setFilePath(mask)
             self.vector_file.setFilePath(vector)
         self._model_changed()
@@ -212,23 +219,22 @@ class MapFeaturesDialog(QDialog):
             self._described[key] = describe(*key)
         info = self._described[key]
         self.card_label.setText(info["summary"] or "No usable model.")
-        self._card_ok = bool(info["summary"])
+        self._card_ok = info["card"] is not None
+        self._card = info["card"]
         self._warnings = list(info["warnings"])
         self._apply_card_defaults()
         self._validate()
 
     @_safe
     def _apply_card_defaults(self, *_: Any) -> None:
-        from momo_geo.bundle import load_card
-        from momo_geo.errors import MomoGeoError
-
-        try:
-            card = load_card(self.model())
-        except MomoGeoError:
-            return
-        self.tile.setValue(card.tile_size)
-        self.overlap.setValue(card.tile_overlap)
-        self.min_area.setValue(0.0)
+        """Every option to the engine's default; tile and overlap to the model card's."""
+        card = self._card
+        card_values = ({"tile": card.tile_size, "overlap": card.tile_overlap}
+                       if card is not None else {})
+        for name, widget in self.option_widgets.items():
+            default = card_values.get(name, engine_info().options[name]["default"])
+            if default is not None:
+                set_option_value(widget, default)
 
     @_safe
     def _format_changed(self, name: str) -> None:
@@ -257,3 +263,41 @@ class MapFeaturesDialog(QDialog):
         lines += [f"✖ {p}" for p in self.problems()]
         self.warning_label.setText("\n".join(lines))
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not self.problems())
+
+
+def option_widget(name: str, spec: dict[str, Any]) -> QWidget:
+    """A field for one engine option: combo box (choices), check box, spin box (numbers)."""
+    if "choices" in spec:
+        widget: Any = QComboBox()
+        widget.addItems([str(c) for c in spec["choices"]])
+    elif spec["type"] == "bool":
+        widget = QCheckBox(LABELS.get(name, name.replace("_", " ").capitalize()))
+    elif spec["type"] == "int":
+        widget = QSpinBox()
+        widget.setRange(int(spec.get("minimum", 0)), 1_000_000)
+    else:
+        widget = QDoubleSpinBox()
+        widget.setRange(float(spec.get("minimum", 0.0)), 1e12)
+        widget.setDecimals(2)
+    if name in SUFFIXES and hasattr(widget, "setSuffix"):
+        widget.setSuffix(SUFFIXES[name])
+    if spec["default"] is not None:
+        set_option_value(widget, spec["default"])
+    return widget
+
+
+def set_option_value(widget: Any, value: Any) -> None:
+    if isinstance(widget, QComboBox):
+        widget.setCurrentText(str(value))
+    elif isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
+    else:
+        widget.setValue(value)
+
+
+def option_value(widget: Any) -> Any:
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    return widget.value()

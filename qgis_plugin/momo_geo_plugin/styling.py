@@ -1,8 +1,9 @@
 """Layer styles from a model card: the mask paletted, the features categorised, same colours.
 
 The card is the single source of class names and colours, so a crater is the same orange in the
-mask, in the vector layer, in the legend and in ``momo-geo map``'s outputs. Background (class id 0
-or a class named "background") is drawn transparent so the scene stays visible underneath.
+mask, in the vector layer, in the legend and in ``momo-geo map``'s outputs. Background classes
+(``momo_geo.inference.options.BACKGROUND_NAMES``, the ones the vectoriser does not outline; the
+worker marks them in the card it sends) are drawn transparent so the scene stays visible.
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ CLASS_FIELD = "class_name"
 """Attribute of the engine's vector layer that names each feature's class."""
 
 
-def is_background(class_info: Any) -> bool:
-    return class_info.name.lower() in ("background", "other", "none")
-
-
 def class_color(class_info: Any) -> QColor:
     color = QColor(class_info.color)
-    if is_background(class_info):
+    if class_info.background:
         color.setAlpha(0)
     return color
 
@@ -51,7 +48,7 @@ def style_features(layer: QgsVectorLayer, card: Any) -> QgsCategorizedSymbolRend
     """A categorised renderer on ``class_name``: translucent fill, outline in the class colour."""
     categories = []
     for class_info in card.classes:
-        if is_background(class_info):
+        if class_info.background:
             continue
         color = QColor(class_info.color)
         fill = QColor(color)

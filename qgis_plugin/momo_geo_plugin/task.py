@@ -1,7 +1,7 @@
 """The background run: a ``QgsTask`` that calls the engine, then adds layers on the main thread.
 
 ``run()`` executes in a worker thread and touches no QGIS layer, project or widget: it only calls
-:func:`~momo_geo_plugin.engine.run_map` (the engine in a child process) with a progress callback
+:func:`~momo_geo_plugin.client.run_map` (the engine in a child process) with a progress callback
 (QGIS's task bar) and a cancel callback (``isCanceled``; the engine stops within one batch).
 ``finished()`` runs on the main thread: on success it adds the styled mask and vector layers to
 the project, on failure it shows one message bar entry. Outputs are written atomically by the
@@ -15,7 +15,7 @@ from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsTask
 
-from .engine import MappingError, MapRequest, run_map
+from .client import MappingError, MapRequest, load_card, run_map
 
 LOG_TAG = "momo-geo"
 
@@ -41,14 +41,11 @@ class MapTask(QgsTask):
 
     # --- worker thread -------------------------------------------------------------------------
     def run(self) -> bool:
-        from momo_geo.bundle import load_card
-        from momo_geo.errors import MomoGeoError
-
         try:
             self.card = load_card(self.request.model or "default")
             self.result = run_map(self.request, progress=self._progress, cancel=self.isCanceled,
                                   log=self._log)
-        except (MomoGeoError, MappingError) as exc:
+        except MappingError as exc:
             self.error = str(exc)
             return False
         except Exception as exc:  # an engine bug must not take QGIS down with it
@@ -61,7 +58,9 @@ class MapTask(QgsTask):
 
     @staticmethod
     def _log(message: str) -> None:
-        QgsMessageLog.logMessage(str(message), LOG_TAG, Qgis.MessageLevel.Info)
+        level = (Qgis.MessageLevel.Warning if str(message).startswith("WARNING")
+                 else Qgis.MessageLevel.Info)
+        QgsMessageLog.logMessage(str(message), LOG_TAG, level)
 
     # --- main thread ---------------------------------------------------------------------------
     def finished(self, result: bool) -> None:

@@ -6,22 +6,36 @@ Loaded into one process, their symbols collide (``qgis_process`` aborts with "do
 corruption" inside shapely). A child Python process that never imports QGIS keeps them apart, and
 QGIS stays responsive and safe whatever the engine does.
 
-Protocol (text lines, JSON): the parent writes one request object on stdin; the worker answers with
-``{"progress": [done, total]}``, ``{"log": text}`` and finally ``{"done": {...}}`` or
-``{"error": text}`` on stdout. A line ``cancel`` on stdin (or stdin closing because QGIS went away)
-makes the engine stop within one batch; it writes through ``atomic_output``, so no file appears.
+The worker's Python need not be QGIS's (:mod:`.interpreter`): it is the only place that imports
+momo-geo, and the only place that builds a :class:`momo_geo.inference.options.MapOptions`; the
+plugin holds no defaults of its own.
 
-This file is run as a script (``python worker.py map|describe``) and is imported by the plugin
-for :func:`card_summary` and :func:`fit_warnings`; it imports only the standard library at module
-level and ``momo_geo`` inside functions.
+Protocol (text lines, JSON): the parent runs ``python worker.py VERB`` and writes one request
+object on stdin; the worker answers with ``{"progress": [done, total]}``, ``{"log": text}`` and
+finally ``{"done": {...}}`` or ``{"error": text}`` on stdout. Verbs:
+
+- ``defaults``: momo-geo's version, the option schema (names, defaults, choices, help), output
+  naming and background class names, and which engine modules are missing (the plugin's
+  dependency check);
+- ``describe``: a model card (classes with colours, tiling) and the scene/model fit warnings;
+- ``map``: one ``map_scene`` run. A line ``cancel`` on stdin (or stdin closing because QGIS went
+  away) makes the engine stop within one batch; it writes through ``atomic_output``, so no file
+  appears.
+
+Run as a script; imports only the standard library at module level and ``momo_geo`` inside
+functions.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import threading
 from typing import Any
+
+ENGINE_MODULES = ("torch", "rasterio", "shapely", "pyproj", "pyogrio")
+"""Besides momo_geo: located (not imported, which would take seconds) by ``defaults``."""
 
 # --------------------------------------------------------------------------------------------
 # model card and scene checks (shared with the dialog)
@@ -51,44 +65,45 @@ def _gsd_text(card: Any) -> str:
     return ", ".join(parts) or "not stated"
 
 
-def fit_warnings(scene: Any, card: Any) -> list[str]:
-    """Why a scene may not suit a model: its sensor or its GSD outside the card's.
+def card_dict(card: Any) -> dict[str, Any]:
+    """What the plugin needs of a card: name, tiling, classes with colours and background flag."""
+    from momo_geo.inference.options import is_background
 
-    ``scene`` is a :class:`momo_geo.io.Scene`. Warnings, not errors: the engine still runs (it
-    resamples to the model's GSD), but a geologist should know the model was not trained for it.
-    """
-    warnings = []
-    if scene.sensor is not None and card.sensors and scene.sensor.name not in card.sensors:
-        warnings.append(f"the scene looks like {scene.sensor.title}, but the model was trained on "
-                        f"{', '.join(card.sensors)}")
-    if scene.sensor is None and card.sensors:
-        warnings.append("the scene's sensor is unknown (no HiRISE/CTX/THEMIS product ID or "
-                        f"label); the model was trained on {', '.join(card.sensors)}")
-    if card.gsd_range:
-        lo, hi = card.gsd_range
-        if not lo <= scene.gsd <= hi:
-            warnings.append(f"the scene's GSD is {scene.gsd:.3g} m/px, outside the model's "
-                            f"range {lo:g}–{hi:g} m/px")
-    return warnings
+    return {"name": card.name, "task": card.task, "tile_size": card.tile_size,
+            "tile_overlap": card.tile_overlap,
+            "classes": [{"id": c.id, "name": c.name, "color": c.color,
+                         "background": is_background(c.name)} for c in card.classes]}
 
 
 def describe(scene_path: str, model: str) -> dict[str, Any]:
-    """``{"summary": card text or "", "warnings": [...]}``; bad input becomes a warning."""
+    """``{"summary": card text or "", "card": {...} or None, "warnings": [...]}``; bad input
+    becomes a warning."""
     from momo_geo.bundle import load_card
     from momo_geo.errors import MomoGeoError
+    from momo_geo.inference.fit import fit_warnings
     from momo_geo.io import open_scene
 
     try:
         card = load_card(model or "default")
     except MomoGeoError as exc:
-        return {"summary": "", "warnings": [str(exc)]}
-    if not scene_path:
-        return {"summary": card_summary(card), "warnings": []}
-    try:
-        scene = open_scene(scene_path)
-    except MomoGeoError as exc:
-        return {"summary": card_summary(card), "warnings": [str(exc)]}
-    return {"summary": card_summary(card), "warnings": fit_warnings(scene, card)}
+        return {"summary": "", "card": None, "warnings": [str(exc)]}
+    answer = {"summary": card_summary(card), "card": card_dict(card), "warnings": []}
+    if scene_path:
+        try:
+            answer["warnings"] = fit_warnings(open_scene(scene_path), card)
+        except MomoGeoError as exc:
+            answer["warnings"] = [str(exc)]
+    return answer
+
+
+def defaults() -> dict[str, Any]:
+    """momo-geo's version, option schema and naming, and the engine modules that are missing."""
+    import momo_geo
+    from momo_geo.inference.options import schema
+
+    missing = [name for name in ENGINE_MODULES if importlib.util.find_spec(name) is None]
+    return {"version": momo_geo.__version__, "python": sys.executable, "missing": missing,
+            **schema()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,19 +111,19 @@ def describe(scene_path: str, model: str) -> dict[str, Any]:
 
 
 def map_request(request: dict[str, Any], emit: Any, cancelled: threading.Event) -> dict:
-    """Run ``map_scene`` for a request dict (MapRequest's fields); return a JSON-able summary."""
+    """Run ``map_scene`` for a request (scene, outputs, model, ``options`` as a dict of
+    :class:`MapOptions` fields; absent ones take its defaults); return a JSON-able summary."""
+    from momo_geo.errors import MomoGeoError
     from momo_geo.inference import map_scene
+    from momo_geo.inference.options import MapOptions
 
-    overlap = request.get("overlap")
+    try:
+        options = MapOptions(**request.get("options", {}))
+    except TypeError as exc:  # an option this momo-geo does not know: plugin and engine differ
+        raise MomoGeoError(f"{exc}; update momo-geo or the plugin") from None
     result = map_scene(
-        request["scene"], mask_path=request["mask_path"], vector_path=request["vector_path"],
-        model=request.get("model") or "default", tile=request.get("tile") or None,
-        overlap=None if overlap is None or overlap < 0 else int(overlap),
-        batch_size=int(request.get("batch_size", 8)), device=request.get("device", "auto"),
-        precision=request.get("precision", "fp32"), blend=request.get("blend", "crop"),
-        min_area=float(request.get("min_area", 0)),
-        simplify=float(request.get("simplify", 0)), circles=bool(request.get("circles")),
-        overwrite=bool(request.get("overwrite")),
+        request["scene"], request["mask_path"], request["vector_path"],
+        request.get("model") or "default", options,
         progress=lambda done, total: emit(progress=[int(done), int(total)]),
         cancel=cancelled.is_set, log=lambda message: emit(log=str(message)))
     return {"mask_path": str(result.mask_path), "vector_path": str(result.vector_path),
@@ -141,14 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         emit(error=f"momo_geo cannot be imported by {sys.executable}: {exc}")
         return 1
     try:
-        if command == "describe":
+        if command == "defaults":
+            emit(done=defaults())
+        elif command == "describe":
             emit(done=describe(request.get("scene", ""), request.get("model", "default")))
         elif command == "map":
             cancelled = threading.Event()
             threading.Thread(target=_watch_stdin, args=(cancelled,), daemon=True).start()
             emit(done=map_request(request, emit, cancelled))
         else:
-            emit(error=f"unknown worker command {command!r} (map or describe)")
+            emit(error=f"unknown worker command {command!r} (defaults, describe or map)")
             return 2
     except MomoGeoError as exc:
         emit(error=str(exc))
@@ -163,4 +180,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, this folder is sys.path[0]; its module names (plugin, task, ...) must not
+    # shadow the engine's imports.
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
     sys.exit(main())
