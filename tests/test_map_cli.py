@@ -129,6 +129,23 @@ def test_one_line_errors(tmp_path, bundle, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif", "s.tif"]
 
 
+def test_earth_crs_scene_gets_one_warning_line(tmp_path, bundle, capsys):
+    """A Mars model on an Earth raster (UTM here): mapped, with one clear warning on stderr."""
+    scene = make_scene(tmp_path / "utm.v2.tif")
+    with rasterio.open(scene, "r+") as dst:
+        dst.crs = "EPSG:32633"
+    code, out, err = run_cli(["map", str(scene), "--model", str(bundle), "-q", "--no-vector"],
+                             capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "Earth CRS" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "Mars" in warnings[0]
+    assert (tmp_path / "utm.v2_mask.tif").is_file()  # only the last suffix is replaced
+    mars = make_scene(tmp_path / "mars.tif")
+    code, _, err = run_cli(["map", str(mars), "--model", str(bundle), "-q", "--no-vector"],
+                           capsys)
+    assert code == 0 and "Earth" not in err
+
+
 def test_existing_output_needs_overwrite(tmp_path, bundle, capsys):
     scene = make_scene(tmp_path / "s.tif")
     (tmp_path / "s_features.gpkg").write_text("precious")

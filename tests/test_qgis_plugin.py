@@ -726,6 +726,7 @@ def test_cli_api_and_plugin_share_one_options_object(plugin, iface, qgis_app, tm
             assert default < f.metadata["minimum"], name
             default = None
         assert default == f.default, name
+    iface.active_layer = None  # an earlier test's layer may be gone
     dialog = MapFeaturesDialog(iface.window, iface=iface)
     for name, widget in dialog.option_widgets.items():
         if fields[name].default is not None:

@@ -199,6 +199,23 @@ def test_formats_read_back_as_mars(tmp_path, suffix):
         assert rows and all(org == "NONE" and "Mars" in name for name, org in rows)
 
 
+def test_geopackage_is_version_1_2_for_qgis_3_22(tmp_path):
+    """GDAL >= 3.8 writes GeoPackage 1.4 by default, which QGIS 3.22 warns about; momo-geo writes
+    1.2 (application_id 'GPKG', user_version 10200), also when features come in several chunks."""
+    import sqlite3
+
+    path = write_mask(tmp_path / "m.tif", busy_mask())
+    out = tmp_path / "features.gpkg"
+    summary = vectorize(path, out, CLASSES, block=32)
+    with sqlite3.connect(out) as db:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        user_version = db.execute("PRAGMA user_version").fetchone()[0]
+        (count,) = db.execute("SELECT COUNT(*) FROM features").fetchone()
+    assert application_id.to_bytes(4, "big") == b"GPKG"
+    assert user_version == 10200
+    assert count == sum(summary.counts.values()) > 0
+
+
 def test_empty_mask_writes_an_empty_layer(tmp_path):
     path = write_mask(tmp_path / "m.tif", np.zeros((20, 20), np.uint8))
     summary = vectorize(path, tmp_path / "none.gpkg", CLASSES)
