@@ -133,7 +133,8 @@ def load_task_data(task: str, root: str, split: str = "val") -> TaskData:
     classes = list(getattr(data, "classes", []) or ([] if task == "landmarks"
                                                      else ["background", "crater"]))
     if not images:
-        raise MomoGeoError(f"{root}: the {split} split of {task} is empty")
+        hint = "" if split == "all" else " (score the whole folder with --split all)"
+        raise MomoGeoError(f"{root}: the {split} split of {task} is empty{hint}")
     return TaskData(task, images, targets, groups, classes,
                     circles=circles if task != "landmarks" else None)
 

@@ -88,12 +88,20 @@ def f1_scores(cm: np.ndarray) -> dict[str, float]:
     }
 
 
-def per_class_scores(cm: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Class name -> F1, precision, recall and support (true count) from a confusion matrix."""
-    precision, recall, f1, support, _ = _per_class(cm)
-    return {name: {"f1": float(f1[k]), "precision": float(precision[k]),
-                   "recall": float(recall[k]), "support": int(support[k])}
-            for k, name in enumerate(names)}
+def per_class_scores(cm: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Class name -> F1, precision, recall and support (true count) from a confusion matrix.
+
+    A class neither in the truth nor predicted has no scores (``None``), as macro F1 skips it.
+    """
+    precision, recall, f1, support, predicted = _per_class(cm)
+    out: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(names):
+        seen = support[k] + predicted[k] > 0
+        out[name] = {"f1": float(f1[k]) if seen else None,
+                     "precision": float(precision[k]) if seen else None,
+                     "recall": float(recall[k]) if seen else None,
+                     "support": int(support[k])}
+    return out
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],

@@ -208,6 +208,9 @@ def test_per_class_f1_and_support_by_hand() -> None:
                                    "recall": pytest.approx(2 / 3), "support": 3}
     assert r["per_class"]["b"]["f1"] == pytest.approx(0.5)
     assert r["per_class"]["c"]["support"] == 1
+    absent = classification_report([0, 1], [0, 1], 3, n_boot=0, names=["a", "b", "c"])
+    assert absent["per_class"]["c"] == {"f1": None, "precision": None, "recall": None,
+                                        "support": 0}
 
 
 def test_auto_split_is_val_for_the_reference_folders_and_all_for_a_users_own(tmp_path) -> None:
@@ -283,7 +286,8 @@ def test_a_split_without_images_is_one_clear_error(two_themis_crops) -> None:
 def test_landmark_json_has_f1_per_class(shared_data, tmp_path) -> None:
     source = shared_data / "hirise_landmarks"
     table = pd.read_csv(source / "labels.csv")
-    picked = table.groupby("label").head(3).sort_values("file")
+    common = table["label"].isin(["other", "crater", "dark_dune", "bright_dune", "slope_streak"])
+    picked = table[common].groupby("label").head(3).sort_values("file")
     root = tmp_path / "my_landmarks"
     (root / "images").mkdir(parents=True)
     for name in picked["file"]:
@@ -295,5 +299,7 @@ def test_landmark_json_has_f1_per_class(shared_data, tmp_path) -> None:
     assert set(per_class) == set(LANDMARK_CLASSES)
     assert {k: v["support"] for k, v in per_class.items()} == picked["label"].value_counts(
     ).reindex(LANDMARK_CLASSES, fill_value=0).to_dict()
-    weighted = sum(v["f1"] * v["support"] for v in per_class.values()) / data["n"]
+    weighted = sum((v["f1"] or 0.0) * v["support"] for v in per_class.values()) / data["n"]
+    absent = set(LANDMARK_CLASSES) - set(picked["label"])
+    assert absent and all(per_class[c]["support"] == 0 for c in absent)
     assert data["f1_weighted"] == pytest.approx(weighted)

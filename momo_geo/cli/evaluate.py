@@ -66,7 +66,8 @@ def _echo_per_class(per_class: dict[str, dict[str, Any]]) -> None:
     if per_class:
         click.echo("  per class:                      F1      support")
     for name, row in per_class.items():
-        click.echo(f"    {name:<28} {row['f1']:.4f}  {row['support']:>7}")
+        f1 = "     -" if row["f1"] is None else f"{row['f1']:.4f}"
+        click.echo(f"    {name:<28} {f1}  {row['support']:>7}")
 
 
 def _echo_bins(bins: list[dict[str, Any]]) -> None:
@@ -78,6 +79,6 @@ def _echo_bins(bins: list[dict[str, Any]]) -> None:
         if "min_m" in row:
             hi_m = "inf" if row["max_m"] is None else f"{row['max_m']:g}"
             metres = f" ({row['min_m']:g}-{hi_m} m)"
-        recall = "   -  " if row["recall"] is None else f"{row['recall']:.4f}"
-        click.echo(f"    {row['min_px']:g}-{hi} px{metres:<20} {recall}  "
-                   f"({row['tp']}/{row['n']})")
+        recall = "     -" if row["recall"] is None else f"{row['recall']:.4f}"
+        label = f"{row['min_px']:g}-{hi} px{metres}"
+        click.echo(f"    {label:<34} {recall}  ({row['tp']}/{row['n']})")
