@@ -102,6 +102,15 @@ BAD_INPUTS = {
     "pretrain-config": (["pretrain", "--config", "{tmp}/none.json"], "none.json: no such file"),
     "pretrain-data-root": (["pretrain", "-o", "{tmp}/run", "--data-root", "{tmp}/nothing"],
                            "nothing: no such folder"),
+    "map-output-folder": (["map", SAMPLE_ARG, "-o", "{tmp}/nothing/mask.tif"],
+                          "nothing: output folder does not exist"),
+    "sample-scene-output-folder": (["sample-scene", "{tmp}/nothing/scene.tif"],
+                                   "nothing: output folder does not exist"),
+    "evl-run": (["evl", "{tmp}/nothing"], "nothing: no such file or folder"),
+    "merge-runs": (["merge", "--runs", "{tmp}/nothing", "-o", "{tmp}/out.bundle"],
+                   "nothing: no such file or folder"),
+    "import-weights": (["import-weights", "{tmp}/momo.pth", "--arch", "vit_small", "-o",
+                        "{tmp}/out.bundle"], "momo.pth: no such file"),
 }
 
 

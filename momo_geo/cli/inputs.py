@@ -44,6 +44,19 @@ def check_folder(path: str) -> None:
         raise MomoGeoError(f"{path}: not readable (permission denied)")
 
 
+def check_exists(path: str) -> None:
+    """One-line error unless ``path`` exists (a file or a folder, either will do)."""
+    if not os.path.exists(path):
+        raise MomoGeoError(f"{path}: no such file or folder")
+
+
+def check_output_folder(path: str) -> None:
+    """One-line error unless the folder an output goes into exists (outputs make no folders)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise MomoGeoError(f"{parent}: output folder does not exist")
+
+
 def check_model(model: str) -> None:
     """One-line error unless ``model`` is a bundled model name or a bundle folder with a card."""
     from momo_geo.bundle import load_card
@@ -62,6 +75,20 @@ def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> 
     """Click callback: every path given is a readable folder."""
     for path in _each(value):
         check_folder(path)
+    return value
+
+
+def existing_paths(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: every path given exists, as a file or a folder."""
+    for path in _each(value):
+        check_exists(path)
+    return value
+
+
+def output_folder(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: each output path goes into an existing folder."""
+    for path in _each(value):
+        check_output_folder(path)
     return value
 
 

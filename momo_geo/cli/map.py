@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from momo_geo.cli.inputs import check_model, existing_files
+from momo_geo.cli.inputs import check_model, existing_files, output_folder
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference.options import MapOptions, default_vector_path, option_fields
 
@@ -47,9 +47,9 @@ def _map_options(command: Any) -> Any:
 @click.command("map")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False),
                 callback=existing_files)
-@click.option("-o", "--output", "mask", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "mask", type=click.Path(dir_okay=False), callback=output_folder,
               help="Class mask GeoTIFF (COG). Default: SCENE_mask.tif beside the scene.")
-@click.option("--vector", type=click.Path(dir_okay=False),
+@click.option("--vector", type=click.Path(dir_okay=False), callback=output_folder,
               help="Vector layer: .gpkg, .shp or .geojson. Default: SCENE_features.gpkg.")
 @click.option("--no-vector", is_flag=True, help="Write only the class mask.")
 @click.option("--model", default=None,
@@ -58,7 +58,7 @@ def _map_options(command: Any) -> Any:
 @click.option("--task", type=click.Choice(sorted(TASK_MODELS)), default=None,
               help="Use the bundled model for this task (landmarks: tile-level classes).")
 @_map_options
-@click.option("--probabilities", type=click.Path(dir_okay=False),
+@click.option("--probabilities", type=click.Path(dir_okay=False), callback=output_folder,
               help="Also write per-class probabilities (float32 COG) here.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Map several scenes in parallel processes.")

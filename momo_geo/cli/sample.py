@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from momo_geo.cli.inputs import output_folder
+
 
 @click.command("sample-scene")
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False), callback=output_folder)
 @click.option("--size", type=int, default=1024, show_default=True,
               help="Scene width and height in pixels (square).")
 @click.option("--height", type=int, default=None, help="Scene height in pixels, if not square.")

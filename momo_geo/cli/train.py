@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from momo_geo.cli.inputs import existing_files, existing_folders
+from momo_geo.cli.inputs import check_file, existing_files, existing_folders, existing_paths
 from momo_geo.errors import MomoGeoError
 
 
@@ -120,7 +120,7 @@ METHOD_CHOICE = click.Choice(["evl", "best", "last", "same_epoch"])
 
 
 @click.command()
-@click.argument("runs", nargs=-1, required=True)
+@click.argument("runs", nargs=-1, required=True, callback=existing_paths)
 @click.option("--method", type=METHOD_CHOICE, default="evl", show_default=True,
               help="evl (equal validation loss) or a baseline: best, last, same_epoch.")
 @click.option("--tolerance", type=float, default=0.0, show_default=True,
@@ -142,11 +142,13 @@ def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
 
 
 @click.command()
-@click.option("--base", type=click.Path(), help="Base encoder bundle (or its run folder).")
+@click.option("--base", type=click.Path(), callback=existing_paths,
+              help="Base encoder bundle (or its run folder).")
 @click.option("--checkpoints", multiple=True,
               help="Checkpoint per sensor: SENSOR=PATH or PATH (repeatable; or several after "
                    "one option).")
-@click.option("--runs", multiple=True, help="Sensor run folders: choose checkpoints by --select.")
+@click.option("--runs", multiple=True, callback=existing_paths,
+              help="Sensor run folders: choose checkpoints by --select.")
 @click.argument("more", nargs=-1)
 @click.option("--select", "select_method", type=METHOD_CHOICE, default="evl", show_default=True)
 @click.option("--tolerance", type=float, default=0.0, show_default=True)
@@ -272,6 +274,8 @@ def _base_of_runs(runs: tuple[str, ...]) -> str:
 def import_weights(checkpoint: str | None, arch: str, output: str, img_size: int,
                    global_pool: str, name: str | None, hub: str | None, overwrite: bool) -> None:
     """Convert a released MOMO checkpoint (momo.pth, hirise.pth, ...) into a bundle."""
+    if checkpoint is not None and hub is None:
+        check_file(checkpoint)  # before torch is imported
     from momo_geo.weights_import import download_released
     from momo_geo.weights_import import import_weights as run_import
 
