@@ -12,5 +12,6 @@ splits), :mod:`~.pretrain_data` (chip pool, sampler, seeded masks), :mod:`~.runs
 contract: checkpoints, val log, bundle), :mod:`~.pretrain` (config, MAE module,
 ``run_pretrain``), :mod:`~.pipeline` (``run_momo``: base → sensor runs → EVL → merge),
 :mod:`~.task_data` (labelled chips for fine-tuning), :mod:`~.finetune` (``Recipe``,
-``finetune``), :mod:`~.probes` (frozen-encoder probes on cached features).
+``finetune``), :mod:`~.probes` (frozen-encoder probes on cached features), :mod:`~.recipes`
+(a recipe file → ``run_momo`` → ``finetune`` → bundle: how the bundled models are built).
 """

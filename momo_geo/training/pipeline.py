@@ -54,52 +54,40 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     from momo_geo.merge.evl import read_val_log, save_selection, select_checkpoints
     from momo_geo.merge.recipe import merge_checkpoints
 
-    out = Path(output)
+    out = _prepare_output(Path(output), sensors, overwrite)
     bundle = out / "momo.bundle"
-    if bundle.exists() and not overwrite:
-        raise MomoGeoError(f"{bundle} exists; pass overwrite=True")
-    if out.exists() and overwrite:
-        import shutil
-
-        for sub in ("base", "joint", *sensors):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     weights = loss_weights or {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0}
     common = dict(encoder=encoder, img_size=img_size, batch_size=batch_size,
                   checkpoint_every=checkpoint_every, pool_size=pool_size, val_size=val_size,
-                  seed=seed, data_root=data_root, **pretrain_kw)
+                  data_root=data_root, **pretrain_kw)
     timings: dict[str, float] = {}
 
     def say(text: str) -> None:
         if verbose:
             print(text, flush=True)
 
+    def continuation(name: str, run_sensors: list[str], samples: int, run_seed: int,
+                     val_sensors: list[str] | None = None) -> Path:
+        """A run continued from the base (encoder + decoder), timed."""
+        t0 = time.perf_counter()
+        say(f"[momo] {name}: continue from the base, {samples} samples")
+        run = run_pretrain(PretrainConfig(
+            output=str(out / name), sensors=run_sensors, samples=samples, init_from=str(base),
+            loss_weights=sensor_loss_weights or weights, val_sensors=val_sensors,
+            name=f"momo-{name}-{encoder}", seed=run_seed, **common))
+        timings[name] = time.perf_counter() - t0
+        return run
+
     start = time.perf_counter()
     say(f"[momo] base: {encoder} on {', '.join(sensors)}, {base_samples} samples")
     base = run_pretrain(PretrainConfig(output=str(out / "base"), sensors=list(sensors),
                                        samples=base_samples, loss_weights=weights,
-                                       name=f"momo-base-{encoder}", **common))
+                                       name=f"momo-base-{encoder}", seed=seed, **common))
     timings["base"] = time.perf_counter() - start
-    runs = {}
-    for sensor in sensors:
-        t0 = time.perf_counter()
-        say(f"[momo] {sensor}: continue from the base, {sensor_samples} samples")
-        runs[sensor] = run_pretrain(PretrainConfig(
-            output=str(out / sensor), sensors=[sensor], samples=sensor_samples,
-            init_from=str(base), loss_weights=sensor_loss_weights or weights,
-            val_sensors=list(sensors) if validation == "all" else None,
-            name=f"momo-{sensor}-{encoder}", seed=seed + 1, **{k: v for k, v in common.items()
-                                                            if k != "seed"}))
-        timings[sensor] = time.perf_counter() - t0
+    runs = {s: continuation(s, [s], sensor_samples, seed + 1,
+                            list(sensors) if validation == "all" else None) for s in sensors}
     if joint_samples:
-        t0 = time.perf_counter()
-        say(f"[momo] joint: all sensors, continue from the base, {joint_samples} samples")
-        run_pretrain(PretrainConfig(
-            output=str(out / "joint"), sensors=list(sensors), samples=joint_samples,
-            init_from=str(base), loss_weights=sensor_loss_weights or weights,
-            name=f"momo-joint-{encoder}", seed=seed + 2,
-            **{k: v for k, v in common.items() if k != "seed"}))
-        timings["joint"] = time.perf_counter() - t0
+        continuation("joint", list(sensors), joint_samples, seed + 2)
     chosen = select_checkpoints({s: read_val_log(r) for s, r in runs.items()}, selection,
                                 tolerance)
     save_selection(chosen, out / "evl_report.json", overwrite=True)
@@ -109,7 +97,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     if lam == "search":
         lam, scores = search_merge_lambda(base, chosen.paths, merge_method, lam_candidates,
                                           PretrainConfig(output=str(out / "base"),
-                                                         sensors=list(sensors),
+                                                         sensors=list(sensors), seed=seed,
                                                          init_from=str(base), **common))
         notes["lambda_search"] = {"criterion": "MAE val loss, base decoder, all sensors",
                                   "scores": {str(k): v for k, v in scores.items()}}
@@ -132,6 +120,19 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"[momo] merged bundle: {merged} ({timings['total']:.0f} s)")
     return merged
+
+
+def _prepare_output(out: Path, sensors: tuple[str, ...], overwrite: bool) -> Path:
+    """The output folder, its earlier runs removed when overwriting (refused otherwise)."""
+    if (out / "momo.bundle").exists() and not overwrite:
+        raise MomoGeoError(f"{out / 'momo.bundle'} exists; pass overwrite=True")
+    if out.exists() and overwrite:
+        import shutil
+
+        for sub in ("base", "joint", *sensors):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def search_merge_lambda(base_run: Path, checkpoints: dict[str, str], method: str,
