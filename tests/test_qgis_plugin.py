@@ -403,8 +403,10 @@ def test_dialog_defaults_card_and_warnings(plugin, iface, sample_scene, hirise_s
     dialog.circles.setChecked(True)
     assert {k: dialog.request().options[k] for k in ("blend", "circles")} == {
         "blend": "smooth", "circles": True}
+    dialog.tile.setValue(32)
     dialog.reset_tiling.click()
     assert (dialog.blend.currentText(), dialog.circles.isChecked()) == ("crop", False)
+    assert dialog.tile.value() == 64  # the card's, not the engine's "None"
     run_button = dialog.buttons.button(QDialogButtonBox.Ok)
     assert run_button.isEnabled()
     dialog.resize(640, dialog.sizeHint().height())
@@ -641,7 +643,7 @@ def test_qgis_process_without_momo_geo_says_how_to_install_it(sample_scene, tmp_
     assert completed.returncode != 0
     hints = [line for line in (completed.stdout + completed.stderr).splitlines()
              if "momo-geo plugin disabled" in line]
-    assert len(hints) >= 1 and "pip install" in hints[0] and "MOMO_GEO_PYTHON" in hints[0]
+    assert len(hints) == 1 and "pip install" in hints[0] and "MOMO_GEO_PYTHON" in hints[0]
 
 
 def test_plugin_zip_builds_clean_and_the_security_scan_can_fail(tmp_path):
@@ -805,6 +807,17 @@ def test_engine_interpreter_setting_and_detection(plugin, tmp_path, monkeypatch)
         assert "PYTHONPATH" not in worker_env(info.interpreter)
         broken = ask_defaults(Interpreter(str(tmp_path / "no-python"), "setting"))
         assert not broken.ok and "no-python" in broken.problem
+        # The dialog field: Check asks the Python in the field; OK saves it.
+        from momo_geo_plugin.environment import EnvironmentDialog
+
+        dialog = EnvironmentDialog()
+        assert dialog.python.filePath() == str(ROOT / ".venv")
+        dialog.python.setFilePath(str(tmp_path / "no-python"))
+        assert dialog.check().startswith("✖") and "no-python" in dialog.status.text()
+        dialog.python.setFilePath(str(venv_python))
+        assert dialog.check().startswith("✔ momo-geo ")
+        dialog.accept()
+        assert interpreter.read_setting() == str(venv_python)
     finally:
         interpreter.write_setting("")
         engine_info(refresh=True)

@@ -165,7 +165,7 @@ class MapFeaturesDialog(QDialog):
         self.scene_file.fileChanged.connect(self._scene_changed)
         self.model_file.fileChanged.connect(self._model_changed)
         self.vector_format.currentTextChanged.connect(self._format_changed)
-        self.reset_tiling.clicked.connect(self._apply_card_defaults)
+        self.reset_tiling.clicked.connect(self._reset_options)
         for widget in (self.mask_file, self.vector_file):
             widget.fileChanged.connect(self._validate)
         self.overwrite.toggled.connect(self._validate)
@@ -227,14 +227,21 @@ class MapFeaturesDialog(QDialog):
 
     @_safe
     def _apply_card_defaults(self, *_: Any) -> None:
-        """Every option to the engine's default; tile and overlap to the model card's."""
+        """Tile and overlap to the model card's values (a new model or scene keeps the rest)."""
         card = self._card
-        card_values = ({"tile": card.tile_size, "overlap": card.tile_overlap}
-                       if card is not None else {})
+        if card is not None:
+            for name, value in (("tile", card.tile_size), ("overlap", card.tile_overlap)):
+                if name in self.option_widgets:
+                    set_option_value(self.option_widgets[name], value)
+
+    @_safe
+    def _reset_options(self, *_: Any) -> None:
+        """Every option to the engine's default, tiling to the model card's."""
         for name, widget in self.option_widgets.items():
-            default = card_values.get(name, engine_info().options[name]["default"])
+            default = engine_info().options[name]["default"]
             if default is not None:
                 set_option_value(widget, default)
+        self._apply_card_defaults()
 
     @_safe
     def _format_changed(self, name: str) -> None:
