@@ -22,18 +22,14 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from momo_geo.errors import MomoGeoError  # noqa: E402
-from momo_geo.evaluate import (  # noqa: E402
+from momo_geo.errors import MomoGeoError
+from momo_geo.evaluate import (
     BUNDLED_FOR_TASK,
     GSD_M_PER_PX,
     crater_class,
     label_circles,
 )
-from momo_geo.metrics import MIN_DIAMETER_PX, Circles, mask_to_circles, match_craters  # noqa: E402
+from momo_geo.metrics import MIN_DIAMETER_PX, Circles, mask_to_circles, match_craters
 
 
 def load_item(task: str, root: str, image_id: str) -> tuple[np.ndarray, np.ndarray]:
