@@ -153,7 +153,7 @@ def test_tiny_pretrain(installed: Installed, shared_data: Path) -> None:
     assert card.task == "pretrain" and card.sensors == ["hirise"]
 
 
-def _themis_like(root: Path, images: int = 10) -> Path:
+def _themis_like(root: Path, images: int = 6) -> Path:
     """Synthetic crater images (96 px) with YOLO labels, laid out like themis_craters/."""
     from PIL import Image
 
@@ -177,7 +177,7 @@ def test_tiny_finetune(installed: Installed) -> None:
 
     data = _themis_like(installed.work / "themis_like")
     out = installed.run("finetune", "--task", "themis-craters", "--data", data.name, "--out",
-                        "seg.bundle", "--epochs", "1", "--chips", "32", "--input-size", "32",
+                        "seg.bundle", "--epochs", "1", "--chips", "16", "--input-size", "32",
                         "--batch-size", "16").stdout
     assert "wrote seg.bundle" in out
     card = load_card(installed.work / "seg.bundle")
