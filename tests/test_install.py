@@ -125,7 +125,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installe
     assert found == "None"  # the checkout's training/ folder is not reachable
 
 
-def test_help_info_and_map_on_the_sample_scene(installed: Installed) -> None:
+def test_help_info_map_models_and_sample_scene(installed: Installed) -> None:
     from momo_geo.bundle import load_card
 
     help_text = installed.run("--help").stdout
@@ -138,6 +138,10 @@ def test_help_info_and_map_on_the_sample_scene(installed: Installed) -> None:
     assert f"model {load_card('default').name} " in mapped
     assert (installed.work / "crater_field_mask.tif").is_file()
     assert (installed.work / "crater_field_features.gpkg").is_file()
+    models = json.loads(installed.run("models", "--json").stdout)
+    assert models and all(row["installed"] for row in models)
+    installed.run("sample-scene", "synthetic.tif", "--size", "64")
+    assert (installed.work / "synthetic_truth.tif").is_file()
 
 
 def test_tiny_pretrain(installed: Installed, shared_data: Path) -> None:
