@@ -50,9 +50,31 @@ class Installed:
         return proc.stdout.strip()
 
 
+def _require_build_backend() -> None:
+    """Building without isolation uses this venv's setuptools: say so if it is too old."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    # [build-system] requires = [...] (tomllib is Python >= 3.11; momo-geo supports 3.10)
+    line = re.search(r"^requires\s*=\s*\[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert line, "pyproject.toml has no [build-system] requires"
+    for text in re.findall(r'"([^"]+)"', line.group(1)):
+        requirement = Requirement(text)
+        try:
+            found = version(requirement.name)
+        except PackageNotFoundError:
+            found = None
+        if found is None or not requirement.specifier.contains(found, prereleases=True):
+            pytest.fail(f"building the wheel offline needs {text} in this venv (found "
+                        f"{found or 'none'}): pip install '{text}'")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built from a copy of the checkout (building in place would leave build/)."""
+    _require_build_backend()
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     source.mkdir()
