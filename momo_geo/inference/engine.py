@@ -49,6 +49,7 @@ FULLY_CONVOLUTIONAL = {"conv"}
 # How far (ratio of GSDs) a scene may be from the model's GSD before we warn loudly.
 EXTREME_GSD_RATIO = 8.0
 GDAL_CACHE_BYTES = 32 * 2**20
+DEFAULTS = MapOptions()
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
@@ -92,7 +93,7 @@ class MapResult:
 # model, device, precision
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str = DEFAULTS.device) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
     if device not in DEVICES:
         raise MomoGeoError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -129,7 +130,8 @@ def as_bundle(model: str | os.PathLike[str] | Bundle) -> Bundle:
 class Predictor:
     """A model on a device that turns a normalised batch into per-class probabilities."""
 
-    def __init__(self, bundle: Bundle, device: str = "auto", precision: str = "fp32") -> None:
+    def __init__(self, bundle: Bundle, device: str = DEFAULTS.device,
+                 precision: str = DEFAULTS.precision) -> None:
         card = bundle.card
         if card.task not in ("segmentation", "classification"):
             raise MomoGeoError(f"model {card.name!r} is a {card.task} model with no classes to "
@@ -248,9 +250,11 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
     stitcher = RowBandStitcher(width, height, card.num_classes, min(grid.tile, height),
                                write_rows, blend=options.blend, overlap=grid.overlap,
                                keep_probabilities=keep_probabilities)
+    value_range = source.value_range() if card.value_scaling == "scene_percentile" else None
     normalizer = Normalizer(card.normalization["mean"], card.normalization["std"],
                             card.in_chans, card.bands, grid.pad_to,
-                            predictor.device if predictor.normalize_on_device else None)
+                            predictor.device if predictor.normalize_on_device else None,
+                            value_range)
     prefetch = Prefetcher(source, plan_tiles(width, height, grid.tile, grid.overlap),
                           normalizer, batch_size=options.batch_size)
     done = skipped = 0

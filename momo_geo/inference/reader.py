@@ -22,8 +22,12 @@ import rasterio
 import torch
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 
+from momo_geo.inference.options import MapOptions
 from momo_geo.inference.plan import TilePlan
-from momo_geo.preprocess import to_grey, to_model_input
+from momo_geo.preprocess import scene_range, to_grey, to_model_input
+
+OVERVIEW_SIDE = 1024
+"""Long side (pixels) of the overview a scene's stretch range is measured on."""
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Normalizer:
     device: torch.device | None = None
     """Normalise on this device in the consuming thread (a GPU: one byte per pixel crosses the
     bus instead of twelve, and the CPU reader thread stays light); ``None``: in the reader."""
+    value_range: tuple[float, float] | None = None
+    """The scene's stretch range (cards with ``value_scaling = "scene_percentile"``); ``None``:
+    each tile stretched by its own min and max."""
 
     def __call__(self, tiles: list[TileData]) -> torch.Tensor:
         return self.normalize(*self.stack(tiles))
@@ -79,8 +86,8 @@ class Normalizer:
         return pixels, None if valid.all() else torch.from_numpy(valid)
 
     def normalize(self, pixels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """MOMO's per-tile stretch and standardisation, nodata filled, padded if needed."""
-        x = to_model_input(pixels, self.mean, self.std, self.in_chans, mask)
+        """The card's stretch and standardisation, nodata filled, padded if needed."""
+        x = to_model_input(pixels, self.mean, self.std, self.in_chans, mask, self.value_range)
         if self.pad_to is not None:
             ph, pw = self.pad_to[0] - x.shape[-2], self.pad_to[1] - x.shape[-1]
             if ph > 0 or pw > 0:
@@ -114,6 +121,10 @@ class ArraySource:
     def close(self) -> None:
         pass
 
+    def value_range(self) -> tuple[float, float]:
+        """The scene-wide stretch range (:func:`momo_geo.preprocess.scene_range`) of the image."""
+        return scene_range(_grey(self.image, self.bands, self.valid), self.valid)
+
     def read(self, plan: TilePlan) -> TileData:
         rows = slice(plan.row, plan.row + plan.height)
         cols = slice(plan.col, plan.col + plan.width)
@@ -140,6 +151,19 @@ class RasterSource:
     def close(self) -> None:
         if self.src is not None:
             self.src.close()
+
+    def value_range(self, side: int = OVERVIEW_SIDE) -> tuple[float, float]:
+        """The scene-wide stretch range from an overview at most ``side`` pixels on its long
+        side (GDAL picks the file's own overviews when it has them): cheap on any scene size,
+        and the 1st/99th percentiles of a million pixels are stable."""
+        with rasterio.open(self.path) as src:
+            scale = max(1.0, max(src.height, src.width) / side)
+            shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+            indexes = _image_bands(src, self.bands)
+            small = src.read(indexes, out_shape=(len(indexes), *shape),
+                             resampling=Resampling.nearest)
+            valid = _valid_mask(src, None, small, shape)
+            return scene_range(_grey(small, self.bands, valid), valid)
 
     def read(self, plan: TilePlan) -> TileData:
         src = self.src
@@ -203,7 +227,7 @@ class Prefetcher:
     source: RasterSource | ArraySource
     plans: Iterable[TilePlan]
     normalizer: Normalizer
-    batch_size: int = 8
+    batch_size: int = MapOptions.batch_size
     depth: int = 3
     _queue: queue.Queue = field(init=False)
     _stop: threading.Event = field(init=False, default_factory=threading.Event)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from momo_geo.inference.options import BLENDS
+from momo_geo.inference.options import BLENDS, MapOptions
 from momo_geo.inference.plan import TilePlan
 
 NODATA_CLASS = 255
@@ -40,7 +40,7 @@ class RowBandStitcher:
     """Accumulates per-class probabilities of tiles and writes rows as soon as they are final."""
 
     def __init__(self, width: int, height: int, num_classes: int, band_height: int,
-                 write_rows: RowWriter, blend: str = "crop", overlap: int = 0,
+                 write_rows: RowWriter, blend: str = MapOptions.blend, overlap: int = 0,
                  keep_probabilities: bool = False) -> None:
         if blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}, not {blend!r}")
