@@ -20,6 +20,8 @@ nodata pixels are set to 0 (the normalised mean) so they carry no signal.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -47,10 +49,16 @@ def scene_range(values: np.ndarray, valid: np.ndarray | None = None,
     return float(low), float(high)
 
 
-def stretch_range(tiles: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
-    """Stretch ``tiles`` so that ``value_range`` maps to [0, 1], clipped to :data:`CLIP`."""
-    low, high = value_range
-    return ((tiles.float() - low) / max(high - low, 1e-6)).clamp_(*CLIP)
+def stretch_range(tiles: torch.Tensor, value_range: tuple[Any, Any]) -> torch.Tensor:
+    """Stretch ``tiles`` so that ``value_range`` maps to [0, 1], clipped to :data:`CLIP`.
+
+    ``value_range`` is one ``(low, high)`` pair for the batch, or a pair of ``(B,)`` tensors:
+    one scene range per tile (training chips drawn from many images).
+    """
+    low, high = (torch.as_tensor(v, dtype=torch.float32) for v in value_range)
+    if low.ndim:
+        low, high = low.view(-1, 1, 1, 1), high.view(-1, 1, 1, 1)
+    return ((tiles.float() - low) / (high - low).clamp_min(1e-6)).clamp_(*CLIP)
 
 
 def tile_minmax(tiles: torch.Tensor, valid: torch.Tensor | None = None,
@@ -81,7 +89,7 @@ def tile_minmax(tiles: torch.Tensor, valid: torch.Tensor | None = None,
 
 def to_model_input(tiles: torch.Tensor, mean: float, std: float, in_chans: int = 3,
                    valid: torch.Tensor | None = None,
-                   value_range: tuple[float, float] | None = None) -> torch.Tensor:
+                   value_range: tuple[Any, Any] | None = None) -> torch.Tensor:
     """Grey tiles ``(B, 1, H, W)`` of raw values -> normalised ``(B, in_chans, H, W)`` float.
 
     Steps: stretch (by the scene's ``value_range`` when given, else each tile by its own valid

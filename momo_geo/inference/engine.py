@@ -45,7 +45,7 @@ from momo_geo.inference.stitch import NODATA_CLASS, NODATA_PROB, RowBandStitcher
 from momo_geo.io import Scene, atomic_output, open_scene
 
 # Architectures that take any input size; every other model gets tiles padded to its tile size.
-FULLY_CONVOLUTIONAL = {"conv"}
+FULLY_CONVOLUTIONAL = {"conv", "unet"}
 # How far (ratio of GSDs) a scene may be from the model's GSD before we warn loudly.
 EXTREME_GSD_RATIO = 8.0
 GDAL_CACHE_BYTES = 32 * 2**20

@@ -41,7 +41,7 @@ def _load_builtin_architectures() -> None:
     import importlib
 
     for module in ("momo_geo.models.conv", "momo_geo.models.vit", "momo_geo.models.heads",
-                   "momo_geo.models.unet"):
+                   "momo_geo.models.unet", "momo_geo.models.cnn"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

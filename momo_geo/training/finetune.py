@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TASK_KIND, TaskData, evaluate_bundle, load_task_data
 from momo_geo.models import create_model
 from momo_geo.models.heads import freeze_encoder, load_encoder_weights, make_loss, param_groups_lrd
-from momo_geo.sensors import ALL_SENSORS_NORMALIZATION
 from momo_geo.training._lightning import lazy_classes, require_lightning
-from momo_geo.training.task_data import EpochChips, augment, augment_chips, merge_tasks
+from momo_geo.training.task_data import (
+    EpochChips,
+    augment,
+    augment_chips,
+    hold_out,
+    merge_tasks,
+    recipe_normalization,
+)
 
 LANDMARK_COLORS = {
     "other": "#9e9e9e", "crater": "#e41a1c", "dark_dune": "#4d3b2a", "slope_streak": "#377eb8",
@@ -76,6 +83,23 @@ class Recipe:
     """Per-chip brightness shift and contrast factor ``1 +- jitter`` (normalised units; 0: off).
     Classification augmentation is per chip (each crop its own flip/rotation); crater batches
     keep one flip/rotation per batch."""
+    architecture: str = ""
+    """Network kind (:mod:`momo_geo.models`): ``vit_seg``, ``vit_unet`` (MOMO encoder + U-Net) or
+    ``unet`` (CNN only) for craters; ``vit_cls`` or ``cnn_cls`` for landmarks. Empty: ``vit_seg``
+    / ``vit_cls``."""
+    width: int = 16
+    """U-Net / CNN width: channels at full resolution (doubled at each level)."""
+    levels: int = 4
+    """U-Net levels (the deepest works at stride ``2 ** (levels - 1)``)."""
+    value_scaling: str = "tile_minmax"
+    """``scene_percentile`` (one range per image, as maps use per scene) or ``tile_minmax``."""
+    rim_ignore: float = 0.0
+    """Width of the ignored ring on each labelled crater rim, as a fraction of the radius."""
+    select_fraction: float = 0.0
+    """Share of the training images (whole tiles / crops / products) held out to draw the
+    learning curve; the model trains on the rest. 0: train on everything, no curve."""
+    curve_every: int = 1
+    """Epochs between learning-curve points (with ``select_fraction`` > 0)."""
     accelerator: str = "cpu"
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
@@ -100,19 +124,44 @@ def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
         names = classes or list(LANDMARK_COLORS)
         class_info = [ClassInfo(i, c, LANDMARK_COLORS.get(c, "#808080"))
                       for i, c in enumerate(names)]
-        arch = {"kind": "vit_cls", "encoder": recipe.encoder}
-        if recipe.cls_stem_dim > 0:
-            arch["stem_dim"] = recipe.cls_stem_dim
     else:
         class_info = list(CRATER_CLASSES)
-        arch = {"kind": "vit_seg", "encoder": recipe.encoder,
-                "decoder_dim": recipe.decoder_dim, "stem_dim": recipe.stem_dim}
-    return ModelCard(name=name or f"{task}-{recipe.encoder}", task=kind, architecture=arch,
+    arch = task_architecture(kind, recipe)
+    mean, std = recipe_normalization(recipe)
+    return ModelCard(name=name or f"{task}-{arch['encoder']}", task=kind, architecture=arch,
                      input_size=recipe.input_size, in_chans=recipe.in_chans,
-                     normalization={"mean": ALL_SENSORS_NORMALIZATION.mean,
-                                    "std": ALL_SENSORS_NORMALIZATION.std},
+                     value_scaling=recipe.value_scaling,
+                     normalization={"mean": mean, "std": std},
                      sensors=[TASK_SENSOR[task]], gsd=TASK_GSD[task], classes=class_info,
                      tile_size=recipe.input_size, tile_overlap=recipe.input_size // 4)
+
+
+def task_architecture(kind: str, recipe: Recipe) -> dict[str, Any]:
+    """The card's ``architecture`` for a recipe (see :attr:`Recipe.architecture`)."""
+    name = recipe.architecture or ("vit_cls" if kind == "classification" else "vit_seg")
+    known = {"classification": ("vit_cls", "cnn_cls"),
+             "segmentation": ("vit_seg", "vit_unet", "unet")}[kind]
+    if name not in known:
+        raise MomoGeoError(f"architecture {name!r} is not a {kind} network ({', '.join(known)})")
+    if name == "vit_cls":
+        arch: dict[str, Any] = {"kind": name, "encoder": recipe.encoder}
+        if recipe.cls_stem_dim > 0:
+            arch["stem_dim"] = recipe.cls_stem_dim
+        return arch
+    if name == "vit_seg":
+        return {"kind": name, "encoder": recipe.encoder, "decoder_dim": recipe.decoder_dim,
+                "stem_dim": recipe.stem_dim}
+    if name == "vit_unet":
+        return {"kind": name, "encoder": recipe.encoder, "width": recipe.width,
+                "levels": recipe.levels}
+    if name == "unet":
+        return {"kind": name, "encoder": "unet", "width": recipe.width, "levels": recipe.levels}
+    return {"kind": name, "encoder": "cnn", "width": recipe.width}
+
+
+def uses_encoder(model: torch.nn.Module) -> bool:
+    """Whether a task model has a (MOMO ViT) encoder; CNN baselines have none."""
+    return hasattr(model, "encoder")
 
 
 def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch.nn.Module,
@@ -120,6 +169,9 @@ def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch
     """Task model with the encoder bundle's weights (random encoder if ``None``)."""
     model = create_model(card)
     merge = None
+    if encoder_bundle is not None and not uses_encoder(model):
+        raise MomoGeoError(f"a {card.architecture['kind']} model has no encoder to start from "
+                           f"{encoder_bundle}")
     if encoder_bundle is not None:
         bundle = load_bundle(encoder_bundle)
         if bundle.card.task != "pretrain":
@@ -147,9 +199,11 @@ def _finetune_module_class() -> type:
             x, y = batch
             if y.ndim == 1 and self.recipe.jitter > 0:
                 x = augment_chips(x, self.gen, self.recipe.jitter)
+            elif self.recipe.jitter > 0:
+                x, y = augment_chips(x, self.gen, self.recipe.jitter, masks=y)
             else:
                 x, y = augment(x, y, self.gen)
-            if self.recipe.frozen:
+            if self.recipe.frozen and uses_encoder(self.model):
                 self.model.encoder.eval()  # no dropout / drop-path in a frozen encoder
             loss = self.loss(self.model(x), y)
             self.log("train_loss", loss, prog_bar=False)
@@ -159,8 +213,12 @@ def _finetune_module_class() -> type:
             from momo_geo.training.schedule import scheduler
 
             recipe = self.recipe
-            groups = param_groups_lrd(self.model, recipe.lr, recipe.weight_decay,
-                                      recipe.layer_decay)
+            if uses_encoder(self.model):
+                groups = param_groups_lrd(self.model, recipe.lr, recipe.weight_decay,
+                                          recipe.layer_decay)
+            else:
+                groups = [{"params": [p for p in self.model.parameters() if p.requires_grad],
+                           "weight_decay": recipe.weight_decay}]
             opt = torch.optim.AdamW(groups, lr=recipe.lr)
             warm = max(1, int(self.total_steps * recipe.warmup_fraction))
             return {"optimizer": opt, "lr_scheduler": scheduler(opt, warm, self.total_steps)}
@@ -172,24 +230,77 @@ __getattr__ = lazy_classes(__name__, {"FineTuneModule": _finetune_module_class})
 
 
 def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: Recipe,
-                    class_weight: torch.Tensor | None = None) -> float:
-    """Train ``model`` in place on Lightning; returns the seconds it took."""
+                    class_weight: torch.Tensor | None = None,
+                    curve: Callable[[int], None] | None = None) -> float:
+    """Train ``model`` in place on Lightning; returns the seconds it took.
+
+    ``curve(epoch)`` runs after every ``recipe.curve_every`` epochs (and after the last one).
+    """
     L = require_lightning("fine-tuning")
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     recipe.loss = recipe.loss or ("ce" if TASK_KIND[task] == "classification" else "dice_ce")
-    freeze_encoder(model, recipe.frozen)
+    if uses_encoder(model):
+        freeze_encoder(model, recipe.frozen)
     chips = EpochChips(task, data, recipe)
     steps = chips.batches_per_epoch() * recipe.epochs
     module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight)
     loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)
+    callbacks = [] if curve is None else [_curve_callback(L, curve, recipe)]
     trainer = L.Trainer(accelerator=recipe.accelerator, devices=1, precision=recipe.precision,
-                        max_epochs=recipe.epochs, max_steps=steps,
+                        max_epochs=recipe.epochs, max_steps=steps, callbacks=callbacks,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, deterministic=True,
                         limit_train_batches=chips.batches_per_epoch())
     start = time.perf_counter()
     trainer.fit(module, loader)
     return time.perf_counter() - start
+
+
+def _curve_callback(L: Any, curve: Callable[[int], None], recipe: Recipe) -> Any:
+    class Curve(L.Callback):
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            epoch = trainer.current_epoch + 1
+            if epoch % max(1, recipe.curve_every) == 0 or epoch == recipe.epochs:
+                curve(epoch)
+                module.model.train()
+
+    return Curve()
+
+
+def learning_curve(model: torch.nn.Module, card: ModelCard, select: TaskData, recipe: Recipe,
+                   chips_per_epoch: int, points: list[dict[str, Any]]) -> Callable[[int], None]:
+    """A ``curve(epoch)`` that scores ``model`` on the held-out selection images (no
+    bootstrap) and appends ``{epoch, samples, minutes, metrics}`` to ``points``."""
+    from momo_geo.evaluate import evaluate_model
+
+    start = time.perf_counter()
+    keys = ("iou", "crater_precision", "crater_recall", "crater_f1", "f1_weighted", "f1_macro",
+            "accuracy")
+
+    def curve(epoch: int) -> None:
+        report = evaluate_model(model, card, select, n_boot=0)
+        point = {"epoch": epoch, "samples": epoch * chips_per_epoch,
+                 "minutes": round((time.perf_counter() - start) / 60, 2),
+                 **{k: round(float(report[k]), 4) for k in keys if k in report}}
+        points.append(point)
+        print(f"learning curve: {json.dumps(point)}", file=sys.stderr, flush=True)
+
+    return curve
+
+
+def selection_split(task: str, parts: list[TaskData], recipe: Recipe,
+                    extra: list[TaskData] | None = None) -> tuple[TaskData, TaskData | None]:
+    """(fit, select): with ``recipe.select_fraction`` > 0, whole images of each data folder are
+    held out for the learning curve; the model trains on the rest plus ``extra`` (e.g.
+    synthetic crater fields, never held out: they say nothing about real Mars)."""
+    select = None
+    if recipe.select_fraction > 0:
+        pairs = [hold_out(part, recipe.select_fraction, recipe.seed + 1) for part in parts]
+        parts = [fit for fit, _ in pairs]
+        chosen = [held for _, held in pairs]
+        select = chosen[0] if len(chosen) == 1 else merge_tasks(chosen, task, balance=False)
+    parts = parts + list(extra or [])
+    return (merge_tasks(parts, task) if len(parts) > 1 else parts[0]), select
 
 
 def _class_weight(recipe: Recipe, card: ModelCard, train_data: TaskData) -> torch.Tensor | None:
@@ -205,7 +316,8 @@ def _class_weight(recipe: Recipe, card: ModelCard, train_data: TaskData) -> torc
 def finetune(task: str, data_root: str | list[str], out: str | Path,
              encoder_bundle: str | None = None, recipe: Recipe | None = None,
              name: str | None = None, eval_tasks: list[tuple[str, str]] | None = None,
-             train_data: TaskData | None = None, overwrite: bool = False,
+             train_data: TaskData | None = None, extra_train: list[TaskData] | None = None,
+             overwrite: bool = False,
              half: bool = False, description: str = "") -> tuple[Path, dict[str, Any]]:
     """Fine-tune ``encoder_bundle`` on ``task`` and save a task bundle at ``out``.
 
@@ -218,11 +330,10 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
         raise MomoGeoError(f"unknown task {task!r}; choose from {', '.join(TASK_KIND)}")
     roots = [data_root] if isinstance(data_root, str) else list(data_root)
     kind = TASK_KIND[task]
+    select = None
     if train_data is None:
-        parts = []
-        for root in roots:
-            parts.append(load_task_data(task_of_root(task, root), root, "train"))
-        train_data = merge_tasks(parts, task) if len(parts) > 1 else parts[0]
+        parts = [load_task_data(task_of_root(task, root), root, "train") for root in roots]
+        train_data, select = selection_split(task, parts, recipe, extra_train)
     if encoder_bundle is not None:
         # The encoder's own architecture (e.g. vit_base for the full-size recipe) decides.
         from momo_geo.bundle import load_card
@@ -231,14 +342,21 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     torch.manual_seed(recipe.seed)
     card = task_card(task, recipe, train_data.classes or None, name)
     model, merge = build_task_model(card, encoder_bundle)
+    points: list[dict[str, Any]] = []
+    curve = None
+    if select is not None:
+        per_epoch = EpochChips(task, train_data, recipe).batches_per_epoch() * recipe.batch_size
+        curve = learning_curve(model, card, select, recipe, per_epoch, points)
     seconds = train_lightning(model, task, train_data, recipe,
-                              _class_weight(recipe, card, train_data))
+                              _class_weight(recipe, card, train_data), curve)
     card.merge = merge
     card.training = {
         "encoder_bundle": str(Path(encoder_bundle).name) if encoder_bundle else None,
         "data": [str(Path(r).name) for r in roots],
         "recipe": asdict(recipe),
         "train_images": len(train_data.images),
+        "selection_images": len(select.images) if select is not None else 0,
+        "learning_curve": points,
         "seconds": round(seconds, 1),
         "kind": kind,
     }

@@ -31,8 +31,13 @@ from momo_geo.errors import MomoGeoError
 TASK_FOLDERS = {"landmarks": "hirise_landmarks", "ctx-craters": "ctx_craters",
                 "themis-craters": "themis_craters"}
 """The folder of each task in the shared data (``../shared/data``)."""
-ENCODERS = {"momo": "momo.bundle", "base": "base/encoder.bundle"}
-"""``finetune_from`` -> the encoder bundle inside a ``run_momo`` folder."""
+ENCODERS = {"momo": "momo.bundle", "base": "base/encoder.bundle", "scratch": None}
+"""``finetune_from`` -> the encoder bundle inside a ``run_momo`` folder; ``scratch``: none (a
+randomly initialised encoder, or a CNN without one; no pretraining runs)."""
+
+
+CARD_FIELDS = ("gsd", "gsd_range", "sensors", "tile_size", "tile_overlap")
+"""Card fields a recipe's ``card`` part may set beside name and description."""
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()
@@ -99,19 +104,14 @@ def pretrain_run(pretrain: dict[str, Any], work: str | os.PathLike[str], data_ro
     return out
 
 
-def finetune_data(spec: dict[str, Any], data_root: str) -> tuple[list[str], Any]:
-    """The data folders of a recipe's ``finetune`` part, and its training set when synthetic
-    crater fields join the real data (``None``: :func:`finetune` loads the folders itself)."""
-    from momo_geo.evaluate import load_task_data
-    from momo_geo.training.finetune import task_of_root
-    from momo_geo.training.task_data import merge_tasks, synthetic_crater_data
+def finetune_data(spec: dict[str, Any], data_root: str) -> tuple[list[str], list[Any]]:
+    """The data folders of a recipe's ``finetune`` part, and the synthetic crater fields that
+    join their training images (an empty list when the recipe asks for none)."""
+    from momo_geo.training.task_data import synthetic_crater_data
 
     roots = [str(Path(data_root) / folder) for folder in spec["data"]]
     fields = int(spec.get("synthetic_fields", 0))
-    if not fields:
-        return roots, None
-    parts = [load_task_data(task_of_root(spec["task"], r), r, "train") for r in roots]
-    return roots, merge_tasks([*parts, synthetic_crater_data(fields)], spec["task"])
+    return roots, [synthetic_crater_data(fields)] if fields else []
 
 
 def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
@@ -120,28 +120,31 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
     """Pretrain (or reuse), fine-tune and describe one model; returns its bundle path."""
     from momo_geo.training.finetune import Recipe, finetune, set_card_fields, task_of_root
 
-    for part in ("bundle", "pretrain", "finetune", "card"):
+    source = recipe.get("finetune_from", "momo")
+    for part in ("bundle", "finetune", "card") + (("pretrain",) if source != "scratch" else ()):
         if part not in recipe:
             raise MomoGeoError(f"recipe has no {part!r}")
-    source = recipe.get("finetune_from", "momo")
     if source not in ENCODERS:
         raise MomoGeoError(f"finetune_from must be one of {', '.join(ENCODERS)}, not {source!r}")
-    run = pretrain_run(recipe["pretrain"], work, data_root, threads, verbose)
+    encoder = None
+    if ENCODERS[source] is not None:
+        run = pretrain_run(recipe["pretrain"], work, data_root, threads, verbose)
+        encoder = str(run / ENCODERS[source])
     spec = recipe["finetune"]
     ft = Recipe.from_dict(spec.get("recipe", {}))
     if spec.get("synthetic_fields"):
         ft.extra = {**ft.extra, "synthetic_fields": spec["synthetic_fields"]}
-    roots, train = finetune_data(spec, data_root)
+    roots, extra = finetune_data(spec, data_root)
     card = recipe["card"]
     path, _ = finetune(spec["task"], roots if len(roots) > 1 else roots[0],
-                       Path(out_dir) / recipe["bundle"], encoder_bundle=str(run / ENCODERS[source]),
+                       Path(out_dir) / recipe["bundle"], encoder_bundle=encoder,
                        recipe=ft, name=card.get("name"),
                        eval_tasks=[(task_of_root(spec["task"], r), r) for r in roots],
-                       train_data=train, overwrite=True, half=bool(spec.get("half", False)),
+                       extra_train=extra, overwrite=True, half=bool(spec.get("half", False)),
                        description=card.get("description", ""))
     training = json.loads((path / "card.json").read_text())["training"]
     training.update(data=card.get("data", training["data"]), finetune_from=source,
-                    pretrain=recipe["pretrain"], regenerate="make models (seeds fixed)")
-    set_card_fields(path, training=training,
-                    **{k: card[k] for k in ("gsd", "gsd_range", "sensors") if k in card})
+                    pretrain=recipe.get("pretrain") if encoder else None,
+                    regenerate="make models (seeds fixed)")
+    set_card_fields(path, training=training, **{k: card[k] for k in CARD_FIELDS if k in card})
     return path

@@ -2,9 +2,14 @@
 
 Landmark crops are resized to the model input (they are tiles already); crater chips are random
 ``input_size`` crops of the training images at native resolution (a third centred on a crater
-pixel, so that short runs see craters), normalised per chip exactly like a map tile, through the
-one shared :func:`momo_geo.preprocess.to_model_input`. :func:`synthetic_crater_data` adds
-rendered crater fields to a crater training set (the bundled crater model learns from them too).
+pixel, so that short runs see craters), normalised exactly like a map tile through the one shared
+:func:`momo_geo.preprocess.to_model_input`: with ``value_scaling = "scene_percentile"`` each chip
+is stretched by the range of the whole image it was cut from, as a map tile is by its scene's.
+Crater masks may carry an ignore ring (255) on each labelled rim (:func:`rim_ignore_targets`):
+a box's inscribed circle is only approximately the rim, and a model should not be punished for
+a pixel either way there. :func:`hold_out` keeps whole images (tiles, crops, HiRISE products)
+apart for recipe selection and learning curves. :func:`synthetic_crater_data` adds rendered
+crater fields to a crater training set.
 """
 
 from __future__ import annotations
@@ -17,17 +22,89 @@ import torch.nn.functional as F
 
 from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TASK_KIND, TaskData
-from momo_geo.preprocess import to_model_input
+from momo_geo.preprocess import scene_range, to_model_input
 from momo_geo.sensors import ALL_SENSORS_NORMALIZATION
+
+SCENE_PERCENTILE_NORMALIZATION = (0.5, 0.25)
 
 if TYPE_CHECKING:
     from momo_geo.training.finetune import Recipe
 
 
-def normalise(raw: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """Raw grey chips ``(B, 1, S, S)`` -> model input, through the one shared preprocessing."""
-    norm = ALL_SENSORS_NORMALIZATION
-    return to_model_input(raw, norm.mean, norm.std, recipe.in_chans)
+def normalise(raw: torch.Tensor, recipe: Recipe, ranges: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """Raw grey chips ``(B, 1, S, S)`` -> model input, through the one shared preprocessing.
+
+    ``ranges``: ``(B, 2)`` scene range of each chip's source image (``scene_percentile``).
+    """
+    mean, std = recipe_normalization(recipe)
+    value_range = None if ranges is None else (ranges[:, 0], ranges[:, 1])
+    return to_model_input(raw, mean, std, recipe.in_chans, value_range=value_range)
+
+
+def recipe_normalization(recipe: Recipe) -> tuple[float, float]:
+    """Mean and std after stretching: MOMO's statistics for its per-tile stretch, and fixed
+    (0.5, 0.25) for the scene-wide percentile stretch, whose 1st..99th percentiles span [0, 1]."""
+    if recipe.value_scaling == "scene_percentile":
+        return SCENE_PERCENTILE_NORMALIZATION
+    return ALL_SENSORS_NORMALIZATION.mean, ALL_SENSORS_NORMALIZATION.std
+
+
+def image_ranges(images: list[np.ndarray], recipe: Recipe) -> torch.Tensor | None:
+    """``(N, 2)`` scene range of each image, or ``None`` for the per-tile stretch."""
+    if recipe.value_scaling != "scene_percentile":
+        return None
+    return torch.tensor([scene_range(img) for img in images], dtype=torch.float32)
+
+
+def rim_ignore_targets(data: TaskData, width: float) -> list[np.ndarray]:
+    """Crater masks with 255 (ignored) on a ring of ``width`` x radius (at least one pixel)
+    around each labelled rim; images without labelled circles keep their mask."""
+    out = []
+    circles = data.circles or [None] * len(data.targets)
+    for mask, labelled in zip(data.targets, circles, strict=True):
+        target = np.array(mask, dtype=np.uint8)
+        if labelled is not None and width > 0:
+            for cx, cy, d in np.asarray(labelled, dtype=np.float64).reshape(-1, 3):
+                _ignore_ring(target, cx, cy, d / 2, max(1.0, width * d / 2))
+        out.append(target)
+    return out
+
+
+def _ignore_ring(target: np.ndarray, cx: float, cy: float, r: float, w: float) -> None:
+    h, wd = target.shape
+    y0, y1 = max(0, int(cy - r - w) - 1), min(h, int(cy + r + w) + 2)
+    x0, x1 = max(0, int(cx - r - w) - 1), min(wd, int(cx + r + w) + 2)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    # circles are in pixel-centre coordinates (evaluate.label_circles)
+    ring = np.abs(np.hypot(xx - cx, yy - cy) - r) < w / 2
+    target[y0:y1, x0:x1][ring] = 255
+
+
+def hold_out(data: TaskData, fraction: float, seed: int = 1) -> tuple[TaskData, TaskData]:
+    """Split ``data`` by group (tile, crop, HiRISE product) into (fit, select) parts.
+
+    The selection part is for choosing recipes and drawing learning curves, so the validation
+    split that results are reported on is never looked at while choosing.
+    """
+    groups = sorted(set(data.groups))
+    n_select = max(1, int(round(fraction * len(groups))))
+    if len(groups) < 2:
+        raise MomoGeoError(f"{data.task}: {len(groups)} group(s) cannot be split for selection")
+    chosen = set(np.random.default_rng(seed).permutation(groups)[:n_select].tolist())
+    parts = ([i for i, g in enumerate(data.groups) if g not in chosen],
+             [i for i, g in enumerate(data.groups) if g in chosen])
+    return tuple(_subset(data, idx) for idx in parts)  # type: ignore[return-value]
+
+
+def _subset(data: TaskData, idx: list[int]) -> TaskData:
+    def pick(values: list[Any] | None) -> list[Any] | None:
+        return None if values is None else [values[i] for i in idx]
+
+    return TaskData(data.task, pick(data.images), pick(data.targets), pick(data.groups),
+                    data.classes, pick(data.weights), pick(data.circles))
 
 
 def resize_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
@@ -37,8 +114,10 @@ def resize_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 
 def crater_chips(data: TaskData, n: int, size: int, rng: np.random.Generator,
-                 crater_fraction: float = 1 / 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random ``size`` crops (raw ``(n, 1, size, size)``, masks ``(n, size, size)``)."""
+                 crater_fraction: float = 1 / 3, targets: list[np.ndarray] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``n`` random ``size`` crops: raw ``(n, 1, size, size)``, masks ``(n, size, size)``
+    (from ``targets`` if given, e.g. with ignore rings) and the source image of each."""
     weights = np.array(data.weights if data.weights is not None
                        else [img.size for img in data.images], dtype=np.float64)
     weights /= weights.sum()
@@ -46,10 +125,10 @@ def crater_chips(data: TaskData, n: int, size: int, rng: np.random.Generator,
     raws = np.empty((n, 1, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=np.int64)
     for k, i in enumerate(which):
-        img, mask = data.images[i], data.targets[i]
+        img, mask = data.images[i], (targets or data.targets)[i]
         h, w = img.shape
-        if rng.random() < crater_fraction and mask.any():
-            ys, xs = np.nonzero(mask)
+        if rng.random() < crater_fraction and (mask == 1).any():
+            ys, xs = np.nonzero(mask == 1)
             j = rng.integers(len(ys))
             r0 = int(np.clip(ys[j] - rng.integers(size), 0, h - size))
             c0 = int(np.clip(xs[j] - rng.integers(size), 0, w - size))
@@ -57,28 +136,37 @@ def crater_chips(data: TaskData, n: int, size: int, rng: np.random.Generator,
             r0, c0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
         raws[k, 0] = img[r0:r0 + size, c0:c0 + size]
         masks[k] = mask[r0:r0 + size, c0:c0 + size]
-    return torch.from_numpy(raws), torch.from_numpy(masks)
+    return torch.from_numpy(raws), torch.from_numpy(masks), which
 
 
-def augment_chips(x: torch.Tensor, gen: torch.Generator, jitter: float = 0.0) -> torch.Tensor:
-    """Label-preserving augmentation of classification chips, drawn per chip: one of the eight
-    flips/90-degree rotations (HiRISE landmark crops have no preferred orientation) and a small
-    brightness/contrast jitter."""
+def augment_chips(x: torch.Tensor, gen: torch.Generator, jitter: float = 0.0,
+                  masks: torch.Tensor | None = None) -> Any:
+    """Label-preserving augmentation drawn per chip: one of the eight flips/90-degree rotations
+    (orbital images have no preferred orientation; the sun direction varies too) and a small
+    brightness/contrast jitter. With ``masks`` (segmentation) they turn with their chips and
+    ``(x, masks)`` is returned."""
     n = len(x)
     k = torch.randint(4, (n,), generator=gen)
     flip = torch.randint(2, (n,), generator=gen).bool()
     out = x.clone()
+    out_masks = None if masks is None else masks.clone()
     for rot in range(4):
         for f in (False, True):
             sel = (k == rot) & (flip == f)
             if sel.any():
-                chips = torch.rot90(x[sel], rot, dims=(-2, -1))
-                out[sel] = chips.flip(-1) if f else chips
+                out[sel] = _turn(x[sel], rot, f)
+                if out_masks is not None:
+                    out_masks[sel] = _turn(masks[sel], rot, f)
     if jitter > 0:
         gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
         shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
         out = out * gain + shift
-    return out
+    return out if masks is None else (out, out_masks)
+
+
+def _turn(chips: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
+    chips = torch.rot90(chips, rot, dims=(-2, -1))
+    return chips.flip(-1) if flip else chips
 
 
 def augment(x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator
@@ -104,8 +192,12 @@ class EpochChips(torch.utils.data.IterableDataset):
         self.task, self.data, self.recipe = task, data, recipe
         self.epoch = 0
         if TASK_KIND[task] == "classification":
-            self.x = normalise(resize_crops(data.images, recipe.input_size), recipe)
+            self.x = normalise(resize_crops(data.images, recipe.input_size), recipe,
+                               image_ranges(data.images, recipe))
             self.y = torch.tensor(data.targets, dtype=torch.int64)
+        else:
+            self.ranges = image_ranges(data.images, recipe)
+            self.targets = rim_ignore_targets(data, recipe.rim_ignore)
 
     def batches_per_epoch(self) -> int:
         n = len(self.data.images) if TASK_KIND[self.task] == "classification" else self.recipe.chips
@@ -128,9 +220,10 @@ class EpochChips(torch.utils.data.IterableDataset):
                 idx = order[b * bs:(b + 1) * bs]
                 yield self.x[idx], self.y[idx]
         else:
-            raw, mask = crater_chips(self.data, self.batches_per_epoch() * bs,
-                                     self.recipe.input_size, rng)
-            x = normalise(raw, self.recipe)
+            raw, mask, which = crater_chips(self.data, self.batches_per_epoch() * bs,
+                                            self.recipe.input_size, rng, targets=self.targets)
+            ranges = None if self.ranges is None else self.ranges[torch.from_numpy(which)]
+            x = normalise(raw, self.recipe, ranges)
             for b in range(self.batches_per_epoch()):
                 yield x[b * bs:(b + 1) * bs], mask[b * bs:(b + 1) * bs]
 
@@ -141,11 +234,12 @@ def merge_tasks(parts: list[TaskData], task: str, balance: bool = True) -> TaskD
     ``balance``: chips are drawn equally from each part (by area within a part), so 8 CTX
     tiles, 600 THEMIS crops and a few synthetic fields each get a third of the training chips.
     """
-    out = TaskData(task, [], [], [], parts[0].classes, [])
+    out = TaskData(task, [], [], [], parts[0].classes, [], [])
     for part in parts:
         out.images += part.images
         out.targets += part.targets
         out.groups += part.groups
+        out.circles += part.circles or [None] * len(part.images)
         area = np.array([img.size for img in part.images], dtype=np.float64)
         share = area / area.sum() / len(parts) if balance else area
         out.weights += share.tolist()
