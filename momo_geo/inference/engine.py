@@ -33,6 +33,7 @@ from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference.fit import body_warning
+from momo_geo.inference.frame import Frame, find_frame
 from momo_geo.inference.options import (
     DEVICES,
     PRECISIONS,
@@ -75,6 +76,8 @@ class MapResult:
     """Wall time of the tile loop (read, predict, stitch, write rows)."""
     tiles_per_s: float = 0.0
     """Predicted tiles per second of the tile loop."""
+    frame_fraction: float = 0.0
+    """Share of the scene in an undeclared constant frame, read as nodata (0: none found)."""
     resample_factor: float = 1.0
     """Scene pixels per model pixel (1: no resampling)."""
     class_names: list[str] = field(default_factory=list)
@@ -276,6 +279,16 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
         raise MomoGeoError("cancelled")
     stitcher.finish()
     return total, skipped
+
+
+def _scene_frame(info: Scene, options: MapOptions, log: Log | None) -> Frame | None:
+    """The scene's undeclared constant frame (when ``options.frame``), said in one line."""
+    frame = find_frame(str(info.path)) if options.frame else None
+    if frame is not None and log is not None:
+        log(f"{info.path.name}: a frame of value {frame.value:g} around the image "
+            f"({100 * frame.fraction:.0f} % of the scene) is treated as nodata "
+            "(--no-frame to map it)")
+    return frame
 
 
 def _options(options: MapOptions | None, changes: dict[str, Any]) -> MapOptions:
@@ -503,7 +516,9 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
                        probabilities_path=prob_out, model=card.name, task=card.task,
                        device=str(predictor.device), resample_factor=factor,
                        class_names=card.class_names)
-    source = RasterSource(str(info.path), card.bands, grid.model_shape)
+    frame = _scene_frame(info, options, log)
+    result.frame_fraction = frame.fraction if frame is not None else 0.0
+    source = RasterSource(str(info.path), card.bands, grid.model_shape, frame)
     overwrite = options.overwrite
     with contextlib.ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))

@@ -61,6 +61,8 @@ class MapOptions:
                               "(0: exact pixel outlines).", minimum=0.0)
     circles: bool = _option(False, "Fit circles to crater features: diameter_m, centre_lon, "
                             "centre_lat.")
+    frame: bool = _option(True, "Treat a constant-valued frame around the image (an "
+                          "undeclared black collar of a map-projected product) as nodata.")
     overwrite: bool = _option(False, "Replace existing outputs.")
 
     def __post_init__(self) -> None:

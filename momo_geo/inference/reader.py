@@ -21,7 +21,9 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.windows import Window
 
+from momo_geo.inference.frame import Frame
 from momo_geo.inference.options import MapOptions
 from momo_geo.inference.plan import TilePlan
 from momo_geo.preprocess import scene_range, to_grey, to_model_input
@@ -138,13 +140,15 @@ class RasterSource:
     """Tiles from a GDAL raster; reads at ``model_shape`` (resampled) when it differs."""
 
     def __init__(self, path: str, bands: str = "mean",
-                 model_shape: tuple[int, int] | None = None) -> None:
+                 model_shape: tuple[int, int] | None = None, frame: Frame | None = None) -> None:
         self.path, self.bands, self.model_shape = path, bands, model_shape
+        self.frame = frame
+        """An undeclared constant frame around the image (:mod:`.frame`), read as nodata."""
         self.src: rasterio.DatasetReader | None = None
 
     def open(self) -> RasterSource:
         # Each thread opens its own handle: GDAL datasets are not thread-safe.
-        other = RasterSource(self.path, self.bands, self.model_shape)
+        other = RasterSource(self.path, self.bands, self.model_shape, self.frame)
         other.src = rasterio.open(self.path)
         return other
 
@@ -163,6 +167,8 @@ class RasterSource:
             small = src.read(indexes, out_shape=(len(indexes), *shape),
                              resampling=Resampling.nearest)
             valid = _valid_mask(src, None, small, shape)
+            if self.frame is not None:
+                valid &= self.frame.valid(Window(0, 0, src.width, src.height), shape)
             return scene_range(_grey(small, self.bands, valid), valid)
 
     def read(self, plan: TilePlan) -> TileData:
@@ -172,6 +178,8 @@ class RasterSource:
         indexes = _image_bands(src, self.bands)
         data = src.read(indexes, window=window)
         valid = _valid_mask(src, window, data, None)
+        if self.frame is not None:
+            valid &= self.frame.valid(window)
         shape = self.model_shape
         if shape is None or shape == (plan.height, plan.width):
             return TileData(plan, _grey(data, self.bands, valid), valid, valid)
@@ -180,6 +188,8 @@ class RasterSource:
         small = src.read(indexes, window=window, out_shape=(len(indexes), *shape),
                          resampling=resampling)
         valid_model = _valid_mask(src, window, small, shape)
+        if self.frame is not None:
+            valid_model &= self.frame.valid(window, shape)
         return TileData(plan, _grey(small, self.bands, valid_model), valid_model, valid)
 
 
