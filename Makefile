@@ -64,17 +64,20 @@ bench: venv
 pretrain-smoke: venv
 	$(PY) -m momo_geo.training.pipeline runs/pretrain-smoke --overwrite --threads 1
 
-# The encoder comparison (training/recipes/comparison.json) and docs/results.md (~30 min).
+# The encoder comparison of the MOMO paper in miniature (training/recipes/comparison.json)
+# -> docs/comparison.md (~30 min).
 reproduce: venv
 	$(PY) training/reproduce.py
 
-# The bundled models from training/recipes/{crater-seg,landmarks}.json into momo_geo/weights/
-# (one shared pretraining run under build/models/), then docs/results.md re-rendered from the
-# last `make reproduce` comparison and the new cards.
+# The bundled models: every comparison arm of training/recipes/{crater-seg,landmarks}.json
+# built with equal CPU budgets (one shared MOMO pretraining run under build/models/; about
+# 2.5 CPU-hours, run as two processes), the best arm on the held-out selection images copied
+# into momo_geo/weights/, and docs/results.md written from the cards.
+ARMS := craters-unet craters-momo craters-scratch landmarks-momo landmarks-cnn
 models: venv
-	$(PY) training/build_models.py training/recipes/crater-seg.json \
-	  training/recipes/landmarks.json --out momo_geo/weights
-	$(PY) training/reproduce.py --render-only
+	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \
+	  --out build/models/bundles --work build/models
+	$(PY) training/report_models.py --bundles build/models/bundles --promote
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

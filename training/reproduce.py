@@ -2,7 +2,7 @@
 
     python training/reproduce.py            # or: make reproduce (about half an hour on 2 cores)
     python training/reproduce.py --quick    # a smoke run (minutes), writes to build/ only
-    python training/reproduce.py --render-only   # rewrite docs/results.md from the last run
+    python training/reproduce.py --render-only   # rewrite docs/comparison.md from the last run
 
 The settings live in ``training/recipes/comparison.json`` (``--quick`` applies its ``quick``
 part; ``--set KEY.PATH=VALUE`` overrides any value). Stages (seeds fixed; each prints its time):
@@ -18,7 +18,7 @@ part; ``--set KEY.PATH=VALUE`` overrides any value). Stages (seeds fixed; each p
    frozen-encoder protocol of :mod:`momo_geo.training.probes`, several seeds per cell: a linear
    classifier on the pooled features, a linear per-token crater probe (Dice+CE), both trained
    on cached features; validation images cut into non-overlapping tiles.
-3. ``docs/results.md``: the table (mean ± 95 % t-interval over seeds), the EVL selection report,
+3. ``docs/comparison.md``: the table (mean ± 95 % t-interval over seeds), the EVL selection report,
    the bundled models' validation metrics as their cards record them (``make models`` builds
    the bundles from ``training/recipes/{crater-seg,landmarks}.json``), the sample-scene IoU of
    the default crater model, the command, date, machine and an honest reading.
@@ -78,7 +78,7 @@ def build_encoders(recipe: dict[str, Any], data_root: str | Path, work: Path,
                    threads: int | None = None, verbose: bool = True
                    ) -> tuple[dict[str, Path | None], str, dict[str, Any]]:
     """Stage 1: every encoder of the comparison as a bundle path (``None``: scratch), the EVL
-    report and what the run chose (for results.md)."""
+    report and what the run chose (for comparison.md)."""
     from momo_geo.merge.evl import read_val_log, select_checkpoints
     from momo_geo.merge.recipe import merge_checkpoints
     from momo_geo.training.pipeline import run_momo
@@ -232,7 +232,7 @@ def rank_encoders(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str
 
 def render_results(state: dict[str, Any], cards: dict[str, Any], sample_iou: float | None,
                    baselines: dict[str, dict[str, float]] | None = None) -> str:
-    """docs/results.md from a comparison run's ``state`` and the bundled models' ``cards``."""
+    """docs/comparison.md from a comparison run's ``state`` and the bundled models' ``cards``."""
     from momo_geo import __version__
 
     table, pre, probes = state["table"], state["recipe"]["pretrain"], state["recipe"]["probes"]
@@ -314,7 +314,7 @@ def render_results(state: dict[str, Any], cards: dict[str, Any], sample_iou: flo
 
 
 def bundled_section(cards: dict[str, Any], sample_iou: float | None) -> list[str]:
-    """What results.md says about the bundled models, read from their cards."""
+    """What comparison.md says about the bundled models, read from their cards."""
     if not cards:
         return []
     lines = ["", "## The bundled default models", "",
@@ -479,7 +479,7 @@ def load_data(data_root: Path) -> dict[str, TaskData]:
 
 def comparison(recipe: dict[str, Any], data: dict[str, TaskData], data_root: Path, work: Path,
                threads: int, start: float) -> dict[str, Any]:
-    """Stages 1 and 2: the encoders and their probe scores (the state results.md renders)."""
+    """Stages 1 and 2: the encoders and their probe scores (the state comparison.md renders)."""
     encoders, evl_report, chosen = build_encoders(recipe, data_root, work, threads)
     log(f"encoders built by the package pipeline: {chosen['seconds']}", start)
     probes = recipe["probes"]
@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY.PATH=VALUE", help="override a recipe value (repeatable)")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite docs/results.md from the last run's state.json in --work "
+                        help="rewrite docs/comparison.md from the last run's state.json in --work "
                              "and the bundled models' cards")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared CPU more threads fight and crawl)")
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     work, data_root = Path(args.work), Path(args.data)
-    results_path = work / "results.md" if args.quick else ROOT / "docs" / "results.md"
+    results_path = work / "comparison.md" if args.quick else ROOT / "docs" / "comparison.md"
     weights_dir = ROOT / "momo_geo" / "weights"
     data = load_data(data_root)
     baselines = trivial_baselines(data)

@@ -1,0 +1,227 @@
+"""Choose the bundled models among the comparison arms, and write ``docs/results.md``.
+
+    python training/report_models.py --bundles build/models/bundles --promote
+
+The arms (``training/recipes/craters-*.json``, ``landmarks-*.json``) are built by
+``training/build_models.py`` with equal CPU budgets. Each selection recipe
+(``training/recipes/crater-seg.json``, ``landmarks.json``) names its arms and a criterion; the
+arm with the best criterion on its *selection* images (the last point of its learning curve,
+images held out of training, never the validation split) becomes the bundled model
+(``--promote`` copies it into ``momo_geo/weights/``). ``docs/results.md`` then reports every
+arm on the validation split with its bootstrap interval, its learning curve, and the targets of
+the project's model issue. Nothing in it is written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "training" / "recipes"
+SELECTIONS = ("crater-seg.json", "landmarks.json")
+TARGETS = {
+    "themis-craters": {"iou": 0.40, "crater_f1": 0.65},
+    "ctx-craters": {"crater_f1": 0.50},
+    "landmarks": {"f1_weighted": 0.80, "f1_macro": 0.45},
+}
+"""The targets of the model issue, on the validation splits."""
+
+
+def load_cards(bundles: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    cards = {}
+    for name in names:
+        path = bundles / f"{name}.bundle" / "card.json"
+        if path.is_file():
+            cards[name] = json.loads(path.read_text())
+    return cards
+
+
+def selection_score(card: dict[str, Any], criterion: list[str]) -> float | None:
+    """Mean of the criterion's metrics at the last learning-curve point (selection images)."""
+    curve = card.get("training", {}).get("learning_curve") or []
+    if not curve:
+        return None
+    last = curve[-1]
+    return sum(float(last.get(k, 0.0)) for k in criterion) / len(criterion)
+
+
+def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
+    scored = {name: selection_score(cards[name], selection["criterion"])
+              for name in selection["choose_from"] if name in cards}
+    scored = {k: v for k, v in scored.items() if v is not None}
+    return max(scored, key=scored.get) if scored else None
+
+
+def promote(bundles: Path, arm: str, target: Path) -> None:
+    """Copy an arm's bundle to ``target`` (a bundled model folder), replacing it whole."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    shutil.copytree(bundles / f"{arm}.bundle", tmp / "bundle")
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp / "bundle", target)
+    shutil.rmtree(old, ignore_errors=True)
+    tmp.rmdir()
+
+
+def fmt(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "–"
+    ci = metrics.get(f"{key}_ci")
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) -> list[str]:
+    head = ["arm", "network", "encoder", "train min", "chips seen", "selection"]
+    cols = [f"{task} {key}" for task, keys in task_keys.items() for key in keys]
+    lines = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
+    for name, card in cards.items():
+        training = card["training"]
+        curve = training.get("learning_curve") or [{}]
+        last = curve[-1]
+        sel = ", ".join(f"{k} {v:.3f}" for k, v in last.items()
+                        if k not in ("epoch", "samples", "minutes"))
+        encoder = training.get("finetune_from") or "scratch"
+        if card["architecture"]["kind"] in ("unet", "cnn_cls"):
+            encoder = "none (CNN)"
+        row = [name, card["architecture"]["kind"], encoder,
+               f"{training['seconds'] / 60:.0f}", str(last.get("samples", "–")), sel]
+        row += [fmt(card["metrics"].get(task, {}), key)
+                for task, keys in task_keys.items() for key in keys]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def curve_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| arm | epoch | chips seen | minutes | selection metrics |", "|---|---|---|---|---|"]
+    for name, card in cards.items():
+        for point in card["training"].get("learning_curve") or []:
+            metrics = ", ".join(f"{k} {v:.3f}" for k, v in point.items()
+                                if k not in ("epoch", "samples", "minutes"))
+            lines.append(f"| {name} | {point['epoch']} | {point['samples']} | "
+                         f"{point['minutes']:.1f} | {metrics} |")
+    return lines
+
+
+def plot_curves(cards: dict[str, dict[str, Any]], out: Path) -> None:
+    """Selection score against training minutes, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {"craters": ("crater_f1", "crater F1 (selection images)"),
+              "landmarks": ("f1_weighted", "weighted F1 (selection products)")}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (prefix, (key, label)) in zip(axes, panels.items(), strict=True):
+        for name, card in cards.items():
+            curve = card["training"].get("learning_curve") or []
+            if name.startswith(prefix) and curve:
+                ax.plot([p["minutes"] for p in curve], [p.get(key, 0.0) for p in curve],
+                        marker="o", label=name)
+        ax.set_xlabel("training minutes (one CPU thread, curve scoring included)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| task | metric | target | bundled model (val) | met |", "|---|---|---|---|---|"]
+    for task, targets in TARGETS.items():
+        for card in defaults.values():
+            metrics = card["metrics"].get(task)
+            if metrics is None:
+                continue
+            for key, goal in targets.items():
+                value = metrics.get(key)
+                met = "yes" if value is not None and value >= goal else "**no**"
+                lines.append(f"| {task} | {key} | ≥ {goal:.2f} | {fmt(metrics, key)} | {met} |")
+    return lines
+
+
+def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
+           chosen: dict[str, str], selections: dict[str, dict[str, Any]]) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    minutes = sum(c["training"]["seconds"] for c in arms.values()) / 60
+    crater_arms = {k: v for k, v in arms.items() if v["task"] == "segmentation"}
+    landmark_arms = {k: v for k, v in arms.items() if v["task"] == "classification"}
+    out = [
+        "# Results", "",
+        f"Generated by `make models` (`training/report_models.py`) on {now}, on "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores, no GPU, one torch thread per "
+        f"run; the arms below took {minutes:.0f} CPU-minutes of fine-tuning (plus one shared "
+        "MOMO pretraining run). Never edited by hand. The encoder comparison of the MOMO paper "
+        "in miniature is in [comparison.md](comparison.md).", "",
+        "Data: `../shared/data` — CTX crater tiles of the Mars Crater Catalogue (MC-11 East, "
+        "CC BY 4.0, Data 2020 5(3) 70); THEMIS daytime-IR crops with Robbins & Hynek crater "
+        "boxes (Zhao, Davis, Collins 2024, Apache-2.0); HiRISE landmark crops (Wagstaff et al., "
+        "Zenodo 10.5281/zenodo.2538136). Validation splits: CTX tiles D, F, K; 20 % of the "
+        "THEMIS crops (seeded); HiRISE landmark products (grouped). Crater scores follow "
+        "[the scoring rule](training.md#how-crater-maps-are-scored) (matched craters ≥ 8 px); "
+        "intervals are 95 % bootstrap intervals over images.", "",
+        "## The bundled models", "",
+    ]
+    for name, arm in chosen.items():
+        sel = selections[name]
+        out.append(f"- `{name}` = arm **{arm}**, chosen among {', '.join(sel['choose_from'])} "
+                   f"by {' + '.join(sel['criterion'])} on the selection images.")
+    out += ["", *target_rows(defaults), "",
+            "## Equal-budget comparison: MOMO encoder, same network from scratch, CNN", "",
+            "Scores on the validation split; `selection` is the last learning-curve point on the "
+            "images held out of training, which is what chose the bundled model.", "",
+            *arm_rows(crater_arms, {"themis-craters": ["iou", "crater_f1"],
+                                    "ctx-craters": ["iou", "crater_f1"]}), "",
+            *arm_rows(landmark_arms, {"landmarks": ["f1_weighted", "f1_macro"]}), "",
+            "## Learning curves", "",
+            "![Selection score against training minutes](img/learning_curves.png)", "",
+            *curve_rows(arms), ""]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundles", required=True, type=Path,
+                        help="folder of the arms' bundles (build_models.py --out)")
+    parser.add_argument("--promote", action="store_true",
+                        help="copy each chosen arm into momo_geo/weights/")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    args = parser.parse_args(argv)
+    selections = {s: json.loads((RECIPES / s).read_text()) for s in SELECTIONS}
+    names = [n for s in selections.values() for n in s["choose_from"]]
+    arms = load_cards(args.bundles, names)
+    if not arms:
+        print(f"no arm bundles in {args.bundles}; run training/build_models.py first",
+              file=sys.stderr)
+        return 1
+    chosen, defaults = {}, {}
+    for selection in selections.values():
+        arm = choose(selection, arms)
+        if arm is None:
+            continue
+        chosen[selection["bundle"]] = arm
+        defaults[selection["bundle"]] = arms[arm]
+        if args.promote:
+            promote(args.bundles, arm, ROOT / "momo_geo" / "weights" / selection["bundle"])
+            print(f"{arm} -> momo_geo/weights/{selection['bundle']}")
+    plot_curves(arms, args.results.parent / "img" / "learning_curves.png")
+    args.results.write_text(render(arms, defaults, chosen,
+                                   {s["bundle"]: s for s in selections.values()}))
+    print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
