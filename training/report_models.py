@@ -138,6 +138,49 @@ def plot_curves(cards: dict[str, dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
+SCORES = {"themis-craters": ("crater_precision", "crater_recall", "crater_f1", "iou"),
+          "ctx-craters": ("crater_precision", "crater_recall", "crater_f1", "iou"),
+          "landmarks": ("f1_weighted", "f1_macro", "accuracy")}
+"""The validation scores listed for each bundled model (tests read this table)."""
+
+
+def score_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| task | metric | value | 95 % interval |", "|---|---|---|---|"]
+    for task, keys in SCORES.items():
+        for card in defaults.values():
+            metrics = card["metrics"].get(task)
+            for key in keys if metrics else ():
+                ci = metrics.get(f"{key}_ci") or ["–", "–"]
+                interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci[0] != "–" else "–"
+                lines.append(f"| {task} | {key} | {metrics[key]:.4f} | {interval} |")
+    return lines
+
+
+def per_class_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| class | F1 | precision | recall | support |", "|---|---|---|---|---|"]
+    for card in defaults.values():
+        per_class = card["metrics"].get("landmarks", {}).get("per_class", {})
+        for name, row in per_class.items():
+            cells = [f"{row[k]:.3f}" if row[k] is not None else "–"
+                     for k in ("f1", "precision", "recall")]
+            lines.append(f"| {name} | {' | '.join(cells)} | {row['support']} |")
+    return lines
+
+
+def recall_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| task | diameter (px) | diameter (m) | labelled | found | recall |",
+             "|---|---|---|---|---|---|"]
+    for task in ("ctx-craters", "themis-craters"):
+        for card in defaults.values():
+            for b in card["metrics"].get(task, {}).get("crater_recall_by_diameter", []):
+                hi = "∞" if b.get("max_px") is None else f"{b['max_px']:g}"
+                hi_m = "∞" if b.get("max_m") is None else f"{b['max_m']:g}"
+                recall = "–" if b.get("recall") is None else f"{b['recall']:.3f}"
+                lines.append(f"| {task} | {b['min_px']:g}–{hi} | {b.get('min_m', 0):g}–{hi_m} "
+                             f"| {b['n']} | {b['tp']} | {recall} |")
+    return lines
+
+
 def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| task | metric | target | bundled model (val) | met |", "|---|---|---|---|---|"]
     for task, targets in TARGETS.items():
@@ -178,7 +221,10 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
         sel = selections[name]
         out.append(f"- `{name}` = arm **{arm}**, chosen among {', '.join(sel['choose_from'])} "
                    f"by {' + '.join(sel['criterion'])} on the selection images.")
-    out += ["", *target_rows(defaults), "",
+    out += ["", "### Validation scores", "", *score_rows(defaults), "",
+            "### Against the targets of the model issue", "", *target_rows(defaults), "",
+            "### Crater recall by diameter (validation)", "", *recall_rows(defaults), "",
+            "### Landmarks per class (validation)", "", *per_class_rows(defaults), "",
             "## Equal-budget comparison: MOMO encoder, same network from scratch, CNN", "",
             "Scores on the validation split; `selection` is the last learning-curve point on the "
             "images held out of training, which is what chose the bundled model.", "",
@@ -216,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.promote:
             promote(args.bundles, arm, ROOT / "momo_geo" / "weights" / selection["bundle"])
             print(f"{arm} -> momo_geo/weights/{selection['bundle']}")
+    (args.results.parent / "img").mkdir(parents=True, exist_ok=True)
     plot_curves(arms, args.results.parent / "img" / "learning_curves.png")
     args.results.write_text(render(arms, defaults, chosen,
                                    {s["bundle"]: s for s in selections.values()}))
