@@ -36,7 +36,7 @@ NODATA_CLASS = 255
 GPKG_VERSION = "1.2"
 """GeoPackage version written: GDAL >= 3.8 writes 1.4 by default, which QGIS 3.22 warns about."""
 ATTRIBUTES = ("class_id", "class_name", "area_m2", "perimeter_m", "mean_conf")
-CIRCLE_ATTRIBUTES = ("diameter_m", "centre_lon", "centre_lat")
+CIRCLE_ATTRIBUTES = ("diameter_m", "centre_lon", "centre_lat", "fit_residual")
 _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
@@ -386,7 +386,12 @@ class _Emitter:
             self.writer.add(geom, row)
 
     def _circle(self, geom: shapely.Polygon) -> dict[str, float]:
-        cx, cy, r = fit_circle(np.asarray(geom.exterior.coords)[:-1])
+        outline = np.asarray(geom.exterior.coords)[:-1]
+        cx, cy, r = fit_circle(outline)
+        # How round the outline is: RMS distance of the outline from the fitted circle, in
+        # radii (0 for a perfect circle; merged craters and irregular blobs score high).
+        residual = np.hypot(outline[:, 0] - cx, outline[:, 1] - cy) - r
+        fit = float(np.sqrt(np.mean(residual**2)) / r) if r > 0 else math.nan
         pixels = np.array([[cx, cy], [cx + r, cy], [cx, cy + r]])
         t = self.transform
         xy = pixels @ np.array([[t.a, t.b], [t.d, t.e]]).T + np.array([t.c, t.f])
@@ -395,4 +400,4 @@ class _Emitter:
         _, _, dy = self.geod.inv(lon[0], lat[0], lon[2], lat[2])
         centre_lon = ((lon[0] + 180.0) % 360.0) - 180.0
         return {"diameter_m": float(dx + dy), "centre_lon": float(centre_lon),
-                "centre_lat": float(lat[0])}
+                "centre_lat": float(lat[0]), "fit_residual": fit}

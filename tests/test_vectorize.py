@@ -108,7 +108,8 @@ def test_attributes_measured_on_mars(tmp_path):
                         circles=True)
     frame = gpd.read_file(tmp_path / "f.gpkg")
     assert list(frame.columns[:-1]) == ["class_id", "class_name", "area_m2", "perimeter_m",
-                                        "mean_conf", "diameter_m", "centre_lon", "centre_lat"]
+                                        "mean_conf", "diameter_m", "centre_lon", "centre_lat",
+                                        "fit_residual"]
     row = frame.iloc[0]
     assert (row.class_id, row.class_name) == (1, "crater")
     # an equirectangular pixel (standard parallel 0) is GSD x GSD·cos(lat) on the ground
@@ -119,6 +120,8 @@ def test_attributes_measured_on_mars(tmp_path):
     assert row.perimeter_m == pytest.approx(2 * 100 * GSD * (1 + math.cos(lat)), rel=0.01)
     assert row.mean_conf == pytest.approx(0.8, abs=1e-6)
     assert row.diameter_m == pytest.approx(100 * GSD, rel=0.03)
+    assert row.fit_residual < 0.03  # a pixel disc is round to its staircase
+
     assert summary.counts == {"crater": 1, "dune": 0}
     # centre on Mars: the disc centre's map coordinates, as lon/lat on the Mars sphere
     x, y = 100_000.0 + 100 * GSD, 600_000.0 - 100 * GSD
@@ -126,6 +129,15 @@ def test_attributes_measured_on_mars(tmp_path):
     assert row.centre_lon == pytest.approx(math.degrees(x / radius), abs=1e-3)
     assert row.centre_lat == pytest.approx(math.degrees(y / radius), abs=1e-3)
     assert body_of(frame.crs) == "Mars"
+
+
+def test_fit_residual_tells_a_merged_pair_from_a_crater(tmp_path):
+    mask = np.zeros((120, 200), np.uint8)
+    disc(mask, 60, 60, 30, 1)
+    disc(mask, 60, 115, 30, 1)  # two overlapping craters: one feature, far from round
+    path = write_mask(tmp_path / "m.tif", mask)
+    vectorize(path, tmp_path / "f.gpkg", CLASSES, circles=True)
+    assert gpd.read_file(tmp_path / "f.gpkg").iloc[0].fit_residual > 0.1
 
 
 def test_area_is_measured_on_the_body_in_polar_stereographic(tmp_path):
