@@ -64,6 +64,10 @@ class ModelCard:
     gsd: float | None = None
     """Nominal GSD (m/px) the model was trained at; scenes far off it are resampled to it."""
     gsd_range: list[float] | None = None
+    source_tile: int | None = None
+    """For a model without a GSD trained on fixed-size crops resized to ``input_size`` (the
+    HiRISE landmark crops are 227 px): the scene pixels one input tile covers when mapping, so
+    that features appear at the size the model learned them."""
     classes: list[ClassInfo] = field(default_factory=list)
     tile_size: int = 224
     tile_overlap: int = 32

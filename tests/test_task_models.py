@@ -97,3 +97,20 @@ def test_unet_recipe_trains_with_a_learning_curve_and_scene_scaling(themis_like,
     # the train split is 8 of the 10 crops; a fifth of them (2) is held out for the curve
     assert card_.training["selection_images"] == 2 and card_.training["train_images"] == 6
     assert "crater_f1" in metrics["themis-craters"]
+
+
+def test_a_crop_classifier_maps_tiles_the_size_of_its_crops(tmp_path):
+    # Trained on 64 px crops resized to 32 px: a map tile must cover 64 scene pixels too.
+    from momo_geo.bundle import Bundle
+    from momo_geo.inference import map_scene
+    from tests.test_frame import rotated_strip
+
+    rotated_strip(tmp_path / "scene.tif", size=128)
+    spec = ModelCard(name="c", task="classification", in_chans=1, input_size=32, tile_size=32,
+                     tile_overlap=0, source_tile=64, gsd=None,
+                     classes=[{"id": i, "name": f"k{i}", "color": "#000000"} for i in range(3)],
+                     architecture={"kind": "cnn_cls", "encoder": "cnn", "width": 4})
+    bundle = Bundle(card=spec, state_dict=create_model(spec).state_dict())
+    result = map_scene(tmp_path / "scene.tif", tmp_path / "m.tif", None, bundle, device="cpu",
+                       frame=False)
+    assert result.tiles_total == 4 and result.resample_factor == 2.0

@@ -260,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         chosen[selection["bundle"]] = arm
         defaults[selection["bundle"]] = arms[arm]
         if args.promote:
-            promote(args.bundles, arm, ROOT / "momo_geo" / "weights" / selection["bundle"])
+            target = ROOT / "momo_geo" / "weights" / selection["bundle"]
+            promote(args.bundles, arm, target)
+            if selection.get("card"):
+                from momo_geo.training.finetune import set_card_fields
+
+                set_card_fields(target, **selection["card"])
             print(f"{arm} -> momo_geo/weights/{selection['bundle']}")
     (args.results.parent / "img").mkdir(parents=True, exist_ok=True)
     plot_curves(arms, args.results.parent / "img" / "learning_curves.png")

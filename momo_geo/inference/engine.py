@@ -365,6 +365,8 @@ def gsd_factor(scene: Scene, card: ModelCard, log: Log | None = None) -> float:
     if warning:
         say(f"WARNING: {warning}")
     factor = 1.0
+    if not card.gsd and card.source_tile:
+        factor = card.source_tile / card.input_size
     if card.gsd and card.gsd_range:
         lo, hi = card.gsd_range
         if not lo <= scene.gsd <= hi:

@@ -48,6 +48,8 @@ LANDMARK_COLORS = {
 CRATER_CLASSES = [ClassInfo(0, "background", "#000000"), ClassInfo(1, "crater", "#ff3030")]
 TASK_SENSOR = {"landmarks": "hirise", "ctx-craters": "ctx", "themis-craters": "themis"}
 TASK_GSD = {"landmarks": None, "ctx-craters": 6.0, "themis-craters": 100.0}
+TASK_CROP_PX = {"landmarks": 227}
+"""Tasks learned from fixed-size crops resized to the input: a map tile covers a crop's pixels."""
 
 
 @dataclass
@@ -133,6 +135,7 @@ def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
                      value_scaling=recipe.value_scaling,
                      normalization={"mean": mean, "std": std},
                      sensors=[TASK_SENSOR[task]], gsd=TASK_GSD[task], classes=class_info,
+                     source_tile=TASK_CROP_PX.get(task),
                      tile_size=recipe.input_size, tile_overlap=recipe.input_size // 4)
 
 

@@ -36,7 +36,7 @@ ENCODERS = {"momo": "momo.bundle", "base": "base/encoder.bundle", "scratch": Non
 randomly initialised encoder, or a CNN without one; no pretraining runs)."""
 
 
-CARD_FIELDS = ("gsd", "gsd_range", "sensors", "tile_size", "tile_overlap")
+CARD_FIELDS = ("gsd", "gsd_range", "sensors", "tile_size", "tile_overlap", "source_tile")
 """Card fields a recipe's ``card`` part may set beside name and description."""
 
 
