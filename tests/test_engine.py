@@ -10,10 +10,12 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from momo_geo.bundle import Bundle, ModelCard, load_bundle, save_bundle
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference import map_scene, predict_array
+from momo_geo.inference.frame import find_frame
 from momo_geo.models import create_model, register
 
 MARS_EQC = "IAU_2015:49910"
@@ -431,9 +433,12 @@ def test_hirise_scene_maps_to_cog_on_its_grid(tmp_path, hirise_scene):
         assert out.crs == src.crs and out.transform == src.transform
         assert out.shape == src.shape
         assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        valid = src.dataset_mask() > 0
+        # nodata: what the file declares (nothing) and its undeclared black collar
+        frame = find_frame(str(hirise_scene))
+        valid = (src.dataset_mask() > 0) & frame.valid(Window(0, 0, src.width, src.height))
         mask = out.read(1)
     assert (mask[~valid] == 255).all() and (mask[valid] != 255).all()
+    assert 0.25 < (~valid).mean() < 0.32
     import geopandas as gpd
 
     from momo_geo.crs import body_of
