@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "training" / "recipes"
 SELECTIONS = ("crater-seg.json", "landmarks.json")
+DATA = ROOT.parent / "shared" / "data"
 TARGETS = {
     "themis-craters": {"iou": 0.40, "crater_f1": 0.65},
     "ctx-craters": {"crater_f1": 0.50},
@@ -71,6 +72,15 @@ def promote(bundles: Path, arm: str, target: Path) -> None:
     os.replace(tmp / "bundle", target)
     shutil.rmtree(old, ignore_errors=True)
     tmp.rmdir()
+
+
+def rescore(bundle: Path, card: dict[str, Any]) -> None:
+    """Score a bundle again on every task its card holds, with the card as it is now."""
+    from momo_geo.training.finetune import score_bundle
+    from momo_geo.training.recipes import TASK_FOLDERS
+
+    tasks = [t for t in card["metrics"] if t in TASK_FOLDERS]
+    score_bundle(bundle, [(t, str(DATA / TASK_FOLDERS[t])) for t in tasks])
 
 
 def fmt(metrics: dict[str, Any], key: str) -> str:
@@ -243,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the arms' bundles (build_models.py --out)")
     parser.add_argument("--promote", action="store_true",
                         help="copy each chosen arm into momo_geo/weights/")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score each chosen arm again with its card as shipped (arms "
+                        "built before tiling was fixed at training time were scored otherwise)")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args(argv)
     selections = {s: json.loads((RECIPES / s).read_text()) for s in SELECTIONS}
@@ -257,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         arm = choose(selection, arms)
         if arm is None:
             continue
+        if args.rescore:
+            path = args.bundles / f"{arm}.bundle"
+            rescore(path, arms[arm])
+            arms[arm] = json.loads((path / "card.json").read_text())
         chosen[selection["bundle"]] = arm
         defaults[selection["bundle"]] = arms[arm]
         if args.promote:

@@ -320,7 +320,7 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
              encoder_bundle: str | None = None, recipe: Recipe | None = None,
              name: str | None = None, eval_tasks: list[tuple[str, str]] | None = None,
              train_data: TaskData | None = None, extra_train: list[TaskData] | None = None,
-             overwrite: bool = False,
+             overwrite: bool = False, card_fields: dict[str, Any] | None = None,
              half: bool = False, description: str = "") -> tuple[Path, dict[str, Any]]:
     """Fine-tune ``encoder_bundle`` on ``task`` and save a task bundle at ``out``.
 
@@ -364,15 +364,24 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
         "kind": kind,
     }
     card.description = description
+    for key, value in (card_fields or {}).items():
+        setattr(card, key, value)
     path = save_bundle(out, model.state_dict(), card, overwrite=overwrite, half=half)
-    # Score the bundle as saved (fp16 included) with the code `momo-geo evaluate` runs, so the
-    # card's numbers are exactly what a user reproduces.
-    metrics: dict[str, Any] = {"split": "val"}
     device = {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
-    for eval_task, root in eval_tasks or [(task, roots[0])]:
-        metrics[eval_task] = evaluate_bundle(eval_task, root, str(path), device=device)
-    set_card_fields(path, metrics=metrics)
+    metrics = score_bundle(path, eval_tasks or [(task, roots[0])], device)
     return path, metrics
+
+
+def score_bundle(path: str | Path, eval_tasks: list[tuple[str, str]], device: str = "cpu"
+                 ) -> dict[str, Any]:
+    """Score a saved bundle on each ``(task, folder)``'s validation split and record it in the
+    card. The bundle as saved (fp16 weights, the card's tiling) runs through the code
+    ``momo-geo evaluate`` runs, so the card's numbers are exactly what a user reproduces."""
+    metrics: dict[str, Any] = {"split": "val"}
+    for eval_task, root in eval_tasks:
+        metrics[eval_task] = evaluate_bundle(eval_task, root, str(path), device=device)
+    set_card_fields(Path(path), metrics=metrics)
+    return metrics
 
 
 def set_card_fields(path: Path, **updates: Any) -> None:

@@ -140,11 +140,13 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
                        Path(out_dir) / recipe["bundle"], encoder_bundle=encoder,
                        recipe=ft, name=card.get("name"),
                        eval_tasks=[(task_of_root(spec["task"], r), r) for r in roots],
-                       extra_train=extra, overwrite=True, half=bool(spec.get("half", False)),
+                       extra_train=extra, overwrite=True,
+                       card_fields={k: card[k] for k in CARD_FIELDS if k in card},
+                       half=bool(spec.get("half", False)),
                        description=card.get("description", ""))
     training = json.loads((path / "card.json").read_text())["training"]
     training.update(data=card.get("data", training["data"]), finetune_from=source,
                     pretrain=recipe.get("pretrain") if encoder else None,
                     regenerate="make models (seeds fixed)")
-    set_card_fields(path, training=training, **{k: card[k] for k in CARD_FIELDS if k in card})
+    set_card_fields(path, training=training)
     return path
