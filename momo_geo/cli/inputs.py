@@ -10,7 +10,7 @@ usage block instead. Only the standard library and :mod:`momo_geo.bundle` (JSON 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -64,36 +64,24 @@ def check_model(model: str) -> None:
     load_card(model)
 
 
-def existing_files(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: every path given is a readable file."""
-    for path in _each(value):
-        check_file(path)
-    return value
+def _each_checked(check: Callable[[str], None], doc: str) -> Callable[..., Any]:
+    """A click callback that runs ``check`` on every path the option or argument got."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        for item in _each(value):
+            check(item)
+        return value
+
+    callback.__doc__ = doc
+    return callback
 
 
-def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: every path given is a readable folder."""
-    for path in _each(value):
-        check_folder(path)
-    return value
-
-
-def existing_paths(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: every path given exists, as a file or a folder."""
-    for path in _each(value):
-        check_exists(path)
-    return value
-
-
-def output_folder(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: each output path goes into an existing folder."""
-    for path in _each(value):
-        check_output_folder(path)
-    return value
-
-
-def known_model(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: a bundled model name or a bundle folder (its card is read, not weights)."""
-    for model in _each(value):
-        check_model(model)
-    return value
+existing_files = _each_checked(check_file, "Click callback: every path given is a readable file.")
+existing_folders = _each_checked(check_folder,
+                                 "Click callback: every path given is a readable folder.")
+existing_paths = _each_checked(check_exists,
+                               "Click callback: every path given exists, as a file or a folder.")
+output_folder = _each_checked(check_output_folder,
+                              "Click callback: each output path goes into an existing folder.")
+known_model = _each_checked(check_model, "Click callback: a bundled model name or a bundle "
+                            "folder (its card is read, not its weights).")

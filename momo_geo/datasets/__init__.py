@@ -9,8 +9,7 @@ in matplotlib, seconds of start-up); the labelled datasets need torch and PIL on
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from momo_geo._lazy import lazy_names
 
 _HOMES = {
     "ChipDataset": "chips",
@@ -42,12 +41,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'momo_geo.datasets' has no attribute {name!r}")
-    module = importlib.import_module(f"momo_geo.datasets.{_HOMES[name]}")
-    return getattr(module, name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

@@ -13,8 +13,7 @@ Names are imported on first use (PEP 562), so ``from momo_geo.inference.options 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from momo_geo._lazy import lazy_names
 
 _HOMES = {
     "MapOptions": "options",
@@ -33,12 +32,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'momo_geo.inference' has no attribute {name!r}")
-    module = importlib.import_module(f"momo_geo.inference.{_HOMES[name]}")
-    return getattr(module, name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
