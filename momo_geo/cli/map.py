@@ -191,7 +191,7 @@ def summary(result: Any) -> str:
     outputs = ", ".join(str(p) for p in result.paths)
     lines = [f"{result.scene} -> {outputs}",
              f"  model {result.model} ({result.task}) on {result.device}"
-             + (f", scene resampled x{1 / result.resample_factor:.3g} to the model's GSD"
+             + (f", scene read at x{1 / result.resample_factor:.3g} (the model's scale)"
                 if result.resample_factor != 1 else ""),
              f"  {result.tiles_total} tiles ({result.tiles_skipped} all-nodata, skipped): "
              f"inference {result.inference_seconds:.1f} s, {result.tiles_per_s:.1f} tiles/s; "
