@@ -39,11 +39,15 @@ def test_info_reports_the_real_hirise_scene(hirise_scene):
     assert west < east and south < north
     assert (west + east) / 2 == pytest.approx(150.5, abs=0.1)   # ~150.5°E
     assert (south + north) / 2 == pytest.approx(-0.2, abs=0.1)  # ~0.2°S
+    # no nodata declared, but a black collar around the rotated strip
+    assert record["nodata_fraction"] == 0.0
+    assert record["frame_value"] == 0 and 0.25 < record["frame_fraction"] < 0.32
 
     text = _momo_geo("info", str(hirise_scene))
     assert text.returncode == 0
     assert "HiRISE" in text.stdout and "Mars" in text.stdout and "Earth" not in text.stdout
     assert "°E" in text.stdout and "°S" in text.stdout
+    assert "undeclared collar of value 0" in text.stdout
 
 
 def test_info_on_the_bundled_sample_scene():

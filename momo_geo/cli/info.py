@@ -13,11 +13,13 @@ from momo_geo.cli.inputs import existing_files
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(), callback=existing_files)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per scene.")
 def info(scenes: tuple[str, ...], as_json: bool) -> None:
-    """Sensor, size, GSD, CRS and body, lon/lat bounds and nodata fraction of SCENES."""
+    """Sensor, size, GSD, CRS and body, lon/lat bounds, nodata and undeclared frame of SCENES."""
+    from momo_geo.inference.frame import find_frame
     from momo_geo.io import nodata_fraction, open_scene  # GDAL and PROJ: after the path checks
 
     for path in scenes:
         scene = open_scene(path)
+        frame = find_frame(str(scene.path))
         west, south, east, north = scene.bounds_lonlat()
         record = {
             "path": str(scene.path),
@@ -32,6 +34,8 @@ def info(scenes: tuple[str, ...], as_json: bool) -> None:
             "bounds_lonlat": [round(v, 6) for v in (west, south, east, north)],
             "nodata": scene.nodata,
             "nodata_fraction": round(nodata_fraction(path), 6),
+            "frame_value": frame.value if frame else None,
+            "frame_fraction": round(frame.fraction, 6) if frame else 0.0,
         }
         if as_json:
             click.echo(json.dumps(record))
@@ -48,6 +52,9 @@ def info(scenes: tuple[str, ...], as_json: bool) -> None:
                    f"{_lat(south)} to {_lat(north)}")
         click.echo(f"  nodata          {record['nodata_fraction']:.2%}"
                    + (f" (value {scene.nodata:g})" if scene.nodata is not None else ""))
+        if frame is not None:
+            click.echo(f"  frame           {frame.fraction:.2%} undeclared collar of value "
+                       f"{frame.value:g} (map reads it as nodata)")
 
 
 def _lon(value: float) -> str:
