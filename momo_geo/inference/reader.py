@@ -156,6 +156,14 @@ class RasterSource:
         if self.src is not None:
             self.src.close()
 
+    def _valid(self, src: rasterio.DatasetReader, window: Window, data: np.ndarray,
+               out_shape: tuple[int, int] | None) -> np.ndarray:
+        """Valid pixels of ``data`` read from ``window``: the dataset's mask less the frame."""
+        valid = _valid_mask(src, window, data, out_shape)
+        if self.frame is not None:
+            valid &= self.frame.valid(window, out_shape)
+        return valid
+
     def value_range(self, side: int = OVERVIEW_SIDE) -> tuple[float, float]:
         """The scene-wide stretch range from an overview at most ``side`` pixels on its long
         side (GDAL picks the file's own overviews when it has them): cheap on any scene size,
@@ -166,9 +174,7 @@ class RasterSource:
             indexes = _image_bands(src, self.bands)
             small = src.read(indexes, out_shape=(len(indexes), *shape),
                              resampling=Resampling.nearest)
-            valid = _valid_mask(src, None, small, shape)
-            if self.frame is not None:
-                valid &= self.frame.valid(Window(0, 0, src.width, src.height), shape)
+            valid = self._valid(src, Window(0, 0, src.width, src.height), small, shape)
             return scene_range(_grey(small, self.bands, valid), valid)
 
     def read(self, plan: TilePlan) -> TileData:
@@ -177,9 +183,7 @@ class RasterSource:
         window = plan.window
         indexes = _image_bands(src, self.bands)
         data = src.read(indexes, window=window)
-        valid = _valid_mask(src, window, data, None)
-        if self.frame is not None:
-            valid &= self.frame.valid(window)
+        valid = self._valid(src, window, data, None)
         shape = self.model_shape
         if shape is None or shape == (plan.height, plan.width):
             return TileData(plan, _grey(data, self.bands, valid), valid, valid)
@@ -187,9 +191,7 @@ class RasterSource:
         resampling = Resampling.average if down else Resampling.bilinear
         small = src.read(indexes, window=window, out_shape=(len(indexes), *shape),
                          resampling=resampling)
-        valid_model = _valid_mask(src, window, small, shape)
-        if self.frame is not None:
-            valid_model &= self.frame.valid(window, shape)
+        valid_model = self._valid(src, window, small, shape)
         return TileData(plan, _grey(small, self.bands, valid_model), valid_model, valid)
 
 

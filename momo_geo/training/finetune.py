@@ -35,6 +35,7 @@ from momo_geo.training.task_data import (
     EpochChips,
     augment,
     augment_chips,
+    batches_per_epoch,
     hold_out,
     merge_tasks,
     recipe_normalization,
@@ -83,8 +84,8 @@ class Recipe:
     (crops drawn with probability ``1 / sqrt(n_c)``, so rare classes appear in most batches)."""
     jitter: float = 0.0
     """Per-chip brightness shift and contrast factor ``1 +- jitter`` (normalised units; 0: off).
-    Classification augmentation is per chip (each crop its own flip/rotation); crater batches
-    keep one flip/rotation per batch."""
+    With jitter, flips/rotations are drawn per chip too (crater masks turn with their chips);
+    without it, crater batches keep one flip/rotation per batch."""
     architecture: str = ""
     """Network kind (:mod:`momo_geo.models`): ``vit_seg``, ``vit_unet`` (MOMO encoder + U-Net) or
     ``unet`` (CNN only) for craters; ``vit_cls`` or ``cnn_cls`` for landmarks. Empty: ``vit_seg``
@@ -348,7 +349,7 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     points: list[dict[str, Any]] = []
     curve = None
     if select is not None:
-        per_epoch = EpochChips(task, train_data, recipe).batches_per_epoch() * recipe.batch_size
+        per_epoch = batches_per_epoch(task, train_data, recipe) * recipe.batch_size
         curve = learning_curve(model, card, select, recipe, per_epoch, points)
     seconds = train_lightning(model, task, train_data, recipe,
                               _class_weight(recipe, card, train_data), curve)

@@ -184,6 +184,12 @@ def augment(x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator
     return x, y
 
 
+def batches_per_epoch(task: str, data: TaskData, recipe: Recipe) -> int:
+    """Batches in one epoch: every crop once (classification) or ``recipe.chips`` chips."""
+    n = len(data.images) if TASK_KIND[task] == "classification" else recipe.chips
+    return max(1, n // recipe.batch_size)
+
+
 class EpochChips(torch.utils.data.IterableDataset):
     """Fresh crater chips each epoch (seeded), landmarks shuffled; yields normalised batches."""
 
@@ -200,8 +206,7 @@ class EpochChips(torch.utils.data.IterableDataset):
             self.targets = rim_ignore_targets(data, recipe.rim_ignore)
 
     def batches_per_epoch(self) -> int:
-        n = len(self.data.images) if TASK_KIND[self.task] == "classification" else self.recipe.chips
-        return max(1, n // self.recipe.batch_size)
+        return batches_per_epoch(self.task, self.data, self.recipe)
 
     def __iter__(self) -> Any:
         rng = np.random.default_rng([self.recipe.seed, self.epoch])
