@@ -139,3 +139,21 @@ def build_wheel(folder: Path) -> Path:
                     "--no-build-isolation", "-w", str(folder), str(source)],
                    check=True, capture_output=True, timeout=300)
     return next(folder.glob("momo_geo-*.whl"))
+
+
+def run_script_report(python: Path, script: str, env: dict[str, str], cwd: Path,
+                      timeout: float) -> dict[str, Any]:
+    """Run a QGIS test ``script`` in ``python`` and return the JSON report of its last line;
+    the calling test is skipped when the report says ``skip``."""
+    import json
+    import subprocess  # nosec B404 - a fixed argv list of our own test script
+
+    import pytest
+
+    completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                               env=env, timeout=timeout, cwd=cwd)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    return report

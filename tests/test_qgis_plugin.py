@@ -31,6 +31,7 @@ from qgis_support import (  # noqa: E402
     ROOT,
     Interface,
     make_dark_spot_bundle,
+    run_script_report,
     wait_for,
 )
 
@@ -248,12 +249,7 @@ plugin.unload()
     env["HOME"] = str(tmp_path)
     # The engine's Python set to one without momo-geo (else the checkout's .venv is detected).
     env["MOMO_GEO_PYTHON"] = str(python)
-    completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
-                               env=env, timeout=60, cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
-    if "skip" in report:
-        pytest.skip(report["skip"])
+    report = run_script_report(python, script, env, tmp_path, timeout=60)
     assert report["enabled"] is False and report["provider"] is False
     assert len(report["messages"]) == 1, report["messages"]
     message = report["messages"][0]
@@ -859,12 +855,7 @@ print(json.dumps({{"features": result["features"],
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MOMO_GEO_PYTHON")}
     env.update(HOME=str(tmp_path), QT_QPA_PLATFORM="offscreen")
-    completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
-                               env=env, timeout=240, cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
-    if "skip" in report:
-        pytest.skip(report["skip"])
+    report = run_script_report(python, script, env, tmp_path, timeout=240)
     assert report["python"] == str(venv_python)
     assert report["features"] > 0
     assert (tmp_path / "mask.tif").is_file() and (tmp_path / "f.gpkg").is_file()
