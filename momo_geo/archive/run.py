@@ -1,0 +1,396 @@
+"""``map_archive``: many scenes on a Dask cluster, resumable, with one merged catalogue.
+
+Why Dask (``dask.distributed``): it is the distributed engine the geospatial Python world already
+runs (xarray, dask-geopandas, Pangeo), with a ``LocalCluster`` for one machine, ``dask scheduler``
+/ ``dask worker`` for several, dask-jobqueue for SLURM/PBS and dask-kubernetes, a dashboard, and
+a scheduler that gives a dead worker's task to another worker. momo-geo adds only what is
+particular to mapping: one task per scene running :func:`~momo_geo.inference.map_scene` with the
+model loaded once per worker (:mod:`.scene_task`), the manifest that makes a run resumable
+(:mod:`.manifest`), and the merged catalogue (:mod:`.catalogue`).
+
+The way of a run: check scenes and names -> read the manifest: scenes done with the same model and
+options are skipped, failed ones are tried again until ``max_attempts`` -> one task per remaining
+scene -> each finished scene is committed to the manifest as it arrives (Ctrl-C loses nothing
+done) -> the catalogue of every done scene -> a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from momo_geo.archive.catalogue import (
+    CATALOGUE_NAME,
+    DEFAULT_CRS,
+    CatalogueSummary,
+    SceneLayer,
+    check_catalogue_crs,
+    write_catalogue,
+)
+from momo_geo.archive.manifest import (
+    DONE,
+    FAILED,
+    PENDING,
+    Manifest,
+    SceneRecord,
+    now,
+    options_hash,
+)
+from momo_geo.errors import MomoGeoError
+from momo_geo.inference.options import MapOptions, default_mask_path, default_vector_path
+
+SCENES_FOLDER = "scenes"
+"""Inside the archive folder: each scene's class mask and vector layer."""
+DEFAULT_MAX_ATTEMPTS = 3
+INSTALL_HINT = "map-archive needs Dask: pip install 'momo-geo[archive]'"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ArchiveResult:
+    """What a run did; ``failed`` maps scene names to their one-line errors."""
+
+    folder: Path
+    manifest: Path
+    mapped: list[str] = field(default_factory=list)
+    """Scenes mapped by this run."""
+    skipped: list[str] = field(default_factory=list)
+    """Scenes already mapped with the same model and options (not recomputed)."""
+    failed: dict[str, str] = field(default_factory=dict)
+    catalogue: CatalogueSummary | None = None
+    dashboard: str | None = None
+    seconds: float = 0.0
+    model_loads: dict[str, int] = field(default_factory=dict)
+    """Worker -> models it has loaded so far (one each, however many scenes)."""
+
+
+def require_dask() -> None:
+    """A one-line error naming the extra to install when ``dask.distributed`` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None or importlib.util.find_spec("dask") is None:
+        raise MomoGeoError(INSTALL_HINT)
+
+
+def model_identity(model: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(model as the workers should name it, hash of its card and weights)``; reads no weights.
+
+    A bundled model keeps its name (each worker finds its own installed copy); a bundle folder
+    becomes an absolute path (on a cluster it must be on a file system every worker sees).
+    """
+    from momo_geo.bundle import BUNDLED_MODELS, load_card, resolve_bundle_path
+
+    path = resolve_bundle_path(model)
+    card = load_card(path)
+    text = str(model)
+    name = text if text in BUNDLED_MODELS else str(path.resolve())
+    card_text = (path / "card.json").read_bytes()
+    weights = card.weights_sha256 or _file_identity(path / "weights.safetensors")
+    return name, hashlib.sha256(card_text + weights.encode()).hexdigest()[:16]
+
+
+def _file_identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def scene_paths(scenes: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Absolute scene paths, each a file, no file name twice (names name the outputs)."""
+    paths: list[Path] = []
+    seen: dict[str, Path] = {}
+    for scene in scenes:
+        path = Path(scene).expanduser().resolve()
+        if not path.is_file():
+            raise MomoGeoError(f"{scene}: no such file")
+        if path.name in seen:
+            if seen[path.name] == path:
+                continue
+            raise MomoGeoError(f"two scenes are named {path.name} ({seen[path.name]} and {path}); "
+                               "outputs are named after the scene, rename one")
+        seen[path.name] = path
+        paths.append(path)
+    if not paths:
+        raise MomoGeoError("no scenes to map")
+    return paths
+
+
+def read_scene_list(path: str | os.PathLike[str]) -> list[str]:
+    """Scene paths from a text file, one a line; blank lines and ``#`` comments skipped;
+    relative paths are relative to the list's folder."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MomoGeoError(f"{path}: cannot read the scene list ({exc})") from None
+    scenes = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            scene = Path(line).expanduser()
+            scenes.append(str(scene if scene.is_absolute() else path.parent / scene))
+    return scenes
+
+
+def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
+                model: str | os.PathLike[str] = "default", options: MapOptions | None = None, *,
+                scheduler: str | None = None, workers: int | None = None,
+                threads_per_worker: int = 1, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                catalogue_crs: Any = DEFAULT_CRS, progress: Log | None = None,
+                log: Log | None = None) -> ArchiveResult:
+    """Map ``scenes`` into ``out_dir`` on a Dask cluster; resume what an earlier run left.
+
+    ``out_dir`` gets ``scenes/<scene>_mask.tif`` and ``scenes/<scene>_features.gpkg`` per scene,
+    ``manifest.sqlite`` and ``catalogue.gpkg``. ``scheduler``: a running scheduler's address
+    (``tcp://host:8786``); default a ``LocalCluster`` of ``workers`` processes (default: half the
+    CPU cores, at most 4), each mapping one scene at a time with ``threads_per_worker`` CPU
+    threads. ``options.overwrite`` maps again scenes already done. ``progress(line)`` gets one line
+    per finished scene, ``log(line)`` the rest (dashboard, scene warnings). Raises
+    :class:`MomoGeoError` for bad arguments; failed scenes are reported in the result and the
+    manifest, not raised.
+    """
+    started = time.monotonic()
+    options = options if options is not None else MapOptions()
+    say = log or (lambda line: None)
+    paths = scene_paths(scenes)
+    if max_attempts < 1:
+        raise MomoGeoError("max attempts must be at least 1")
+    if threads_per_worker < 1 or (workers is not None and workers < 1):
+        raise MomoGeoError("workers and threads per worker must be at least 1")
+    target_crs = check_catalogue_crs(catalogue_crs)
+    model_name, model_hash = model_identity(model)
+    require_dask()
+    folder = Path(out_dir).expanduser().resolve()
+    if not folder.parent.is_dir():
+        raise MomoGeoError(f"{folder.parent}: output folder does not exist")
+    (folder / SCENES_FOLDER).mkdir(parents=True, exist_ok=True)
+    result = ArchiveResult(folder=folder, manifest=folder / "manifest.sqlite")
+    values = {**options.as_dict(), "overwrite": True}  # the archive folder is the run's own
+    opt_hash = options_hash(values)
+    with Manifest(folder) as manifest:
+        _remove_staging(folder / SCENES_FOLDER)
+        todo = _plan(manifest, paths, folder, model_name, model_hash, opt_hash, options.overwrite,
+                     max_attempts, result)
+        if todo:
+            say(f"map-archive: {len(todo)} scene(s) to map, {len(result.skipped)} already "
+                f"mapped, {len(result.failed)} failed {max_attempts} times (skipped)")
+            try:
+                _run(todo, manifest, values, model_name, scheduler, workers, threads_per_worker,
+                     result, progress, say)
+            finally:
+                if scheduler is None:  # our own workers are gone: no staging folder is in use
+                    _remove_staging(folder / SCENES_FOLDER)
+        done = [r for r in manifest.records() if r.status == DONE and r.name in
+                {p.name for p in paths}]
+        result.failed = {r.name: r.error or "" for r in manifest.records()
+                         if r.status == FAILED and r.name in {p.name for p in paths}}
+    result.catalogue = write_catalogue(
+        [SceneLayer(r.name, r.sensor, r.vector_path) for r in done if r.vector_path],
+        folder / CATALOGUE_NAME, target_crs)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _plan(manifest: Manifest, paths: list[Path], folder: Path, model: str, model_hash: str,
+          opt_hash: str, overwrite: bool, max_attempts: int, result: ArchiveResult
+          ) -> list[SceneRecord]:
+    """The scenes this run maps, as manifest rows (new scenes are inserted as pending)."""
+    todo, new = [], []
+    for path in paths:
+        record = manifest.get(path.name)
+        same = (record is not None and record.model_hash == model_hash
+                and record.options_hash == opt_hash)
+        if (record is not None and same and not overwrite and record.status == DONE
+                and _outputs_exist(record)):
+            result.skipped.append(path.name)
+            continue
+        if record is not None and same and not overwrite and record.status == FAILED \
+                and record.attempts >= max_attempts:
+            continue  # reported with the failed scenes at the end
+        out = folder / SCENES_FOLDER / path.name
+        if record is None or not same or overwrite or record.status == DONE:
+            record = SceneRecord(name=path.name, path=str(path))  # fresh: attempts from 0
+        record.path, record.status = str(path), record.status if record.status == FAILED \
+            else PENDING
+        record.mask_path = str(default_mask_path(out))
+        record.vector_path = str(default_vector_path(out))
+        record.model, record.model_hash, record.options_hash = model, model_hash, opt_hash
+        new.append(record)
+        todo.append(record)
+    manifest.put_many(new)
+    return todo
+
+
+def _outputs_exist(record: SceneRecord) -> bool:
+    return all(p and Path(p).is_file() for p in (record.mask_path, record.vector_path))
+
+
+def _remove_staging(folder: Path) -> None:
+    """Staging folders a killed worker left (``atomic_output`` removes them unless killed)."""
+    for staging in folder.glob(".*.partial-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the cluster
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
+    """A Dask client: on ``scheduler``, or on a new LocalCluster of worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise MomoGeoError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+        with client:
+            yield client
+        return
+    import importlib.util
+
+    n = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
+    dashboard = ":0" if importlib.util.find_spec("bokeh") is not None else None
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=dashboard, silence_logs=logging.ERROR,
+                           env={"OMP_NUM_THREADS": str(threads)})
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def _run(todo: list[SceneRecord], manifest: Manifest, options: dict[str, Any], model: str,
+         scheduler: str | None, workers: int | None, threads: int, result: ArchiveResult,
+         progress: Log | None, say: Log) -> None:
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]
+    with _client(scheduler, workers, threads) as client:
+        link = _dashboard(client)
+        if link:
+            result.dashboard = link
+            say(f"Dask dashboard: {link}")
+        futures = {}
+        for record in todo:
+            job = {"scene": record.path, "mask_path": record.mask_path,
+                   "vector_path": record.vector_path, "model": model, "options": options,
+                   "torch_threads": threads if scheduler is None else None}
+            future = client.submit(_task(), job, key=f"map-{record.name}-{token}", pure=False)
+            futures[future] = record
+        meter = _Progress(len(todo), progress)
+        try:
+            for future in as_completed(futures):
+                record = futures[future]
+                answer = _answer(future)
+                _apply(record, answer)
+                manifest.put(record)
+                if record.status == DONE:
+                    result.mapped.append(record.name)
+                if answer.get("worker") and "model_loads" in answer:
+                    result.model_loads[answer["worker"]] = answer["model_loads"]
+                for message in answer.get("messages", []):
+                    say(message)
+                meter.add(record)
+        except BaseException:  # Ctrl-C: stop the rest; what is done is in the manifest
+            client.cancel(list(futures), force=True)
+            raise
+
+
+def _task() -> Callable[[dict], dict]:
+    from momo_geo.archive.scene_task import map_one
+
+    return map_one
+
+
+def _dashboard(client: Any) -> str | None:
+    with contextlib.suppress(Exception):
+        import importlib.util
+
+        if importlib.util.find_spec("bokeh") is not None:
+            return str(client.dashboard_link)
+    return None
+
+
+def _answer(future: Any) -> dict[str, Any]:
+    """The worker's record, or a failed one when the task itself could not run."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        return {"status": FAILED, "error": "the worker mapping this scene died each time it was "
+                "tried (out of memory, or a crash in a library); see the workers' logs"}
+    except MomoGeoError as exc:
+        return {"status": FAILED, "error": str(exc)}
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return {"status": FAILED, "error": f"{type(exc).__name__}: {message}"}
+
+
+def _apply(record: SceneRecord, answer: dict[str, Any]) -> None:
+    import datetime as dt
+
+    def stamp(seconds: float | None) -> str | None:
+        if seconds is None:
+            return None
+        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
+
+    record.status = answer["status"]
+    record.attempts += 1
+    record.started = stamp(answer.get("started"))
+    record.finished = stamp(answer.get("finished")) or now()
+    if answer.get("started") and answer.get("finished"):
+        record.seconds = round(answer["finished"] - answer["started"], 3)
+    record.worker = answer.get("worker")
+    record.error = answer.get("error") if record.status == FAILED else None
+    record.features = answer.get("features") if record.status == DONE else None
+    record.sensor = answer.get("sensor", record.sensor)
+    if record.status == FAILED:  # the worker removed them, unless it died first
+        for path in (record.mask_path, record.vector_path):
+            if path:
+                Path(path).unlink(missing_ok=True)
+
+
+class _Progress:
+    """One line per finished scene: done / failed / left, elapsed and an ETA."""
+
+    def __init__(self, total: int, sink: Log | None) -> None:
+        self.total, self.sink = total, sink
+        self.done = self.failed = 0
+        self.start = time.monotonic()
+
+    def add(self, record: SceneRecord) -> None:
+        if record.status == DONE:
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.sink is None:
+            return
+        finished = self.done + self.failed
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / finished * (self.total - finished)
+        what = (f"{record.features} features" if record.status == DONE
+                else f"FAILED: {record.error}")
+        self.sink(f"[{finished}/{self.total}] {record.name}: {what} | done {self.done}, "
+                  f"failed {self.failed}, elapsed {_duration(elapsed)}, ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

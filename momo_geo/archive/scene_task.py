@@ -1,0 +1,120 @@
+"""One scene on a Dask worker: the same :func:`~momo_geo.inference.map_scene` as ``momo-geo map``.
+
+Runs inside worker processes, which may be on other machines: it takes and returns plain dicts
+(cheap to pickle, no torch objects cross the network) and never raises for a bad scene; the
+record it returns says ``failed`` with a one-line error, so a corrupt scene is one row of the
+manifest, not a stopped run. A worker process that dies (out of memory, a crash, a killed node)
+is Dask's business: the scheduler gives the scene to another worker.
+
+The model is loaded once per worker process (:data:`_PREDICTORS`), not once per scene: loading a
+ViT takes seconds and a gigabyte, mapping a small scene less.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from momo_geo.errors import MomoGeoError
+
+_PREDICTORS: dict[tuple[str, str, str], Any] = {}
+"""Loaded models of this worker process, by (model, device, precision)."""
+_LOCK = threading.Lock()
+MODEL_LOADS = 0
+"""How many times this process loaded a model (the tests check it stays at one)."""
+
+
+def _predictor(model: str, device: str, precision: str) -> Any:
+    global MODEL_LOADS
+    key = (model, device, precision)
+    with _LOCK:  # a worker with several threads loads the model once, not once per thread
+        if key not in _PREDICTORS:
+            from momo_geo.bundle import load_bundle
+            from momo_geo.inference import Predictor
+
+            _PREDICTORS[key] = Predictor(load_bundle(model), device, precision)
+            MODEL_LOADS += 1
+        return _PREDICTORS[key]
+
+
+def check_body(info: Any, assume_mars: bool) -> None:
+    """Refuse a scene that is not on Mars (an EPSG:4326 or UTM label is the usual mistake).
+
+    ``momo-geo map`` only warns about it today; in an archive a scene on the wrong body would put
+    features at the wrong place of the merged catalogue, so it is a failed scene.
+    """
+    if info.body != "Mars" and not assume_mars:
+        where = f"an {info.body} CRS" if info.body != "unknown" else "a CRS of no known body"
+        raise MomoGeoError(f"{info.path.name} is in {where} ({info.crs_description}), not a "
+                           "Mars one; give the scene its Mars CRS")
+
+
+def map_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Map one scene; return its manifest fields (``status`` ``done`` or ``failed``).
+
+    ``job``: ``scene``, ``mask_path``, ``vector_path``, ``model`` (bundle folder or bundled
+    name), ``options`` (:class:`~momo_geo.inference.options.MapOptions` fields) and optionally
+    ``torch_threads``.
+    """
+    started = time.time()
+    record: dict[str, Any] = {"started": started, "worker": _worker_address(),
+                              "pid": os.getpid()}
+    try:
+        record.update(_map(job))
+        record["status"] = "done"
+    except MomoGeoError as exc:
+        record.update(status="failed", error=str(exc))
+    except Exception as exc:  # one line in the manifest; the run goes on
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        record.update(status="failed", error=f"{type(exc).__name__}: {message}")
+    if record["status"] == "failed":
+        _remove(job["mask_path"], job["vector_path"])  # never a half-done scene
+    record.update(finished=time.time(), model_loads=MODEL_LOADS)
+    return record
+
+
+def _map(job: dict[str, Any]) -> dict[str, Any]:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from momo_geo.inference import map_scene
+    from momo_geo.inference.options import MapOptions
+    from momo_geo.io import open_scene
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    if job.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(int(job["torch_threads"]))
+    values = dict(job["options"])
+    assume_mars = bool(values.get("assume_mars", False))
+    options = MapOptions(**values)
+    info = open_scene(job["scene"])
+    check_body(info, assume_mars)
+    predictor = _predictor(job["model"], options.device, options.precision)
+    messages: list[str] = []
+    result = map_scene(info.path, job["mask_path"], job["vector_path"], job["model"], options,
+                       predictor=predictor, log=messages.append)
+    return {"features": int(sum(result.feature_counts.values())),
+            "sensor": info.sensor.name if info.sensor is not None else None,
+            "mask_path": str(result.mask_path), "vector_path": str(result.vector_path),
+            "messages": messages}
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+def _remove(*paths: str | None) -> None:
+    for path in paths:
+        if path:
+            Path(path).unlink(missing_ok=True)
