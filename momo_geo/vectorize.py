@@ -189,43 +189,56 @@ def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
         conf_src = rasterio.open(confidence_path) if confidence_path else None
         writer = _Writer(out, crs, circles)
         emitter = _Emitter(writer, wanted, crs, transform, min_area, tolerance_px, circles)
-        # features still open at the current row seam, each as its block pieces (unioned only
-        # once, when the feature is complete: re-unioning a growing feature every block row
-        # would cost quadratic time for features that span many blocks)
-        pending: list[list[_Piece]] = []
         try:
-            for row0 in range(0, height, block):
-                if cancel is not None and cancel():
-                    raise MomoGeoError("cancelled")
-                row1 = min(row0 + block, height)
-                open_pieces: list[_Piece] = []
-                for col0 in range(0, width, block):
-                    col1 = min(col0 + block, width)
-                    window = Window(col0, row0, col1 - col0, row1 - row0)
-                    data = src.read(1, window=window)
-                    conf = conf_src.read(1, window=window) if conf_src else None
-                    for piece in _pieces(data, conf, wanted, col0, row0):
-                        x0, y0, x1, y1 = piece.geom.bounds
-                        on_seam = ((x0 == col0 and col0 > 0) or (x1 == col1 and col1 < width)
-                                   or (y0 == row0 and row0 > 0) or (y1 == row1 and row1 < height))
-                        if on_seam:
-                            open_pieces.append(piece)
-                        else:
-                            emitter.emit(piece)
-                groups = _join(pending, open_pieces, row0)
-                pending = []
-                for group in groups:
-                    if row1 < height and any(p.geom.bounds[3] >= row1 for p in group):
-                        pending.append(group)
-                    else:
-                        for piece in _union(group):
-                            emitter.emit(piece)
+            for piece in finished_pieces(src, conf_src, wanted, block, cancel):
+                emitter.emit(piece)
             emitter.flush()
             writer.close()
         finally:
             if conf_src is not None:
                 conf_src.close()
     return VectorSummary(out, emitter.counts, emitter.areas)
+
+
+def finished_pieces(src: rasterio.DatasetReader, conf_src: rasterio.DatasetReader | None,
+                    wanted: dict[int, ClassInfo], block: int = 1024,
+                    cancel: Callable[[], bool] | None = None) -> Iterable[_Piece]:
+    """Every whole feature of the wanted classes in an open class mask, in pixel coordinates,
+    with its confidence sum (from ``conf_src``) and pixel count.
+
+    Read block by block; a feature is yielded as soon as it can no longer grow (see the module
+    docstring), so memory stays bounded by one row of blocks plus the features crossing it.
+    """
+    width, height = src.width, src.height
+    # features still open at the current row seam, each as its block pieces (unioned only
+    # once, when the feature is complete: re-unioning a growing feature every block row
+    # would cost quadratic time for features that span many blocks)
+    pending: list[list[_Piece]] = []
+    for row0 in range(0, height, block):
+        if cancel is not None and cancel():
+            raise MomoGeoError("cancelled")
+        row1 = min(row0 + block, height)
+        open_pieces: list[_Piece] = []
+        for col0 in range(0, width, block):
+            col1 = min(col0 + block, width)
+            window = Window(col0, row0, col1 - col0, row1 - row0)
+            data = src.read(1, window=window)
+            conf = conf_src.read(1, window=window) if conf_src else None
+            for piece in _pieces(data, conf, wanted, col0, row0):
+                x0, y0, x1, y1 = piece.geom.bounds
+                on_seam = ((x0 == col0 and col0 > 0) or (x1 == col1 and col1 < width)
+                           or (y0 == row0 and row0 > 0) or (y1 == row1 and row1 < height))
+                if on_seam:
+                    open_pieces.append(piece)
+                else:
+                    yield piece
+        groups = _join(pending, open_pieces, row0)
+        pending = []
+        for group in groups:
+            if row1 < height and any(p.geom.bounds[3] >= row1 for p in group):
+                pending.append(group)
+            else:
+                yield from _union(group)
 
 
 def _pieces(data: np.ndarray, conf: np.ndarray | None, wanted: dict[int, ClassInfo],
