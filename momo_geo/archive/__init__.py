@@ -11,7 +11,12 @@ so ``import momo_geo.archive`` works, and ``momo-geo --help`` stays fast, withou
 
 from __future__ import annotations
 
+import importlib.util
+
 from momo_geo._lazy import lazy_names
+from momo_geo.errors import MomoGeoError
+
+INSTALL_HINT = "map-archive needs Dask: pip install 'momo-geo[archive]'"
 
 _HOMES = {
     "ArchiveResult": "run",
@@ -25,3 +30,10 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 __getattr__, __dir__ = lazy_names(__name__, _HOMES)
+
+
+def require_dask() -> None:
+    """A one-line error naming the extra to install when ``dask.distributed`` is missing
+    (looked up, not imported: importing Dask takes a second)."""
+    if importlib.util.find_spec("distributed") is None or importlib.util.find_spec("dask") is None:
+        raise MomoGeoError(INSTALL_HINT)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from momo_geo.archive import require_dask
 from momo_geo.archive.catalogue import (
     CATALOGUE_NAME,
     DEFAULT_CRS,
@@ -39,7 +40,6 @@ from momo_geo.archive.catalogue import (
 from momo_geo.archive.manifest import (
     DONE,
     FAILED,
-    PENDING,
     Manifest,
     SceneRecord,
     now,
@@ -51,7 +51,6 @@ from momo_geo.inference.options import MapOptions, default_mask_path, default_ve
 SCENES_FOLDER = "scenes"
 """Inside the archive folder: each scene's class mask and vector layer."""
 DEFAULT_MAX_ATTEMPTS = 3
-INSTALL_HINT = "map-archive needs Dask: pip install 'momo-geo[archive]'"
 
 Log = Callable[[str], None]
 
@@ -72,14 +71,6 @@ class ArchiveResult:
     seconds: float = 0.0
     model_loads: dict[str, int] = field(default_factory=dict)
     """Worker -> models it has loaded so far (one each, however many scenes)."""
-
-
-def require_dask() -> None:
-    """A one-line error naming the extra to install when ``dask.distributed`` is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("distributed") is None or importlib.util.find_spec("dask") is None:
-        raise MomoGeoError(INSTALL_HINT)
 
 
 def model_identity(model: str | os.PathLike[str]) -> tuple[str, str]:
@@ -181,8 +172,9 @@ def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         todo = _plan(manifest, paths, folder, model_name, model_hash, opt_hash, options.overwrite,
                      max_attempts, result)
         if todo:
-            say(f"map-archive: {len(todo)} scene(s) to map, {len(result.skipped)} already "
-                f"mapped, {len(result.failed)} failed {max_attempts} times (skipped)")
+            given_up = len(paths) - len(todo) - len(result.skipped)
+            say(f"map-archive: {len(todo)} scene(s) to map, {len(result.skipped)} already mapped"
+                + (f", {given_up} failed {max_attempts} times (left failed)" if given_up else ""))
             try:
                 _run(todo, manifest, values, model_name, scheduler, workers, threads_per_worker,
                      result, progress, say)
@@ -217,10 +209,9 @@ def _plan(manifest: Manifest, paths: list[Path], folder: Path, model: str, model
                 and record.attempts >= max_attempts:
             continue  # reported with the failed scenes at the end
         out = folder / SCENES_FOLDER / path.name
-        if record is None or not same or overwrite or record.status == DONE:
+        if record is None or not same or overwrite or record.status != FAILED:
             record = SceneRecord(name=path.name, path=str(path))  # fresh: attempts from 0
-        record.path, record.status = str(path), record.status if record.status == FAILED \
-            else PENDING
+        record.path = str(path)  # a failed scene keeps its status, error and attempts till tried
         record.mask_path = str(default_mask_path(out))
         record.vector_path = str(default_vector_path(out))
         record.model, record.model_hash, record.options_hash = model, model_hash, opt_hash

@@ -23,6 +23,7 @@ from momo_geo.errors import MomoGeoError
 COMMANDS: dict[str, str] = {
     "info": "momo_geo.cli.info:info",
     "map": "momo_geo.cli.map:map_command",
+    "map-archive": "momo_geo.cli.map_archive:map_archive_command",
     "sample-scene": "momo_geo.cli.sample:sample_scene",
     "pretrain": "momo_geo.cli.train:pretrain",
     "merge": "momo_geo.cli.train:merge",
