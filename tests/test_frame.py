@@ -67,3 +67,15 @@ def test_real_hirise_frame_is_found(hirise_scene):
     frame = find_frame(str(hirise_scene))
     assert frame is not None and frame.value == 0
     assert 0.25 < frame.fraction < 0.32  # the collar of the 274 x 661 browse product
+
+
+def test_a_noisy_dark_plain_is_not_a_frame(tmp_path):
+    """Regression: within the run tolerance every pixel of a featureless dark plain matched
+    the border's commonest value, and three quarters of the scene became 'frame'."""
+    plain = np.random.default_rng(0).normal(60, 4, (192, 192)).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "plain.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=192, height=192, count=1,
+                       dtype="uint8", crs="IAU_2015:49910",
+                       transform=rasterio.transform.from_origin(0, 0, 25, 25)) as dst:
+        dst.write(plain, 1)
+    assert find_frame(str(path)) is None

@@ -11,7 +11,8 @@ tolerance, and through single outliers, because JPEG-compressed products ring at
 edge) that starts at the left edge of the scene, and the run that ends at the right edge. Rows
 of frame only are frame whole. A dark pixel inside the image is never frame, however dark,
 unless a run of frame reaches it from the scene's edge. The frame value is the value that fills
-at least half of the scene's border; a scene whose border is not mostly one value has no frame.
+at least half of the scene's border exactly; a scene whose border is not mostly one value (a
+noisy plain) has no frame.
 """
 
 from __future__ import annotations
@@ -60,16 +61,17 @@ class Frame:
         return (cols[None, :] >= self.left[rows, None]) & (cols[None, :] < self.right[rows, None])
 
 
-def find_frame(path: str, band: int = 1) -> Frame | None:
-    """The scene's constant frame, or ``None`` when its border is not mostly one value."""
+def find_frame(path: str, band: int = 1, nodata: float | None = None) -> Frame | None:
+    """The scene's constant frame, or ``None`` when its border is not mostly one value, or that
+    value is nodata already (declared by the file, or ``nodata``: the user's ``--nodata``)."""
     with rasterio.open(path) as src:
         if src.dtypes[band - 1].startswith("float"):
             tolerance = 0.0
         else:
             info = np.iinfo(src.dtypes[band - 1])
             tolerance = TOLERANCE * (float(info.max) - float(info.min))
-        value = _border_value(src, band, tolerance)
-        if value is None or (src.nodata is not None and value == src.nodata):
+        value = _border_value(src, band)
+        if value is None or value in {src.nodata, nodata}:
             return None
         left = np.empty(src.height, np.int64)
         right = np.empty(src.height, np.int64)
@@ -90,7 +92,7 @@ def find_frame(path: str, band: int = 1) -> Frame | None:
     return frame if frame.fraction > 0 else None
 
 
-def _border_value(src: rasterio.DatasetReader, band: int, tolerance: float) -> float | None:
+def _border_value(src: rasterio.DatasetReader, band: int) -> float | None:
     """The value that fills at least :data:`BORDER_SHARE` of the scene's outermost pixels."""
     h, w = src.height, src.width
     windows = (Window(0, 0, w, 1), Window(0, h - 1, w, 1), Window(0, 0, 1, h),
@@ -102,5 +104,7 @@ def _border_value(src: rasterio.DatasetReader, band: int, tolerance: float) -> f
         return None
     values, counts = np.unique(border, return_counts=True)
     value = float(values[np.argmax(counts)])
-    share = float((np.abs(border - value) <= tolerance).mean())
+    # Exactly that value: a frame is filled with one number. Within the tolerance, a dark
+    # plain with a little noise would pass for a frame too (all of it, on a featureless scene).
+    share = float((border == value).mean())
     return value if share >= BORDER_SHARE else None

@@ -368,6 +368,10 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     for key, value in (card_fields or {}).items():
         setattr(card, key, value)
     path = save_bundle(out, model.state_dict(), card, overwrite=overwrite, half=half)
+    if select is not None and kind == "segmentation" and select.circles is not None:
+        from momo_geo.training.calibrate import calibrate_bundle
+
+        calibrate_bundle(path, select)
     device = {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
     metrics = score_bundle(path, eval_tasks or [(task, roots[0])], device)
     return path, metrics

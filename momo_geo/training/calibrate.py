@@ -1,0 +1,84 @@
+"""Choose a crater model's confidence floor on the images held out for selection.
+
+The floor (:mod:`momo_geo.inference.floor`) trades recall for precision: a mapped crater whose
+mean probability is below it is erased. It is chosen the way the recipe itself is chosen, on
+the selection images that training never saw and never on the validation split the results
+report: every floor of :data:`FLOORS` is applied to the same probability maps, and the one with
+the best object-level crater F1 (pooled over the selection images) is written into the card
+with the whole sweep, so the choice can be read back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from momo_geo.metrics import (
+    MIN_DIAMETER_PX,
+    Circles,
+    crater_metrics,
+    mask_to_circles,
+    match_craters,
+)
+
+FLOORS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+"""Floors tried: 0.5 (no floor: the argmax map as is) to 0.95."""
+
+
+def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
+                min_diameter: float = MIN_DIAMETER_PX) -> list[dict[str, float]]:
+    """Crater precision, recall and F1 on ``select`` (a crater :class:`TaskData` with circles)
+    for each floor, from one probability map per image (the engine ``map`` runs)."""
+    from momo_geo.evaluate import crater_class
+    from momo_geo.inference import predict_array
+    from momo_geo.inference.floor import background_class, erase_weak
+
+    card = predictor.card
+    positive, background = crater_class(card), background_class(card)
+    counts = np.zeros((len(floors), 3), np.int64)
+    for image, circles in zip(select.images, select.circles, strict=True):
+        _, _, probs = predict_array(None, image, predictor=predictor, probabilities=True)
+        valid = probs[0] >= 0
+        x, y, d = np.asarray(circles, dtype=np.float64).reshape(-1, 3).T
+        truth = Circles.of(x, y, d)
+        for k, floor in enumerate(floors):
+            classes = np.where(valid, probs.argmax(axis=0), 255).astype(np.uint8)
+            erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
+            match = match_craters(mask_to_circles(classes, positive), truth, min_diameter)
+            counts[k] += (match.tp, match.fp, match.fn)
+    return [{"floor": floor, **{key: round(value, 4)
+                                 for key, value in crater_metrics(row).items()}}
+            for floor, row in zip(floors, counts, strict=True)]
+
+
+def choose_floor(sweep: list[dict[str, float]]) -> float:
+    """The floor of the best crater F1 (the lowest such floor on a tie)."""
+    best = max(row["crater_f1"] for row in sweep)
+    return min(row["floor"] for row in sweep if row["crater_f1"] == best)
+
+
+def calibrate_bundle(path: str | Path, select: Any) -> dict[str, Any]:
+    """Sweep the floors of a saved crater bundle on ``select`` and record the chosen one in
+    its card (``min_confidence``, and the sweep under ``training.calibration``)."""
+    import json
+
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import crater_class
+    from momo_geo.inference.engine import Predictor
+    from momo_geo.training.finetune import set_card_fields
+
+    bundle = load_bundle(str(path))
+    bundle.card.min_confidence = {}  # sweep the raw maps, whatever was chosen before
+    predictor = Predictor(bundle, "cpu")
+    sweep = floor_sweep(predictor, select)
+    floor = choose_floor(sweep)
+    name = bundle.card.class_names[crater_class(bundle.card)]
+    calibration = {"criterion": "crater_f1 on the selection images", "class": name,
+                   "floor": floor, "selection_images": len(select.images), "sweep": sweep}
+    training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
+    training["calibration"] = calibration
+    set_card_fields(Path(path), min_confidence={name: floor} if floor > 0.5 else {},
+                    training=training)
+    return calibration

@@ -1,0 +1,126 @@
+"""Confidence floors: weak features erased whole, the same on arrays, staged scenes and maps,
+and chosen on selection images by the crater F1 the evaluation reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from test_engine import MARS_EQC, threshold_bundle, write_scene
+
+from momo_geo.bundle import load_bundle
+from momo_geo.evaluate import evaluate_model
+from momo_geo.inference import map_scene, predict_array
+from momo_geo.inference.engine import Predictor
+from momo_geo.inference.floor import erase_weak, erase_weak_scene
+from momo_geo.training.calibrate import calibrate_bundle, choose_floor, floor_sweep
+from momo_geo.training.task_data import TaskData
+
+SCENE = "scene_percentile"  # one stretch per scene: a faint disc stays faint in every tile
+
+
+def discs(size: int = 192, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float, float]],
+                                                   list[tuple[float, float, float]]]:
+    """A dark noisy plain with bright discs (clear craters) and faint ones (doubtful); returns
+    the image and the (x, y, diameter) of each kind."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(60, 4, (size, size))
+    rows, cols = np.indices(image.shape)
+    bright, faint = [], []
+    for k in range(6):
+        x, y, d = 24 + 30 * k, 40 + 20 * (k % 2), 14 + 2 * k
+        image[np.hypot(cols - x, rows - y) < d / 2] = 240
+        bright.append((float(x), float(y), float(d)))
+        x, y = 24 + 30 * k, 140 + 20 * (k % 2)
+        image[np.hypot(cols - x, rows - y) < d / 2] = 150  # p(crater) about 0.8
+        faint.append((float(x), float(y), float(d)))
+    return np.clip(image, 0, 255).astype(np.uint8), bright, faint
+
+
+def test_weak_features_are_erased_whole():
+    classes = np.zeros((40, 40), np.uint8)
+    confidence = np.full((40, 40), 0.9, np.float32)
+    classes[2:12, 2:12] = 1
+    confidence[2:12, 2:12] = np.linspace(0.7, 1.0, 10)  # mean 0.85: kept, low pixels too
+    classes[20:30, 20:30] = 1
+    confidence[20:30, 20:30] = 0.6
+    erased = erase_weak(classes, confidence, {1: 0.8}, background=0)
+    assert erased == 100
+    assert (classes[2:12, 2:12] == 1).all() and (classes[20:30, 20:30] == 0).all()
+
+
+def test_scene_erasure_equals_array_erasure_across_block_seams(tmp_path):
+    rng = np.random.default_rng(3)
+    from scipy import ndimage
+
+    classes = (ndimage.gaussian_filter(rng.random((300, 260)), 4) > 0.52).astype(np.uint8)
+    classes[ndimage.gaussian_filter(rng.random((300, 260)), 3) > 0.56] = 2
+    confidence = ndimage.gaussian_filter(rng.random((300, 260)), 6).astype(np.float32)
+    confidence = 0.5 + 0.5 * (confidence - confidence.min()) / np.ptp(confidence)
+    profile = dict(driver="GTiff", width=260, height=300, count=1, crs=MARS_EQC,
+                   transform=from_origin(0, 0, 25, 25), tiled=True, blockxsize=64,
+                   blockysize=64)
+    with rasterio.open(tmp_path / "mask.tif", "w", dtype="uint8", **profile) as dst:
+        dst.write(classes, 1)
+    with rasterio.open(tmp_path / "conf.tif", "w", dtype="float32", **profile) as dst:
+        dst.write(confidence, 1)
+    floors = {1: 0.75, 2: 0.7}
+    expected = classes.copy()
+    n = erase_weak(expected, confidence, floors, background=0)
+    assert 0 < n < (classes > 0).sum()
+    erased = erase_weak_scene(tmp_path / "mask.tif", tmp_path / "conf.tif", floors, 0, block=64)
+    with rasterio.open(tmp_path / "mask.tif") as src:
+        assert np.array_equal(src.read(1), expected)
+    assert sum(erased.values()) == n
+
+
+def test_map_scene_with_a_floor_matches_predict_array_and_drops_doubtful_craters(tmp_path):
+    image, bright, faint = discs()
+    scene = write_scene(tmp_path / "s.tif", image)
+    plain = threshold_bundle(tile_size=96, tile_overlap=16, value_scaling=SCENE)
+    floored = threshold_bundle(tmp_path / "floored", tile_size=96, tile_overlap=16,
+                               value_scaling=SCENE, min_confidence={"crater": 0.95})
+    before, conf = predict_array(plain, image)
+    after, _ = predict_array(floored, image)
+    result = map_scene(scene, tmp_path / "mask.tif", tmp_path / "craters.gpkg", floored)
+    with rasterio.open(result.mask_path) as src:
+        assert np.array_equal(src.read(1), after)
+    for x, y, _ in bright:
+        assert after[int(y), int(x)] == 1 and before[int(y), int(x)] == 1
+    for x, y, _ in faint:
+        assert before[int(y), int(x)] == 1 and after[int(y), int(x)] == 0
+    assert (after == 1).sum() < (before == 1).sum()
+    assert result.pixel_counts["crater"] == int((after == 1).sum())
+
+
+def test_floor_is_chosen_on_selection_images_by_crater_f1(tmp_path):
+    images, circles = [], []
+    for seed in range(2):
+        image, bright, _ = discs(seed=seed)  # only the bright discs are labelled craters
+        images.append(image)
+        circles.append(bright)
+    targets = [np.zeros(i.shape, np.uint8) for i in images]
+    select = TaskData("ctx-craters", images, targets, ["a", "b"], ["background", "crater"],
+                      circles=circles)
+    threshold_bundle(tmp_path / "b", tile_size=96, tile_overlap=16, value_scaling=SCENE)
+    bundle = load_bundle(tmp_path / "b")
+    sweep = floor_sweep(Predictor(bundle, "cpu"), select)
+    report = evaluate_model(bundle.build_model(), bundle.card, select, n_boot=0)
+    assert sweep[0]["floor"] == 0.5
+    for key in ("crater_precision", "crater_recall", "crater_f1"):
+        assert sweep[0][key] == round(report[key], 4)
+    calibration = calibrate_bundle(tmp_path / "b", select)
+    floor = calibration["floor"]
+    assert floor == choose_floor(sweep) and floor > 0.5
+    assert max(r["crater_f1"] for r in sweep) > sweep[0]["crater_f1"]
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert card["min_confidence"] == {"crater": floor}
+    assert card["training"]["calibration"]["sweep"] == sweep
+
+
+def test_ties_choose_the_lowest_floor():
+    sweep = [{"floor": 0.5, "crater_f1": 0.4}, {"floor": 0.6, "crater_f1": 0.6},
+             {"floor": 0.7, "crater_f1": 0.6}]
+    assert choose_floor(sweep) == 0.6
