@@ -109,7 +109,7 @@ def test_floor_is_chosen_on_selection_images_by_crater_f1(tmp_path):
     sweep = floor_sweep(Predictor(bundle, "cpu"), select)
     report = evaluate_model(bundle.build_model(), bundle.card, select, n_boot=0)
     assert sweep[0]["floor"] == 0.5
-    for key in ("crater_precision", "crater_recall", "crater_f1"):
+    for key in ("crater_precision", "crater_recall", "crater_f1", "iou"):
         assert sweep[0][key] == round(report[key], 4)
     calibration = calibrate_bundle(tmp_path / "b", select)
     floor = calibration["floor"]

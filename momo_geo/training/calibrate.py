@@ -29,8 +29,10 @@ FLOORS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 
 def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
                 min_diameter: float = MIN_DIAMETER_PX) -> list[dict[str, float]]:
-    """Crater precision, recall and F1 on ``select`` (a crater :class:`TaskData` with circles)
-    for each floor, from one probability map per image (the engine ``map`` runs)."""
+    """Crater precision, recall, F1 and pixel IoU (pooled) on ``select`` (a crater
+    :class:`TaskData` with circles) for each floor, from one probability map per image (the
+    engine ``map`` runs). The IoU shows what the floor costs in area: the largest craters are
+    often the least confident."""
     from momo_geo.evaluate import crater_class
     from momo_geo.inference import predict_array
     from momo_geo.inference.floor import background_class, erase_weak
@@ -38,7 +40,9 @@ def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
     card = predictor.card
     positive, background = crater_class(card), background_class(card)
     counts = np.zeros((len(floors), 3), np.int64)
-    for image, circles in zip(select.images, select.circles, strict=True):
+    pixels = np.zeros((len(floors), 2), np.int64)  # crater pixels: intersection, union
+    for image, target, circles in zip(select.images, select.targets, select.circles,
+                                      strict=True):
         _, _, probs = predict_array(None, image, predictor=predictor, probabilities=True)
         valid = probs[0] >= 0
         x, y, d = np.asarray(circles, dtype=np.float64).reshape(-1, 3).T
@@ -48,9 +52,12 @@ def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
             erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
             match = match_craters(mask_to_circles(classes, positive), truth, min_diameter)
             counts[k] += (match.tp, match.fp, match.fn)
-    return [{"floor": floor, **{key: round(value, 4)
-                                 for key, value in crater_metrics(row).items()}}
-            for floor, row in zip(floors, counts, strict=True)]
+            pred, truth_px = classes == positive, np.asarray(target) == positive
+            pixels[k] += ((pred & truth_px).sum(), (pred | truth_px).sum())
+    return [{"floor": floor, **{key: round(value, 4) for key, value in
+                                 crater_metrics(row).items()},
+             "iou": round(float(px[0] / px[1]) if px[1] else 0.0, 4)}
+            for floor, row, px in zip(floors, counts, pixels, strict=True)]
 
 
 def choose_floor(sweep: list[dict[str, float]]) -> float:
