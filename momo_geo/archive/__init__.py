@@ -35,5 +35,10 @@ __getattr__, __dir__ = lazy_names(__name__, _HOMES)
 def require_dask() -> None:
     """A one-line error naming the extra to install when ``dask.distributed`` is missing
     (looked up, not imported: importing Dask takes a second)."""
-    if importlib.util.find_spec("distributed") is None or importlib.util.find_spec("dask") is None:
+    try:
+        found = all(importlib.util.find_spec(name) is not None
+                    for name in ("dask", "distributed"))
+    except (ImportError, ValueError):  # a broken install counts as none
+        found = False
+    if not found:
         raise MomoGeoError(INSTALL_HINT)

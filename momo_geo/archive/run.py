@@ -178,9 +178,15 @@ def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
             try:
                 _run(todo, manifest, values, model_name, scheduler, workers, threads_per_worker,
                      result, progress, say)
-            finally:
-                if scheduler is None:  # our own workers are gone: no staging folder is in use
+            except BaseException:
+                # Our local workers are gone: remove what they staged, and the outputs of a
+                # scene that finished after the stop but is not in the manifest. A remote
+                # cluster may still be finishing a cancelled scene; the next run redoes it.
+                if scheduler is None:
                     _remove_staging(folder / SCENES_FOLDER)
+                    _remove_unrecorded(manifest, todo)
+                raise
+            _remove_staging(folder / SCENES_FOLDER)  # every task of ours has finished
         done = [r for r in manifest.records() if r.status == DONE and r.name in
                 {p.name for p in paths}]
         result.failed = {r.name: r.error or "" for r in manifest.records()
@@ -225,10 +231,25 @@ def _outputs_exist(record: SceneRecord) -> bool:
     return all(p and Path(p).is_file() for p in (record.mask_path, record.vector_path))
 
 
+def _remove_unrecorded(manifest: Manifest, records: list[SceneRecord]) -> None:
+    """Outputs of scenes the manifest does not call done: only done scenes have outputs."""
+    for record in records:
+        current = manifest.get(record.name)
+        if current is None or current.status != DONE:
+            for path in (record.mask_path, record.vector_path):
+                if path:
+                    Path(path).unlink(missing_ok=True)
+
+
 def _remove_staging(folder: Path) -> None:
-    """Staging folders a killed worker left (``atomic_output`` removes them unless killed)."""
-    for staging in folder.glob(".*.partial-*"):
-        shutil.rmtree(staging, ignore_errors=True)
+    """Staging folders and output locks a killed worker left (``atomic_output`` removes its
+    own unless killed). The scenes folder holds only this archive's outputs, all named after
+    their scene, so every hidden entry there is one; called only when no scene is running."""
+    for entry in folder.glob(".*"):
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,14 +273,56 @@ def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
 
     n = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
     dashboard = ":0" if importlib.util.find_spec("bokeh") is not None else None
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=dashboard, silence_logs=logging.ERROR,
-                           env={"OMP_NUM_THREADS": str(threads)})
+    with _interrupts_ignored():  # worker processes inherit it: Ctrl-C is the client's to handle
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=dashboard, silence_logs=logging.ERROR,
+                               env={"OMP_NUM_THREADS": str(threads)})
     try:
         with Client(cluster) as client:
+            client.register_plugin(IgnoreInterrupts(), name="momo-geo-ignore-interrupts")
             yield client
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Any:
+    """SIGINT ignored while local worker processes are started (they inherit it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _worker_plugin_base() -> type:
+    try:
+        from distributed import WorkerPlugin
+    except ImportError:  # without Dask the class is never used
+        return object
+    return WorkerPlugin
+
+
+class IgnoreInterrupts(_worker_plugin_base()):  # type: ignore[misc]
+    """Local workers ignore Ctrl-C, also when restarted after a crash.
+
+    Ctrl-C in a terminal reaches the whole process group: the local workers would each print a
+    traceback while the client stops them anyway (it records what is done, then closes the
+    cluster). Remote workers are in no process group of ours and keep their own handling.
+    """
+
+    def setup(self, worker: Any) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(todo: list[SceneRecord], manifest: Manifest, options: dict[str, Any], model: str,

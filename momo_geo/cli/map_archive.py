@@ -11,6 +11,7 @@ failed / ETA) goes to stderr, the summary to stdout; the exit status is 1 when a
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -86,7 +87,7 @@ def map_archive_command(scenes: tuple[str, ...], scene_list: str | None, out_dir
     except KeyboardInterrupt:
         click.echo(f"Interrupted: finished scenes are recorded in {out_dir}/manifest.sqlite; "
                    "run the same command again to map the rest.", err=True)
-        raise
+        sys.exit(130)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
