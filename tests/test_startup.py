@@ -87,6 +87,14 @@ BAD_INPUTS = {
     "map-model": (["map", SAMPLE_ARG, "--model", "{tmp}/none.bundle"],
                   "none.bundle: no such model bundle"),
     "map-folder": (["map", "{tmp}/a_folder"], "is a directory"),
+    "map-archive-missing": (["map-archive", MISSING, "--out", "{tmp}/archive"],
+                            f"{MISSING}: no such file"),
+    "map-archive-list": (["map-archive", "--list", "{tmp}/none.txt", "--out", "{tmp}/archive"],
+                         "none.txt: no such file"),
+    "map-archive-out-folder": (["map-archive", SAMPLE_ARG, "--out", "{tmp}/nothing/archive"],
+                               "nothing: output folder does not exist"),
+    "map-archive-model": (["map-archive", SAMPLE_ARG, "--out", "{tmp}/archive", "--model",
+                           "{tmp}/none.bundle"], "none.bundle: no such model bundle"),
     "info-missing": (["info", MISSING], f"{MISSING}: no such file"),
     "info-folder": (["info", "{tmp}/a_folder"], "a_folder: is a folder, not a file"),
     "models": (["models", "{tmp}/none.bundle"], "no such model bundle"),
@@ -127,6 +135,16 @@ def test_a_bad_path_is_one_line_before_any_heavy_import(case: str, tmp_path: Pat
     assert proc.stdout == ""
     assert imports["attempted"] == [], f"{args[0]} tried {imports['attempted']} first"
     assert not (tmp_path / "out.bundle").exists() and not (tmp_path / "run").exists()
+
+
+def test_map_archive_without_dask_says_which_extra_to_install(tmp_path: Path) -> None:
+    proc, imports = run_momo_geo(["map-archive", SAMPLE_ARG, "--out", str(tmp_path / "archive")],
+                                 tmp_path, blocked=(*HEAVY, "dask", "distributed"))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == ["Error: map-archive needs Dask: pip install "
+                                        "'momo-geo[archive]'"]
+    assert not set(HEAVY) & {name.partition(".")[0] for name in imports["attempted"]}
+    assert not (tmp_path / "archive").exists()
 
 
 @pytest.fixture
