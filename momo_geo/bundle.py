@@ -95,6 +95,12 @@ class ModelCard:
                                f"'tile_minmax', not {self.value_scaling!r}")
         if self.bands not in ("mean", "first"):
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
+        _check_classes(self.classes)
+        _check_normalization(self.normalization)
+        _check_sizes(self)
+        if self.weights_sha256 and not _is_hex(self.weights_sha256, 64):
+            raise MomoGeoError("model card: weights_sha256 must be 64 hexadecimal digits, not "
+                               f"{self.weights_sha256!r}")
 
     @property
     def class_names(self) -> list[str]:
@@ -122,6 +128,85 @@ class ModelCard:
             return cls(**data)
         except TypeError as exc:
             raise MomoGeoError(f"model card is incomplete: {exc}") from None
+
+
+# Card checks: a card is checked when it is read, before any tile is, so a card that would give
+# a silently wrong mask (gaps in class ids), fail after the whole inference (a bad colour) or
+# divide by zero (std 0) is refused at once, in one line naming the field.
+
+MAX_SIZE = 8192
+"""Largest input or tile side (px) a card may ask for: a tile of 8192² is already ~1 GB of
+activations for a small ViT; a larger one is a typo."""
+MAX_CHANNELS = 64
+
+
+def _is_hex(text: str, digits: int) -> bool:
+    return len(text) == digits and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _check_classes(classes: list[ClassInfo]) -> None:
+    """Class ids 0..K-1 in order (the model's output channels), unique names, ``#rrggbb``."""
+    ids = [c.id for c in classes]
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids) or ids != list(
+            range(len(ids))):
+        raise MomoGeoError(f"model card: class ids must be 0 to {len(ids) - 1} in order (one per "
+                           f"output channel of the model), not {ids}")
+    names = [c.name for c in classes]
+    if any(not isinstance(n, str) or not n.strip() for n in names):
+        raise MomoGeoError("model card: every class needs a name")
+    if len(set(names)) != len(names):
+        raise MomoGeoError(f"model card: class names must be unique, not {names}")
+    for c in classes:
+        if not (isinstance(c.color, str) and c.color.startswith("#") and _is_hex(c.color[1:], 6)):
+            raise MomoGeoError(f"model card: class {c.name!r} has colour {c.color!r}; colours "
+                               "are written #rrggbb")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def _check_normalization(normalization: Any) -> None:
+    """``{"mean": finite, "std": > 0}``: what every tile is standardised with."""
+    if not isinstance(normalization, dict) or not {"mean", "std"} <= set(normalization):
+        raise MomoGeoError("model card: normalization must be {\"mean\": ..., \"std\": ...}, "
+                           f"not {normalization!r}")
+    mean, std = normalization["mean"], normalization["std"]
+    if not _number(mean) or not _number(std) or std <= 0:
+        raise MomoGeoError(f"model card: normalization needs a finite mean and a std above 0, "
+                           f"not mean {mean!r}, std {std!r}")
+
+
+def _check_sizes(card: ModelCard) -> None:
+    """Input, tile and overlap sizes, channels and GSDs a model can really have."""
+    for name in ("input_size", "tile_size"):
+        value = getattr(card, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+            raise MomoGeoError(f"model card: {name} must be a whole number of pixels from 1 to "
+                               f"{MAX_SIZE}, not {value!r}")
+    overlap = card.tile_overlap
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not (
+            0 <= overlap < card.tile_size):
+        raise MomoGeoError(f"model card: tile_overlap must be from 0 to tile_size - 1 "
+                           f"({card.tile_size - 1}), not {overlap!r}")
+    channels = card.in_chans
+    if isinstance(channels, bool) or not isinstance(channels, int) or not (
+            1 <= channels <= MAX_CHANNELS):
+        raise MomoGeoError(f"model card: in_chans must be from 1 to {MAX_CHANNELS}, "
+                           f"not {channels!r}")
+    if card.gsd is not None and (not _number(card.gsd) or card.gsd <= 0):
+        raise MomoGeoError(f"model card: gsd must be a number of m/px above 0, not {card.gsd!r}")
+    if card.gsd_range is not None:
+        bounds = list(card.gsd_range) if isinstance(card.gsd_range, (list, tuple)) else []
+        if len(bounds) != 2 or not all(_number(b) and b > 0 for b in bounds) or (
+                bounds[0] > bounds[1]):
+            raise MomoGeoError("model card: gsd_range must be [lowest, highest] m/px above 0, "
+                               f"not {card.gsd_range!r}")
+    if card.source_tile is not None and (isinstance(card.source_tile, bool) or not isinstance(
+            card.source_tile, int) or not 1 <= card.source_tile <= MAX_SIZE):
+        raise MomoGeoError(f"model card: source_tile must be from 1 to {MAX_SIZE} px, "
+                           f"not {card.source_tile!r}")
 
 
 @dataclass
@@ -186,16 +271,31 @@ def load_card(model: str | os.PathLike[str] | None) -> ModelCard:
         raise MomoGeoError(f"{path / CARD_NAME}: unreadable model card ({exc})") from None
     if not isinstance(data, dict):
         raise MomoGeoError(f"{path / CARD_NAME}: model card is not a JSON object")
-    return ModelCard.from_dict(data)
+    try:
+        return ModelCard.from_dict(data)
+    except MomoGeoError as exc:  # name the file: the user may hold several bundles
+        raise MomoGeoError(f"{path / CARD_NAME}: {exc}") from None
 
 
-def load_bundle(model: str | os.PathLike[str] | None, verify: bool = True) -> Bundle:
-    """Load card and weights; check the weights' SHA-256 against the card."""
+def check_hashed(card: ModelCard, path: str | os.PathLike[str],
+                 trust_unhashed: bool = False) -> None:
+    """Refuse a card without ``weights_sha256`` unless the user trusts it (``--trust-unhashed``):
+    without a hash, nothing says the weights are the ones the card describes."""
+    if not card.weights_sha256 and not trust_unhashed:
+        raise MomoGeoError(f"{path}: the model card has no weights_sha256, so its weights cannot "
+                           "be checked; pass --trust-unhashed if you trust where it came from")
+
+
+def load_bundle(model: str | os.PathLike[str] | None, verify: bool = True,
+                trust_unhashed: bool = False) -> Bundle:
+    """Load card and weights; check the weights' SHA-256 against the card (a card without one
+    only with ``trust_unhashed``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = resolve_bundle_path(model)
     card = load_card(path)
+    check_hashed(card, path, trust_unhashed)
     weights = path / WEIGHTS_NAME
     if verify:
         actual = sha256_file(weights)

@@ -213,3 +213,73 @@ def degrees_per_metre(crs: Any) -> float:
     """For a geographic CRS: degrees of latitude per metre on its body (for simplification)."""
     crs = as_crs(crs)
     return 180.0 / (math.pi * crs.ellipsoid.semi_major_metre)
+
+
+# --------------------------------------------------------------------------------------------
+# Mars products mislabelled with another body's CRS (``--assume-mars``)
+
+MARS_GEOGRAPHIC = "IAU_2015:49900"
+"""Mars (2015) sphere, planetocentric lon/lat: the planetary web-map and GeoJSON convention."""
+
+# Projection methods defined by a formula on a sphere and a few body-free parameters (centre,
+# standard parallels, false easting/northing, scale): the same numbers mean the same thing on
+# the Mars sphere. Methods fitted to one Earth datum (Krovak, New Zealand Map Grid, ...) and
+# UTM, whose zones exist only on Earth, are not carried to Mars.
+_PORTABLE_METHODS = frozenset(m.lower() for m in (
+    "Equidistant Cylindrical", "Equidistant Cylindrical (Spherical)",
+    "Popular Visualisation Pseudo Mercator", "Mercator (variant A)", "Mercator (variant B)",
+    "Mercator (variant C)", "Mercator (Spherical)",
+    "Polar Stereographic (variant A)", "Polar Stereographic (variant B)",
+    "Polar Stereographic (variant C)", "Oblique Stereographic", "Stereographic",
+    "Lambert Azimuthal Equal Area", "Lambert Azimuthal Equal Area (Spherical)",
+    "Lambert Conic Conformal (1SP)", "Lambert Conic Conformal (2SP)", "Albers Equal Area",
+    "Sinusoidal", "Orthographic", "Azimuthal Equidistant", "Mollweide", "Robinson",
+    "Equal Earth", "Lambert Cylindrical Equal Area", "Lambert Cylindrical Equal Area (Spherical)",
+    "Transverse Mercator",
+))
+
+
+def label(crs: Any) -> str:
+    """A CRS as a geologist would name it in one line: ``EPSG:32633 (WGS 84 / UTM zone 33N)``."""
+    crs = as_crs(crs)
+    name = crs.name if crs.name and crs.name != "unknown" else "custom CRS"
+    authority = crs.to_authority(min_confidence=90)
+    return f"{':'.join(authority)} ({name})" if authority else name
+
+
+def on_mars(crs: Any) -> CRS:
+    """The same coordinates read on the Mars sphere (``--assume-mars``), or a one-line error.
+
+    Why: a Mars image labelled EPSG:4326 (the commonest CRS error in planetary GIS) holds Mars
+    degrees; one labelled World Equidistant Cylindrical, Web Mercator or a polar stereographic
+    projection holds Mars metres. A geographic CRS of any body becomes :data:`MARS_GEOGRAPHIC`; a
+    projection whose formula does not depend on its body gets the Mars sphere as its base, so its
+    metres stay metres and areas are measured on Mars. Anything else is refused.
+    """
+    crs = as_crs(crs)
+    if crs.is_compound:
+        crs = crs.sub_crs_list[0]
+    if body_of(crs) == "Mars":
+        return crs
+    mars = CRS.from_user_input(MARS_GEOGRAPHIC)
+    if crs.is_geographic and not crs.is_projected:
+        return mars
+    method = crs.coordinate_operation.method_name if crs.coordinate_operation else ""
+    if not crs.is_projected or method.lower() not in _PORTABLE_METHODS:
+        kind = f"uses the {method} projection" if method else "is not a map projection"
+        raise MomoGeoError(f"{label(crs)} {kind}, which --assume-mars cannot carry to Mars; "
+                           "give the scene its Mars CRS (e.g. gdal_edit.py -a_srs "
+                           "IAU_2015:49910 for equirectangular metres)")
+    spec = crs.to_json_dict()
+    for key in ("id", "ids"):
+        spec.pop(key, None)
+    spec["base_crs"] = mars.to_json_dict()
+    spec["name"] = f"Mars (2015) - Sphere / {crs.name.split(' / ')[-1]}"
+    try:
+        result = CRS.from_json_dict(spec)
+        lonlat_transformer(result).transform(0.0, 0.0, errcheck=True)
+    except Exception:  # PROJ turns Transverse Mercator with UTM values into UTM: Earth only
+        raise MomoGeoError(f"{label(crs)} is a UTM zone, which exists only on Earth; "
+                           "--assume-mars cannot place it on Mars: give the scene its Mars CRS "
+                           "(e.g. gdal_edit.py -a_srs IAU_2015:49910)") from None
+    return result

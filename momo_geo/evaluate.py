@@ -270,18 +270,23 @@ def evaluate_model(model: Any, card: Any, data: TaskData, n_boot: int = N_BOOT,
 
 def evaluate_bundle(task: str, data_root: str, model: str | None = None,
                     split: str = "val", n_boot: int = N_BOOT, device: str = "cpu",
-                    gsd: float | None = None,
-                    min_diameter: float = MIN_DIAMETER_PX) -> dict[str, Any]:
+                    gsd: float | None = None, min_diameter: float = MIN_DIAMETER_PX,
+                    trust_unhashed: bool = False) -> dict[str, Any]:
     """``momo-geo evaluate``: load a bundle (default: the bundled one for the task) and score it
-    on ``split`` of ``data_root`` (``auto``: see the module docstring)."""
+    on ``split`` of ``data_root`` (``auto``: see the module docstring).
+
+    The model is loaded (card, hash) before any image is read. The labelled folders hold plain
+    images (CTX PNG tiles, THEMIS and HiRISE crops) without a CRS, so no CRS check applies here.
+    """
     from momo_geo.bundle import load_bundle
 
     if task not in TASKS:
         raise MomoGeoError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
     if split == "auto" and Path(data_root).is_dir():
         split = default_split(task, data_root)
+    bundle = load_bundle(model if model is not None else BUNDLED_FOR_TASK[task],
+                         trust_unhashed=trust_unhashed)
     data = load_task_data(task, data_root, split)
-    bundle = load_bundle(model if model is not None else BUNDLED_FOR_TASK[task])
     net = bundle.build_model()
     result = evaluate_model(net, bundle.card, data, n_boot, device, gsd, min_diameter)
     result["model"] = bundle.card.name

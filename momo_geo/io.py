@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.crs
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
@@ -46,6 +47,9 @@ class Scene:
     nodata: float | None
     body: str
     sensor: Sensor | None
+    declared_crs: str | None = None
+    """The CRS the file declares, when ``assume_mars`` read its coordinates on Mars (``crs`` is
+    then the Mars equivalent); ``None`` when ``crs`` is the file's own."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -81,8 +85,16 @@ class Scene:
 _PATH_DOMAINS = frozenset({"DERIVED_SUBDATASETS", "SUBDATASETS"})
 
 
-def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) -> Scene:
-    """Open a raster and describe it, or raise a one-line :class:`MomoGeoError`."""
+def open_scene(path: str | os.PathLike[str], require_georeference: bool = True, *,
+               assume_mars: bool = False) -> Scene:
+    """Open a raster and describe it, or raise a one-line :class:`MomoGeoError`.
+
+    The georeference is checked here, once: a NaN or zero pixel size, a rotated or sheared grid,
+    or an outline past the poles is refused in one line (a GSD of "nan" or a latitude of 215°S
+    would otherwise reach the user, or an internal error the engine). ``assume_mars`` reads the
+    coordinates of a scene labelled with another body's CRS on the Mars sphere
+    (:func:`momo_geo.crs.on_mars`); the scene's ``crs`` is then the Mars equivalent.
+    """
     path = Path(path)
     if not path.exists():
         raise MomoGeoError(f"{path}: no such file")
@@ -115,16 +127,81 @@ def open_scene(path: str | os.PathLike[str], require_georeference: bool = True) 
             f"{path}: has no georeference (no CRS or geotransform); momo-geo needs a map-projected "
             "scene to write georeferenced outputs"
         )
+    _check_grid(path, transform)
+    declared = None
+    if crs is not None and assume_mars and mcrs.body_of(crs) != "Mars":
+        declared = mcrs.label(crs)
+        try:
+            crs = rasterio.crs.CRS.from_wkt(mcrs.on_mars(crs).to_wkt())
+        except MomoGeoError as exc:
+            raise MomoGeoError(f"{path}: {exc}") from None
     body = mcrs.body_of(crs) if crs is not None else "unknown"
     if crs is not None:
-        gsd_xy = mcrs.pixel_size_m(crs, transform, width / 2, height / 2)
+        with np.errstate(all="ignore"):
+            gsd_xy = mcrs.pixel_size_m(crs, transform, width / 2, height / 2)
     else:
         gsd_xy = (abs(transform.a), abs(transform.e))
-    return Scene(
+    scene = Scene(
         path=path, width=width, height=height, count=count, dtype=dtype, crs=crs,
         transform=transform, gsd=float(np.sqrt(gsd_xy[0] * gsd_xy[1])), gsd_xy=gsd_xy,
-        nodata=nodata, body=body, sensor=detect_sensor(path, tags),
+        nodata=nodata, body=body, sensor=detect_sensor(path, tags), declared_crs=declared,
     )
+    if crs is not None:
+        _check_outline(scene)
+    if not np.isfinite(scene.gsd) or scene.gsd <= 0:
+        raise MomoGeoError(f"{path}: degenerate georeference: the pixel size on the ground at "
+                           "the scene centre is zero or cannot be measured in "
+                           f"{mcrs.describe(crs)}")
+    return scene
+
+
+MAX_ROTATION_DEG = 45.0
+"""A map-projected product is north-up or close to it; a grid turned further is a broken
+geotransform (or one a GIS should warp first), not a Mars product to map tile by tile."""
+MAX_SHEAR_DEG = 5.0
+"""Rows and columns of a real product are perpendicular on the map, to well within this."""
+
+
+def _check_grid(path: Path, transform: Affine) -> None:
+    """One line for a geotransform with NaN, a zero pixel size, an absurd rotation or shear."""
+    a, b, c, d, e, f = (float(v) for v in transform[:6])
+    if not all(np.isfinite([a, b, c, d, e, f])):
+        raise MomoGeoError(f"{path}: degenerate georeference: the geotransform holds NaN or "
+                           f"infinity ({a:g}, {b:g}, {c:g}, {d:g}, {e:g}, {f:g})")
+    column, row = np.hypot(a, d), np.hypot(b, e)
+    if column == 0 or row == 0 or a * e - b * d == 0:
+        raise MomoGeoError(f"{path}: degenerate georeference: the pixel size is zero "
+                           f"(geotransform {a:g}, {b:g}, {c:g}, {d:g}, {e:g}, {f:g})")
+    rotation = float(np.degrees(np.arctan2(d, a)))
+    if abs(rotation) > MAX_ROTATION_DEG:
+        raise MomoGeoError(f"{path}: degenerate georeference: the pixel grid is rotated by "
+                           f"{rotation:.0f}° from map east (at most {MAX_ROTATION_DEG:g}° is "
+                           "plausible); fix the geotransform or warp the scene north-up")
+    shear = 90.0 - float(np.degrees(np.arccos(min(1.0, abs(a * b + d * e) / (column * row)))))
+    if shear > MAX_SHEAR_DEG:
+        raise MomoGeoError(f"{path}: degenerate georeference: pixel rows and columns are "
+                           f"{90 - shear:.0f}° apart on the map, not 90°")
+
+
+def _check_outline(scene: Scene) -> None:
+    """One line for a scene whose outline leaves its body: past a pole, or off the projection."""
+    with np.errstate(all="ignore"):
+        try:
+            west, south, east, north = scene.bounds_lonlat()
+        except Exception:  # PROJ refuses points outside the projection's domain
+            west = south = east = north = float("nan")
+    if not all(np.isfinite([west, south, east, north])):
+        raise MomoGeoError(f"{scene.path}: degenerate georeference: parts of the scene lie "
+                           f"outside {mcrs.describe(scene.crs)} (past a pole, or off the "
+                           "projection)")
+    # a global mosaic registered at pixel centres reaches half a pixel past the poles: allowed
+    metres_per_degree = np.pi * mcrs.as_crs(scene.crs).ellipsoid.semi_major_metre / 180.0
+    pixel = max(scene.gsd_xy) if np.isfinite(scene.gsd) else 0.0
+    tolerance = 1e-6 + pixel / metres_per_degree
+    if south < -90.0 - tolerance or north > 90.0 + tolerance:
+        pole = f"{abs(south):.1f}°S" if south < -90.0 - tolerance else f"{north:.1f}°N"
+        raise MomoGeoError(f"{scene.path}: degenerate georeference: the scene reaches {pole}, "
+                           "past the pole (check the geotransform's origin and pixel size)")
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -144,17 +221,39 @@ def read_valid_mask(src: rasterio.DatasetReader, window: Window) -> np.ndarray:
     return src.dataset_mask(window=window, boundless=False) > 0
 
 
-def nodata_fraction(path: str | os.PathLike[str], max_pixels: int = 4_000_000) -> float:
-    """Fraction of nodata pixels, from a decimated read (overviews when present) for big scenes."""
+def nodata_fraction(path: str | os.PathLike[str], max_pixels: int = 4_000_000,
+                    nodata: float | None = None) -> float:
+    """Fraction of nodata pixels, from a decimated read (overviews when present) for big scenes.
+
+    ``nodata``: a value that is nodata besides what the file declares (``--nodata``).
+    """
     try:
         with rasterio.open(path) as src:
             factor = max(1, int(np.ceil(np.sqrt(src.width * src.height / max_pixels))))
             shape = (max(1, src.height // factor), max(1, src.width // factor))
-            mask = src.dataset_mask(out_shape=shape)
+            valid = src.dataset_mask(out_shape=shape) > 0
+            if nodata is not None:
+                data = src.read(out_shape=(src.count, *shape))
+                valid &= (data != np.asarray(nodata, data.dtype)).any(axis=0)
     except RasterioIOError as exc:
         raise MomoGeoError(f"{path}: cannot read its pixels, the file may be truncated or "
                            f"corrupt ({_first_line(exc)})") from None
-    return float((mask == 0).mean())
+    return float((~valid).mean())
+
+
+def check_nodata(scene: Scene, nodata: float | None) -> None:
+    """One line unless ``nodata`` (``--nodata``) is a value the scene's pixels can hold."""
+    if nodata is None:
+        return
+    if not np.isfinite(nodata):
+        raise MomoGeoError(f"--nodata must be a finite number, not {nodata}; NaN pixels of "
+                           "float scenes are always nodata")
+    kind = np.dtype(scene.dtype)
+    if kind.kind in "iu":
+        info = np.iinfo(kind)
+        if nodata != int(nodata) or not info.min <= nodata <= info.max:
+            raise MomoGeoError(f"--nodata {nodata:g} is not a value {scene.path.name}'s "
+                               f"{scene.dtype} pixels can hold ({info.min} to {info.max})")
 
 
 @contextlib.contextmanager

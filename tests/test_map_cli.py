@@ -129,17 +129,26 @@ def test_one_line_errors(tmp_path, bundle, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif", "s.tif"]
 
 
-def test_earth_crs_scene_gets_one_warning_line(tmp_path, bundle, capsys):
-    """A Mars model on an Earth raster (UTM here): mapped, with one clear warning on stderr."""
-    scene = make_scene(tmp_path / "utm.v2.tif")
+def test_earth_crs_scene_is_refused_in_one_line_unless_assume_mars(tmp_path, bundle, capsys):
+    """A Mars model on an Earth raster (World Equidistant Cylindrical here): refused in one line
+    naming the CRS; with --assume-mars mapped on the Mars sphere, one notice on stderr."""
+    scene = make_scene(tmp_path / "eqc.v2.tif")
     with rasterio.open(scene, "r+") as dst:
-        dst.crs = "EPSG:32633"
+        dst.crs = "EPSG:4087"
     code, out, err = run_cli(["map", str(scene), "--model", str(bundle), "-q", "--no-vector"],
                              capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "EPSG:4087" in lines[0], err
+    assert "Earth CRS" in lines[0] and "--assume-mars" in lines[0]
+    assert not (tmp_path / "eqc.v2_mask.tif").exists()
+    code, out, err = run_cli(["map", str(scene), "--model", str(bundle), "-q", "--no-vector",
+                              "--assume-mars"], capsys)
     assert code == 0, err
-    warnings = [line for line in err.splitlines() if "Earth CRS" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "Mars" in warnings[0]
-    assert (tmp_path / "utm.v2_mask.tif").is_file()  # only the last suffix is replaced
+    notices = [line for line in err.splitlines() if "EPSG:4087" in line]
+    assert len(notices) == 1 and "Mars sphere" in notices[0]
+    assert (tmp_path / "eqc.v2_mask.tif").is_file()  # only the last suffix is replaced
+    with rasterio.open(tmp_path / "eqc.v2_mask.tif") as mask:
+        assert body_of(mask.crs) == "Mars"
     mars = make_scene(tmp_path / "mars.tif")
     code, _, err = run_cli(["map", str(mars), "--model", str(bundle), "-q", "--no-vector"],
                            capsys)

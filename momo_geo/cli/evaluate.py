@@ -33,9 +33,11 @@ from momo_geo.metrics import MIN_DIAMETER_PX
                    "[default: 6 for CTX, 100 for THEMIS].")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0),
               help="Bootstrap resamples over images for the 95 % intervals (0: none).")
+@click.option("--trust-unhashed", is_flag=True,
+              help="Use a model bundle whose card has no weights SHA-256.")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 def evaluate(task: str, data: str, model: str | None, split: str, min_diameter: float,
-             gsd: float | None, n_boot: int, as_json: bool) -> None:
+             gsd: float | None, n_boot: int, trust_unhashed: bool, as_json: bool) -> None:
     """Evaluate MODEL on TASK, running the same engine as `momo-geo map` on whole images.
 
     Landmarks: weighted/macro F1, accuracy and F1 per class. Craters: crater IoU (pixels),
@@ -45,7 +47,7 @@ def evaluate(task: str, data: str, model: str | None, split: str, min_diameter: 
     from momo_geo.evaluate import evaluate_bundle
 
     result = evaluate_bundle(task, data, model, split=split, n_boot=n_boot, gsd=gsd,
-                             min_diameter=min_diameter)
+                             min_diameter=min_diameter, trust_unhashed=trust_unhashed)
     if as_json:
         click.echo(json.dumps(result))
         return

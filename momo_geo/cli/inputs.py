@@ -57,11 +57,20 @@ def check_output_folder(path: str) -> None:
         raise MomoGeoError(f"{parent}: output folder does not exist")
 
 
-def check_model(model: str) -> None:
-    """One-line error unless ``model`` is a bundled model name or a bundle folder with a card."""
+def check_card(model: str) -> None:
+    """One-line error unless ``model`` is a bundled model name or a bundle folder whose card
+    reads and passes the card checks (:mod:`momo_geo.bundle`)."""
     from momo_geo.bundle import load_card
 
     load_card(model)
+
+
+def check_model(model: str, trust_unhashed: bool = False) -> None:
+    """One-line error unless ``model`` is a bundled model name or a bundle folder with a valid
+    card that has a weights hash (or ``trust_unhashed``)."""
+    from momo_geo.bundle import check_hashed, load_card, resolve_bundle_path
+
+    check_hashed(load_card(model), resolve_bundle_path(model), trust_unhashed)
 
 
 def _each_checked(check: Callable[[str], None], doc: str) -> Callable[..., Any]:
@@ -83,5 +92,5 @@ existing_paths = _each_checked(check_exists,
                                "Click callback: every path given exists, as a file or a folder.")
 output_folder = _each_checked(check_output_folder,
                               "Click callback: each output path goes into an existing folder.")
-known_model = _each_checked(check_model, "Click callback: a bundled model name or a bundle "
-                            "folder (its card is read, not its weights).")
+known_model = _each_checked(check_card, "Click callback: a bundled model name or a bundle "
+                            "folder (its card is read and checked, not its weights).")

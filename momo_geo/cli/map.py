@@ -29,11 +29,14 @@ def _map_options(command: Any) -> Any:
     """One click option per :class:`MapOptions` field, with its name, default, choices, help."""
     for name, kind, default, meta in reversed(option_fields()):
         flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            option = click.option(flag, is_flag=True, default=default, help=meta["help"])
+        if kind is bool:  # an option on by default is turned off by --no-NAME (--no-frame)
+            flags = f"{flag}/--no-{flag[2:]}" if default else flag
+            option = click.option(flags, name, is_flag=True, default=default, help=meta["help"])
         else:
             if "choices" in meta:
                 ptype: Any = click.Choice(list(meta["choices"]))
+            elif "minimum" not in meta:
+                ptype = int if kind is int else float
             elif kind is int:
                 ptype = click.IntRange(min=meta.get("minimum"))
             else:
@@ -74,9 +77,10 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
         raise MomoGeoError("--vector and --no-vector contradict each other")
     if model and task:
         raise MomoGeoError("give either --model or --task, not both")
+    options = MapOptions(**option_values)  # every option checked before anything is read
     model_name = model or (TASK_MODELS[task] if task else "default")
-    check_model(model_name)  # reads the card only: a bad --model fails before torch is imported
-    options = MapOptions(**option_values)
+    # reads the card only: a bad --model fails before torch is imported
+    check_model(model_name, options.trust_unhashed)
     jobs = [dict(scene=scene, mask_path=mask,
                  vector_path=None if no_vector else (vector or default_vector_path(scene)),
                  model=model_name, options=options, probabilities=probabilities)
@@ -117,7 +121,8 @@ def _run_serial(jobs: list[dict], quiet: bool) -> None:
     for job in jobs:
         if predictor is None:  # load the model once for all scenes
             options = job["options"]
-            predictor = Predictor(load_bundle(job["model"]), options.device, options.precision)
+            bundle = load_bundle(job["model"], trust_unhashed=options.trust_unhashed)
+            predictor = Predictor(bundle, options.device, options.precision)
         bar = _Bar(Path(job["scene"]).name, quiet)
         try:
             result = map_scene(**job, progress=bar, log=_warn, predictor=predictor)

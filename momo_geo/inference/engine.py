@@ -32,7 +32,7 @@ import torch
 from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
-from momo_geo.inference.fit import body_warning
+from momo_geo.inference.fit import assumed_mars_notice, check_body
 from momo_geo.inference.frame import Frame, find_frame
 from momo_geo.inference.options import (
     DEVICES,
@@ -43,7 +43,7 @@ from momo_geo.inference.options import (
 from momo_geo.inference.plan import check_tiling, plan_shape, plan_tiles
 from momo_geo.inference.reader import ArraySource, Normalizer, Prefetcher, RasterSource
 from momo_geo.inference.stitch import NODATA_CLASS, NODATA_PROB, RowBandStitcher
-from momo_geo.io import Scene, atomic_output, open_scene
+from momo_geo.io import Scene, atomic_output, check_nodata, open_scene
 
 # Architectures that take any input size; every other model gets tiles padded to its tile size.
 FULLY_CONVOLUTIONAL = {"conv", "unet"}
@@ -123,11 +123,12 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def as_bundle(model: str | os.PathLike[str] | Bundle) -> Bundle:
-    """A loaded bundle from a bundle, a bundle folder or a bundled model's name."""
+def as_bundle(model: str | os.PathLike[str] | Bundle, trust_unhashed: bool = False) -> Bundle:
+    """A loaded bundle from a bundle, a bundle folder or a bundled model's name (a bundle on
+    disk without a weights hash only when ``trust_unhashed``)."""
     if isinstance(model, Bundle):
         return model
-    return load_bundle(model)
+    return load_bundle(model, trust_unhashed=trust_unhashed)
 
 
 class Predictor:
@@ -283,7 +284,7 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
 
 def _scene_frame(info: Scene, options: MapOptions, log: Log | None) -> Frame | None:
     """The scene's undeclared constant frame (when ``options.frame``), said in one line."""
-    frame = find_frame(str(info.path)) if options.frame else None
+    frame = find_frame(str(info.path), nodata=options.nodata) if options.frame else None
     if frame is not None and log is not None:
         log(f"{info.path.name}: a frame of value {frame.value:g} around the image "
             f"({100 * frame.fraction:.0f} % of the scene) is treated as nodata "
@@ -357,13 +358,11 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
 def gsd_factor(scene: Scene, card: ModelCard, log: Log | None = None) -> float:
     """Scene pixels per model pixel: 1 when the scene's GSD is in the card's range.
 
-    Outside the range the scene is read resampled to the card's GSD. A scene not on Mars, a
-    sensor the model was not trained on, or a GSD many times off, gets a loud warning.
+    Outside the range the scene is read resampled to the card's GSD. A sensor the model was
+    not trained on, or a GSD many times off, gets a loud warning (a scene not on Mars never gets
+    here: :func:`~momo_geo.inference.fit.check_body` refuses it).
     """
     say = log or (lambda message: None)
-    warning = body_warning(scene, card)
-    if warning:
-        say(f"WARNING: {warning}")
     factor = 1.0
     if not card.gsd and card.source_tile:
         factor = card.source_tile / card.input_size
@@ -502,12 +501,18 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
     """
     started = time.perf_counter()
     options = _options(options, changes)
-    info = open_scene(scene)
+    info = open_scene(scene, assume_mars=options.assume_mars)
+    check_body(info)
+    check_nodata(info, options.nodata)
     mask_out, vector_out, prob_out = _outputs(info, mask_path, vector_path, probabilities,
                                               options.overwrite)
     if predictor is None:
-        predictor = Predictor(as_bundle(model), options.device, options.precision)
+        predictor = Predictor(as_bundle(model, options.trust_unhashed), options.device,
+                              options.precision)
     card = predictor.card
+    notice = assumed_mars_notice(info)
+    if notice and log is not None:
+        log(notice)
     tile, overlap = _tiling(card, options)
     factor = gsd_factor(info, card, log)
     if tile * factor < 2:
@@ -520,7 +525,7 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
                        class_names=card.class_names)
     frame = _scene_frame(info, options, log)
     result.frame_fraction = frame.fraction if frame is not None else 0.0
-    source = RasterSource(str(info.path), card.bands, grid.model_shape, frame)
+    source = RasterSource(str(info.path), card.bands, grid.model_shape, frame, options.nodata)
     overwrite = options.overwrite
     with contextlib.ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))

@@ -1,31 +1,63 @@
-"""Does a scene suit a model? Warnings (never errors) about body, sensor and GSD.
+"""Does a scene suit a model? One refusal (the wrong body) and warnings about sensor and GSD.
 
-Shared by the engine (which logs them on every run: CLI stderr, the plugin's log) and the QGIS
-dialog (which shows them before a run), so both say the same thing. Torch-free: the plugin's
-worker answers a ``describe`` request with these in a fraction of a second.
+Shared by the engine (which refuses or logs them on every run: CLI stderr, the plugin's log) and
+the QGIS dialog (which shows them before a run), so both say the same thing. Torch-free: the
+plugin's worker answers a ``describe`` request with these in a fraction of a second.
+
+A scene in an Earth or Moon CRS is refused, not warned about: mapped anyway, its areas came out
+on the wrong body with exit 0. A Mars product mislabelled EPSG:4326 is the commonest CRS error in
+planetary GIS, so the refusal names the CRS and the way out (``--assume-mars``, which
+:func:`momo_geo.io.open_scene` applies by reading the coordinates on the Mars sphere).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from momo_geo.errors import MomoGeoError
+
 MODEL_BODY = "Mars"
 """The body every momo-geo model is trained on (HiRISE, CTX and THEMIS scenes)."""
+
+
+def _where(scene: Any) -> str:
+    from momo_geo.crs import label
+
+    body = scene.body
+    where = f"an {body} CRS" if body != "unknown" else "a CRS of no known body"
+    return f"{scene.path.name} is in {where} ({label(scene.crs)})"
 
 
 def body_warning(scene: Any, card: Any) -> str | None:
     """One line when the scene's CRS is not on Mars (e.g. EPSG:4326 or UTM), else ``None``.
 
-    ``scene`` is a :class:`momo_geo.io.Scene`. A Mars image mislabelled with an Earth CRS is the
-    usual cause; the features are mapped all the same, but areas come out on the wrong body.
+    ``scene`` is a :class:`momo_geo.io.Scene`. What the dialog shows before a run; the run
+    itself is refused by :func:`check_body` unless the user assumes Mars.
     """
-    body = getattr(scene, "body", MODEL_BODY)
-    if body == MODEL_BODY:
+    if getattr(scene, "body", MODEL_BODY) == MODEL_BODY:
         return None
-    where = f"an {body} CRS" if body != "unknown" else "a CRS of no known body"
-    return (f"{scene.path.name} is in {where} ({scene.crs_description}), but model "
-            f"{card.name!r} maps {MODEL_BODY}: areas and lengths will be measured on "
-            f"{body if body != 'unknown' else 'that body'}; give the scene its Mars CRS")
+    return (f"{_where(scene)}, but model {card.name!r} maps {MODEL_BODY}: mapping is refused "
+            "unless you assume Mars (--assume-mars), which reads its coordinates on the Mars "
+            "sphere")
+
+
+def check_body(scene: Any) -> None:
+    """Refuse, in one line naming the CRS and the override, a scene whose CRS is not on Mars."""
+    if getattr(scene, "body", MODEL_BODY) == MODEL_BODY:
+        return
+    raise MomoGeoError(f"{_where(scene)}, but momo-geo's models map {MODEL_BODY}: give the "
+                       "scene its Mars CRS, or pass --assume-mars to read its coordinates on "
+                       "the Mars sphere")
+
+
+def assumed_mars_notice(scene: Any) -> str | None:
+    """One line when ``--assume-mars`` read the scene's coordinates on Mars, else ``None``."""
+    if getattr(scene, "declared_crs", None) is None:
+        return None
+    from momo_geo.crs import label
+
+    return (f"{scene.path.name}: its {scene.declared_crs} coordinates are read on the Mars "
+            f"sphere as {label(scene.crs)} (--assume-mars); areas are measured on Mars")
 
 
 def fit_warnings(scene: Any, card: Any) -> list[str]:
