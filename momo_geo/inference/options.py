@@ -13,6 +13,7 @@ arguments, and the plugin's worker answers from it in a fraction of a second.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,14 @@ class MapOptions:
                             "centre_lat.")
     frame: bool = _option(True, "Treat a constant-valued frame around the image (an "
                           "undeclared black collar of a map-projected product) as nodata.")
+    nodata: float | None = _option(
+        None, "Also read pixels of this value as nodata (for a scene that does not declare its "
+        "nodata). Default: only what the file declares.", type=float)
+    assume_mars: bool = _option(False, "Read a scene labelled with an Earth or Moon CRS (e.g. "
+                                "EPSG:4326) on the Mars sphere, so areas are measured on Mars; "
+                                "without it such a scene is refused.")
+    trust_unhashed: bool = _option(False, "Use a model bundle whose card has no weights "
+                                   "SHA-256 (its weights cannot be checked).")
     overwrite: bool = _option(False, "Replace existing outputs.")
 
     def __post_init__(self) -> None:
@@ -77,11 +86,16 @@ class MapOptions:
         return dataclasses.asdict(self)
 
 
+def _kind(f: dataclasses.Field) -> type:
+    """An option's type: its default's, else the ``type`` its metadata names, else ``int``."""
+    return f.metadata.get("type") or (type(f.default) if f.default is not None else int)
+
+
 def _check(f: dataclasses.Field, value: Any) -> None:
     name = f.name.replace("_", " ")
     if value is None and f.default is None:
         return
-    kind = type(f.default) if f.default is not None else int
+    kind = _kind(f)
     if kind is bool:
         if not isinstance(value, bool):
             raise MomoGeoError(f"{name} must be true or false, not {value!r}")
@@ -90,6 +104,8 @@ def _check(f: dataclasses.Field, value: Any) -> None:
     if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, allowed)):
         raise MomoGeoError(f"{name} must be a{'n integer' if kind is int else ' number'}, "
                            f"not {value!r}")
+    if kind in (int, float) and not math.isfinite(value):
+        raise MomoGeoError(f"{name} must be a finite number, not {value}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise MomoGeoError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
@@ -101,9 +117,11 @@ def _check(f: dataclasses.Field, value: Any) -> None:
 def option_fields() -> list[tuple[str, type, Any, dict[str, Any]]]:
     """``(name, type, default, metadata)`` for each option, in order; metadata holds ``help``
     and, where they apply, ``choices`` and ``minimum``. A ``None`` default means "the model
-    card's"; such options are ``int``."""
-    return [(f.name, type(f.default) if f.default is not None else int, f.default,
-             dict(f.metadata)) for f in dataclasses.fields(MapOptions)]
+    card's" (``int`` options, which have a ``minimum``) or "not set" (``nodata``, a ``float``
+    with no minimum)."""
+    return [(f.name, _kind(f), f.default,
+             {k: v for k, v in f.metadata.items() if k != "type"})
+            for f in dataclasses.fields(MapOptions)]
 
 
 def schema() -> dict[str, Any]:

@@ -140,15 +140,18 @@ class RasterSource:
     """Tiles from a GDAL raster; reads at ``model_shape`` (resampled) when it differs."""
 
     def __init__(self, path: str, bands: str = "mean",
-                 model_shape: tuple[int, int] | None = None, frame: Frame | None = None) -> None:
+                 model_shape: tuple[int, int] | None = None, frame: Frame | None = None,
+                 nodata: float | None = None) -> None:
         self.path, self.bands, self.model_shape = path, bands, model_shape
         self.frame = frame
         """An undeclared constant frame around the image (:mod:`.frame`), read as nodata."""
+        self.nodata = nodata
+        """A value read as nodata besides what the file declares (``--nodata``)."""
         self.src: rasterio.DatasetReader | None = None
 
     def open(self) -> RasterSource:
         # Each thread opens its own handle: GDAL datasets are not thread-safe.
-        other = RasterSource(self.path, self.bands, self.model_shape, self.frame)
+        other = RasterSource(self.path, self.bands, self.model_shape, self.frame, self.nodata)
         other.src = rasterio.open(self.path)
         return other
 
@@ -158,8 +161,15 @@ class RasterSource:
 
     def _valid(self, src: rasterio.DatasetReader, window: Window, data: np.ndarray,
                out_shape: tuple[int, int] | None) -> np.ndarray:
-        """Valid pixels of ``data`` read from ``window``: the dataset's mask less the frame."""
+        """Valid pixels of ``data`` read from ``window``: the dataset's mask less the frame
+        and less the user's ``nodata`` value."""
         valid = _valid_mask(src, window, data, out_shape)
+        if self.nodata is not None:
+            if out_shape is not None:  # resampled values blend nodata in: compare nearest ones
+                data = src.read(_image_bands(src, self.bands), window=window,
+                                out_shape=(data.shape[0], *out_shape),
+                                resampling=Resampling.nearest)
+            valid &= (data != np.asarray(self.nodata, data.dtype)).any(axis=0)
         if self.frame is not None:
             valid &= self.frame.valid(window, out_shape)
         return valid
