@@ -84,11 +84,34 @@ def fit_circle(points: np.ndarray) -> tuple[float, float, float]:
     return float(cx), float(cy), float(math.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
 
 
-class _Writer:
-    """Appends features to an OGR file in chunks (pyogrio), with a Mars-readable CRS."""
+NUMERIC = {"class_id": "int32", "area_m2": "float64", "perimeter_m": "float64",
+           "mean_conf": "float64", **dict.fromkeys(CIRCLE_ATTRIBUTES, "float64")}
+"""Field types, set on every chunk: an empty layer (no feature mapped) keeps them too, so the
+layers of many scenes merge (pandas would make the columns of an empty frame text)."""
 
-    def __init__(self, path: Path, crs, circles: bool, chunk: int = 5000) -> None:  # noqa: ANN001
+
+class _Writer:
+    """Appends features to an OGR file in chunks (pyogrio), with a Mars-readable CRS.
+
+    GeoJSON is written in Mars longitude/latitude (:data:`momo_geo.crs.MARS_GEOGRAPHIC`, the
+    planetary web-map convention) when ``geojson_lonlat``: the caller then adds geometries in
+    lon/lat on the scene's own body (see :attr:`lonlat`).
+    """
+
+    def __init__(self, path: Path, crs, circles: bool, chunk: int = 5000,  # noqa: ANN001
+                 geojson_lonlat: bool = False) -> None:
         self.path, self.driver = path, check_vector_path(path)
+        self.lonlat = self.driver == "GeoJSON" and geojson_lonlat
+        """Geometries come in lon/lat on the scene's geographic CRS, written on Mars lon/lat."""
+        self._to_mars = None
+        if self.lonlat:
+            mars = mcrs.as_crs(mcrs.MARS_GEOGRAPHIC)
+            source = mcrs.geographic_of(crs)
+            if not source.equals(mars, ignore_axis_order=True):
+                from pyproj import Transformer
+
+                self._to_mars = Transformer.from_crs(source, mars, always_xy=True)
+            crs = mars
         self.crs_text = mcrs.wkt_without_id(crs)
         self.esri = mcrs.esri_wkt(crs) if self.driver == "ESRI Shapefile" else None
         self.columns = list(ATTRIBUTES) + (list(CIRCLE_ATTRIBUTES) if circles else [])
@@ -98,6 +121,10 @@ class _Writer:
         self.chunk = chunk
 
     def add(self, geom: shapely.Geometry, row: dict) -> None:
+        if self._to_mars is not None:
+            to_mars = self._to_mars
+            geom = shapely.transform(geom, lambda xy: np.column_stack(
+                to_mars.transform(xy[:, 0], xy[:, 1])))
         self.geoms.append(geom)
         self.rows.append(row)
         if len(self.rows) >= self.chunk:
@@ -111,7 +138,8 @@ class _Writer:
         if not self.rows and not (final and self.written == 0):
             return
         frame = pd.DataFrame(self.rows, columns=self.columns)
-        frame = frame.astype({"class_id": "int32", "class_name": "str"})
+        frame = frame.astype({"class_name": "str", **{name: kind for name, kind in
+                                                       NUMERIC.items() if name in self.columns}})
         gdf = gpd.GeoDataFrame(frame, geometry=self.geoms, crs=self.crs_text)
         options = ({"VERSION": GPKG_VERSION}
                    if self.driver == "GPKG" and self.written == 0 else {})
@@ -153,7 +181,8 @@ def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[
               classes: list[ClassInfo], *, confidence_path: str | os.PathLike[str] | None = None,
               min_area: float = 0.0, simplify: float = 0.0, circles: bool = False,
               overwrite: bool = False, block: int = 1024,
-              cancel: Callable[[], bool] | None = None) -> VectorSummary:
+              cancel: Callable[[], bool] | None = None,
+              geojson_lonlat: bool = True) -> VectorSummary:
     """Outline the feature classes of a class mask into ``vector_path`` (atomically).
 
     Attributes: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (geodesic on the
@@ -161,7 +190,9 @@ def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[
     one); with ``circles``, crater classes also get a fitted circle's ``diameter_m`` and centre
     ``centre_lon``/``centre_lat`` in degrees on Mars. ``min_area`` (m²) drops small features;
     ``simplify`` (metres) simplifies outlines, topology kept. Shapefiles cut field names to 10
-    characters (``perimeter_m`` becomes ``perimeter_``).
+    characters (``perimeter_m`` becomes ``perimeter_``). A ``.geojson`` layer is in Mars
+    longitude/latitude (IAU_2015:49900, recorded in its ``crs`` member) unless
+    ``geojson_lonlat`` is false; GeoPackage and shapefile keep the mask's CRS.
     """
     vector_path = Path(vector_path)
     check_vector_path(vector_path)
@@ -169,7 +200,7 @@ def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[
         raise MomoGeoError("min-area and simplify must not be negative")
     with atomic_output(vector_path, overwrite) as tmp:
         summary = _vectorize(Path(mask_path), tmp, classes, confidence_path, min_area, simplify,
-                             circles, block, cancel)
+                             circles, block, cancel, geojson_lonlat)
     summary.path = vector_path
     return summary
 
@@ -177,7 +208,8 @@ def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[
 def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
                confidence_path: str | os.PathLike[str] | None, min_area: float,
                simplify: float, circles: bool, block: int,
-               cancel: Callable[[], bool] | None) -> VectorSummary:
+               cancel: Callable[[], bool] | None, geojson_lonlat: bool = True
+               ) -> VectorSummary:
     wanted = {c.id: c for c in feature_classes(classes)}
     with rasterio.open(mask_path) as src:
         crs, transform = src.crs, src.transform
@@ -187,7 +219,7 @@ def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
         gsd = mcrs.pixel_size_m(crs, transform, width / 2, height / 2)
         tolerance_px = simplify / math.sqrt(gsd[0] * gsd[1]) if simplify else 0.0
         conf_src = rasterio.open(confidence_path) if confidence_path else None
-        writer = _Writer(out, crs, circles)
+        writer = _Writer(out, crs, circles, geojson_lonlat=geojson_lonlat)
         emitter = _Emitter(writer, wanted, crs, transform, min_area, tolerance_px, circles)
         try:
             for piece in finished_pieces(src, conf_src, wanted, block, cancel):
@@ -396,7 +428,7 @@ class _Emitter:
                            dict.fromkeys(CIRCLE_ATTRIBUTES, math.nan))
             self.counts[info.name] += 1
             self.areas[info.name] += area
-            self.writer.add(geom, row)
+            self.writer.add(ll if self.writer.lonlat else geom, row)
 
     def _circle(self, geom: shapely.Polygon) -> dict[str, float]:
         outline = np.asarray(geom.exterior.coords)[:-1]

@@ -253,3 +253,49 @@ def test_fit_circle_recovers_a_circle():
     angles = np.linspace(0, 2 * np.pi, 50, endpoint=False)
     points = np.column_stack([3 + 7 * np.cos(angles), -2 + 7 * np.sin(angles)])
     assert fit_circle(points) == pytest.approx((3, -2, 7), abs=1e-9)
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".shp"])
+def test_empty_layers_keep_numeric_field_types(tmp_path, suffix):
+    """A scene with no feature writes a layer whose fields are numbers, as a full one's are,
+    so the layers of many scenes merge (they were text in GeoPackage and shapefile)."""
+    from pyogrio import read_info
+
+    empty = write_mask(tmp_path / "empty.tif", np.zeros((20, 20), np.uint8))
+    full = write_mask(tmp_path / "full.tif", busy_mask())
+    types = []
+    for mask in (empty, full):
+        out = tmp_path / f"{mask.stem}{suffix}"
+        vectorize(mask, out, CLASSES, circles=True)
+        info = read_info(out)
+        types.append(dict(zip(info["fields"], info["dtypes"], strict=True)))
+    assert types[0] == types[1]
+    area = "area_m2"
+    assert types[0]["class_id"].startswith("int") and types[0][area] == "float64"
+    assert types[0]["diameter_m"] == "float64" and types[0]["class_name"] == "object"
+
+
+def test_geojson_is_written_in_mars_lon_lat_with_its_crs(tmp_path):
+    """GeoJSON: longitude/latitude on IAU_2015:49900 (named in the file's crs member), areas as
+    measured in the scene's projection; ``geojson_lonlat=False`` keeps the scene's metres."""
+    import json
+
+    from pyproj import CRS, Geod
+
+    path = write_mask(tmp_path / "m.tif", busy_mask())
+    out = tmp_path / "f.geojson"
+    vectorize(path, out, CLASSES, block=32)
+    raw = json.loads(out.read_text())
+    crs = CRS.from_wkt(raw["crs"]["properties"]["name"])
+    assert crs.equals(CRS("IAU_2015:49900"), ignore_axis_order=True)
+    frame = gpd.read_file(out)
+    lon0, lat0 = 100_000.0 / 3396190 * 180 / math.pi, 600_000.0 / 3396190 * 180 / math.pi
+    minx, miny, maxx, maxy = frame.total_bounds
+    assert lon0 - 1e-6 <= minx < maxx <= lon0 + 131 * GSD / 3396190 * 180 / math.pi + 1e-6
+    assert lat0 - 97 * GSD / 3396190 * 180 / math.pi - 1e-6 <= miny < maxy <= lat0 + 1e-6
+    geod = Geod(a=3396190, b=3396190)
+    for geom, area in zip(frame.geometry, frame.area_m2, strict=True):
+        assert abs(geod.geometry_area_perimeter(geom)[0]) == pytest.approx(area, rel=1e-3)
+    projected = tmp_path / "p.geojson"
+    vectorize(path, projected, CLASSES, block=32, geojson_lonlat=False)
+    assert gpd.read_file(projected).total_bounds[0] >= 100_000.0

@@ -576,6 +576,7 @@ def _vectors(result: MapResult, writer: _MaskWriter, card: ModelCard, vector_out
     summary = vectorize(writer.mask_path, vector_out, card.classes,
                         confidence_path=writer.conf_path, min_area=options.min_area,
                         simplify=options.simplify, circles=options.circles,
-                        overwrite=options.overwrite, cancel=cancel)
+                        overwrite=options.overwrite, cancel=cancel,
+                        geojson_lonlat=options.geojson_lonlat)
     result.feature_counts = summary.counts
     result.feature_areas_m2 = summary.areas_m2

@@ -62,6 +62,9 @@ class MapOptions:
                               "(0: exact pixel outlines).", minimum=0.0)
     circles: bool = _option(False, "Fit circles to crater features: diameter_m, centre_lon, "
                             "centre_lat.")
+    geojson_lonlat: bool = _option(
+        True, "Write a .geojson layer in Mars longitude/latitude (IAU_2015:49900, the planetary "
+        "web-map convention); --no-geojson-lonlat keeps the scene's CRS.")
     frame: bool = _option(True, "Treat a constant-valued frame around the image (an "
                           "undeclared black collar of a map-projected product) as nodata.")
     nodata: float | None = _option(
