@@ -321,3 +321,61 @@ def test_non_finite_options_are_refused_before_anything_is_read(tmp_path, bundle
     line = one_error(momo_geo("map", scene, "--model", bundle, option, value))
     assert "finite" in line
     assert files(tmp_path) == ["s.tif"]
+
+
+# ------------------------------------------------------------------------------------------
+# item 13: malformed evaluation labels name the file and the line
+
+
+def crater_folder(root: Path, label: str) -> Path:
+    """A THEMIS-like folder (images/*.png, labels/*.txt) with two crops, one label file."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((64, 64), 120, np.uint8)).save(root / "images" / f"{name}.png")
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "b.txt").write_text(label)
+    return root
+
+
+@pytest.mark.parametrize("bad", ["0 0.5 0.5 0.2\n", "0 0.5 x 0.2 0.2\n", "0 1.5 0.5 0.2 0.2\n",
+                                 "0 0.5 0.5 0.2 nan\n"])
+def test_malformed_yolo_label_names_file_and_line(tmp_path, bundle, bad):
+    data = crater_folder(tmp_path / "mine", "0 0.3 0.3 0.1 0.1\n\n" + bad)
+    line = one_error(momo_geo("evaluate", "--task", "themis-craters", "--data", data,
+                              "--model", bundle, "--bootstrap", "0"))
+    assert "b.txt, line 3" in line and bad.strip() in line, line
+
+
+def test_malformed_voc_box_names_file_and_line(tmp_path):
+    from momo_geo.datasets.craters import read_voc_boxes
+    from momo_geo.errors import MomoGeoError
+
+    xml = tmp_path / "MC11E-A.xml"
+    xml.write_text("<annotation>\n<object>\n<bndbox><xmin>3</xmin><ymin>4</ymin><xmax>9</xmax>"
+                   "<ymax>9</ymax></bndbox>\n</object>\n<object>\n<bndbox>\n<xmin>5</xmin>"
+                   "<ymin>oops</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>\n"
+                   "</annotation>\n")
+    with pytest.raises(MomoGeoError, match=r"MC11E-A.xml, line 6: .*oops"):
+        read_voc_boxes(xml)
+    xml.write_text("<annotation><object><bndbox><xmin>3</xmin></object></annotation>")
+    with pytest.raises(MomoGeoError, match=r"MC11E-A.xml: cannot read .*line 1"):
+        read_voc_boxes(xml)
+
+
+def test_malformed_landmark_labels_name_file_and_line(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "landmarks"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "images" / "a.jpg")
+    rows = ["file,label,product_id", "a.jpg,crater,ESP_1", "a.jpg,craterr,ESP_2"]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    line = one_error(momo_geo("evaluate", "--task", "landmarks", "--data", root,
+                              "--bootstrap", "0"))
+    assert "labels.csv, line 3" in line and "craterr" in line
+    (root / "labels.csv").write_text("file,label\na.jpg,crater\n")
+    line = one_error(momo_geo("evaluate", "--task", "landmarks", "--data", root))
+    assert "labels.csv, line 1" in line and "product_id" in line

@@ -19,6 +19,8 @@ Decoded images and masks are cached lazily per item (uint8), never at constructi
 
 from __future__ import annotations
 
+import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -105,19 +107,32 @@ def read_voc_boxes(path: str | Path) -> np.ndarray:
     """Crater boxes of a Pascal VOC file as continuous pixel edges (N, 4).
 
     VOC corners are 1-based inclusive pixel indices: pixel ``xmin`` .. ``xmax`` are covered, so
-    the continuous box is ``[xmin - 1, xmax]``.
+    the continuous box is ``[xmin - 1, xmax]``. A box with a missing or non-numeric corner, or
+    one whose corners are swapped, is an error naming the file and the line of its ``bndbox``
+    (a silently dropped or NaN box would change every crater score).
     """
     try:
-        root = ET.parse(path).getroot()
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        root = ET.fromstring(text)
     except (OSError, ET.ParseError) as exc:
         raise MomoGeoError(f"{path}: cannot read crater annotations ({exc})") from None
+    # the line of each <bndbox>, in document order (ElementTree keeps no line numbers)
+    starts = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r"<bndbox\b", text)]
+    lines = {id(box): line for box, line in zip(root.iter("bndbox"), starts, strict=False)}
     boxes = []
     for obj in root.iter("object"):
         box = obj.find("bndbox")
         if box is None:
             continue
-        xmin, ymin, xmax, ymax = (float(box.findtext(k, "nan"))
-                                  for k in ("xmin", "ymin", "xmax", "ymax"))
+        corners = [box.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")]
+        try:
+            xmin, ymin, xmax, ymax = (float(v) for v in corners)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            xmin = ymin = xmax = ymax = math.nan
+        if not (math.isfinite(xmin + ymin + xmax + ymax) and xmin <= xmax and ymin <= ymax):
+            raise MomoGeoError(f"{path}, line {lines.get(id(box), '?')}: a crater box needs "
+                               "numbers xmin <= xmax and ymin <= ymax, not "
+                               f"{', '.join(str(c) for c in corners)}")
         boxes.append((xmin - 1, ymin - 1, xmax, ymax))
     return np.asarray(boxes, dtype=float).reshape(-1, 4)
 
@@ -125,18 +140,36 @@ def read_voc_boxes(path: str | Path) -> np.ndarray:
 def read_yolo_boxes(path: str | Path, width: int, height: int) -> np.ndarray:
     """Boxes of a YOLO label file (class cx cy w h, normalised) in pixel edges (N, 4).
 
-    A missing file means an image without craters (YOLO convention).
+    A missing file means an image without craters (YOLO convention). A line that is not five
+    numbers with centre and size in 0..1 is an error naming the file and the line.
     """
     path = Path(path)
     if not path.is_file():
         return np.zeros((0, 4))
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            rows.append(_yolo_row(path, number, line))
     if not rows:
         return np.zeros((0, 4))
-    values = np.asarray([[float(v) for v in row[1:5]] for row in rows])
+    values = np.asarray(rows)
     cx, cy = values[:, 0] * width, values[:, 1] * height
     w, h = values[:, 2] * width, values[:, 3] * height
     return np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _yolo_row(path: Path, number: int, line: str) -> list[float]:
+    """``cx cy w h`` of one YOLO label line, or a one-line error naming file and line."""
+    fields = line.split()
+    try:
+        values = [float(v) for v in fields[1:5]]
+    except ValueError:
+        values = []
+    if len(fields) != 5 or len(values) != 4 or not all(
+            0.0 <= v <= 1.0 for v in values) or values[2] <= 0 or values[3] <= 0:
+        raise MomoGeoError(f"{path}, line {number}: expected 'class cx cy w h' with centre and "
+                           f"size between 0 and 1 (size above 0), not {line.strip()!r}")
+    return values
 
 
 def _read_grey(path: Path) -> np.ndarray:

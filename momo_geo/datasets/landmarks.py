@@ -34,6 +34,31 @@ LANDMARK_CLASSES: list[str] = [
 LANDMARK_SIZE = 227
 
 
+LABEL_COLUMNS = ("file", "label", "product_id")
+
+
+def read_labels(table: Path, classes: Sequence[str]) -> pd.DataFrame:
+    """``labels.csv`` checked row by row: a malformed row is one error naming the file and its
+    line (the header is line 1), not a pandas traceback or a silently skipped crop."""
+    try:
+        labels = pd.read_csv(table, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MomoGeoError(f"{table}: not a readable CSV table "
+                           f"({str(exc).strip().splitlines()[-1]})") from None
+    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
+    if missing:
+        raise MomoGeoError(f"{table}, line 1: the header needs the columns "
+                           f"{', '.join(LABEL_COLUMNS)} (missing {', '.join(missing)})")
+    for row, (file, label, product) in enumerate(labels[list(LABEL_COLUMNS)].itertuples(
+            index=False), start=2):
+        if not (file.strip() and product.strip()):
+            raise MomoGeoError(f"{table}, line {row}: every crop needs a file and a product_id")
+        if label not in classes:
+            raise MomoGeoError(f"{table}, line {row}: unknown landmark class {label!r} "
+                               f"(known: {', '.join(classes)})")
+    return labels
+
+
 def split_products(labels: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0
                    ) -> tuple[set[str], set[str]]:
     """Assign whole products to (train, val), stratified by class as far as grouping allows.
@@ -93,10 +118,7 @@ class HiRISELandmarks(Dataset):
             raise MomoGeoError(f"{table}: no such file (expected the HiRISE landmark data set)")
         if split not in ("train", "val", "all"):
             raise MomoGeoError(f"split must be 'train', 'val' or 'all', got {split!r}")
-        labels = pd.read_csv(table)
-        unknown = set(labels["label"]) - set(self.classes)
-        if unknown:
-            raise MomoGeoError(f"{table}: unknown landmark classes {sorted(unknown)}")
+        labels = read_labels(table, self.classes)
         self.split = split
         self.train_products, self.val_products = split_products(labels, val_fraction, seed)
         if split != "all":
