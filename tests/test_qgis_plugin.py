@@ -720,6 +720,8 @@ def test_cli_api_and_plugin_share_one_options_object(plugin, iface, qgis_app, tm
         if "choices" in f.metadata:
             assert parameter.options() == list(f.metadata["choices"]), name
             default = parameter.options()[default]
+        elif f.default is None and "minimum" not in f.metadata:  # optional, unset (nodata)
+            assert parameter.flags() & parameter.FlagOptional, name
         elif f.default is None:  # below the minimum: "the model card's"
             assert default < f.metadata["minimum"], name
             default = None
@@ -727,8 +729,10 @@ def test_cli_api_and_plugin_share_one_options_object(plugin, iface, qgis_app, tm
     iface.active_layer = None  # an earlier test's layer may be gone
     dialog = MapFeaturesDialog(iface.window, iface=iface)
     for name, widget in dialog.option_widgets.items():
-        if fields[name].default is not None:
+        if fields[name].default is not None or "minimum" not in fields[name].metadata:
             assert option_value(widget) == fields[name].default, name
+    dialog.option_widgets["nodata"].setText("0")  # a value typed in reaches the request
+    assert dialog.request().options["nodata"] == 0.0
     # Output names: scene.v2.tif -> scene.v2_mask.tif everywhere.
     scene = tmp_path / "scene.v2.tif"
     assert info.default_outputs(scene) == (str(default_mask_path(scene)),
@@ -754,11 +758,13 @@ def test_plugin_run_leaves_no_resource_warning(plugin, sample_scene, bundle, tmp
     assert leaks == []
 
 
-def test_earth_crs_scene_is_warned_about_in_the_plugin(plugin, sample_scene, bundle, tmp_path):
-    """A Mars model on an EPSG:4326 raster: the dialog's warnings and the run's log say so."""
+def test_earth_crs_scene_is_refused_in_the_plugin_unless_assume_mars(plugin, sample_scene,
+                                                                     bundle, tmp_path):
+    """A Mars model on an EPSG:4326 raster: the dialog warns, the run is refused in one line
+    naming the CRS, and with the assume_mars option it maps on the Mars sphere."""
     import rasterio
 
-    from momo_geo_plugin.client import MapRequest, describe, run_map
+    from momo_geo_plugin.client import MappingError, MapRequest, describe, run_map
 
     earth = tmp_path / "earth.tif"
     with rasterio.open(sample_scene) as src:
@@ -768,12 +774,18 @@ def test_earth_crs_scene_is_warned_about_in_the_plugin(plugin, sample_scene, bun
             dst.write(src.read())
     warnings = describe(str(earth), str(bundle))["warnings"]
     assert any("Earth CRS" in w and "maps Mars" in w for w in warnings), warnings
+    request = MapRequest(scene=str(earth), mask_path=str(tmp_path / "m.tif"),
+                         vector_path=str(tmp_path / "v.gpkg"), model=str(bundle),
+                         options={"batch_size": 32})
+    with pytest.raises(MappingError, match="EPSG:4326.*--assume-mars"):
+        run_map(request)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earth.tif"]
     logged: list[str] = []
-    run_map(MapRequest(scene=str(earth), mask_path=str(tmp_path / "m.tif"),
-                       vector_path=str(tmp_path / "v.gpkg"), model=str(bundle),
-                       options={"batch_size": 32}), log=logged.append)
-    earth_lines = [m for m in logged if "Earth CRS" in m]
-    assert len(earth_lines) == 1 and earth_lines[0].startswith("WARNING")
+    request.options["assume_mars"] = True
+    run_map(request, log=logged.append)
+    assert len([m for m in logged if "Mars sphere" in m]) == 1
+    with rasterio.open(tmp_path / "m.tif") as mask:
+        assert "Mars" in mask.crs.to_wkt()
 
 
 def test_engine_interpreter_setting_and_detection(plugin, tmp_path, monkeypatch):

@@ -160,6 +160,8 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
             value = self.parameterAsInt(parameters, name, context)
             return None if spec["default"] is None and value < spec["minimum"] else value
         if kind == "float":
+            if spec["default"] is None and _unset(parameters.get(name)):
+                return None  # an optional number left empty (nodata: the file's own)
             return self.parameterAsDouble(parameters, name, context)
         return self.parameterAsString(parameters, name, context)
 
@@ -177,6 +179,11 @@ def _feature_count(result: dict, vector_path: str) -> int:
     return int(sum((result.get("feature_counts") or {}).values()))
 
 
+def _unset(value: Any) -> bool:
+    """An optional parameter left empty (``None``, ``""`` or QGIS's NULL)."""
+    return value is None or value == "" or bool(getattr(value, "isNull", lambda: False)())
+
+
 def option_parameter(name: str, spec: dict[str, Any]) -> Any:
     """A Processing parameter for one engine option, from its schema entry."""
     label = tr(spec["help"].split(". Default:")[0].rstrip("."))
@@ -189,6 +196,8 @@ def option_parameter(name: str, spec: dict[str, Any]) -> Any:
     number = QgsProcessingParameterNumber.Type
     minimum = spec.get("minimum")
     default = spec["default"]
+    if default is None and minimum is None:  # optional and unset by default (nodata)
+        return QgsProcessingParameterNumber(name, label, number.Double, None, True)
     if default is None:  # "the model card's": one below the minimum
         minimum = minimum - 1
         default = minimum

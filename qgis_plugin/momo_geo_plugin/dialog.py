@@ -17,6 +17,7 @@ from typing import Any
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtGui import QDoubleValidator
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -39,7 +41,11 @@ DEFAULT_MODEL_TEXT = "Bundled default model"
 SUFFIXES = {"min_area": " m²", "simplify": " m", "tile": " px", "overlap": " px"}
 LABELS = {"tile": "Tile size", "overlap": "Tile overlap", "batch_size": "Batch size",
           "min_area": "Smallest feature", "simplify": "Simplify outlines",
-          "circles": "Crater circles"}
+          "circles": "Crater circles", "nodata": "Nodata value",
+          "geojson_lonlat": "GeoJSON in Mars longitude/latitude",
+          "frame": "Undeclared black frame is nodata",
+          "assume_mars": "Assume Mars (read an Earth or Moon CRS on the Mars sphere)",
+          "trust_unhashed": "Trust a model without a weights hash"}
 """Presentation only; names, defaults, ranges and choices come from the engine."""
 
 
@@ -239,7 +245,7 @@ class MapFeaturesDialog(QDialog):
         """Every option to the engine's default, tiling to the model card's."""
         for name, widget in self.option_widgets.items():
             default = engine_info().options[name]["default"]
-            if default is not None:
+            if default is not None or isinstance(widget, OptionalNumber):
                 set_option_value(widget, default)
         self._apply_card_defaults()
 
@@ -272,11 +278,31 @@ class MapFeaturesDialog(QDialog):
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not self.problems())
 
 
+class OptionalNumber(QLineEdit):
+    """A number that may be left empty (``None``), for an option that is unset by default
+    (``nodata``: only what the file declares). A spin box cannot be empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setValidator(QDoubleValidator())
+        self.setPlaceholderText("not set")
+
+    def value(self) -> float | None:
+        text = self.text().strip().replace(",", ".")
+        return float(text) if text else None
+
+    def setValue(self, value: float | None) -> None:  # noqa: N802 - Qt's spin-box name
+        self.setText("" if value is None else f"{value:g}")
+
+
 def option_widget(name: str, spec: dict[str, Any]) -> QWidget:
-    """A field for one engine option: combo box (choices), check box, spin box (numbers)."""
+    """A field for one engine option: combo box (choices), check box, spin box (numbers), a
+    line that may stay empty (a number unset by default)."""
     if "choices" in spec:
         widget: Any = QComboBox()
         widget.addItems([str(c) for c in spec["choices"]])
+    elif spec["default"] is None and "minimum" not in spec:
+        widget = OptionalNumber()
     elif spec["type"] == "bool":
         widget = QCheckBox(LABELS.get(name, name.replace("_", " ").capitalize()))
     elif spec["type"] == "int":
