@@ -94,7 +94,8 @@ def test_good_scenes_are_mapped_bad_ones_reported_and_one_catalogue_holds_them(
     out = tmp_path / "archive"
     lines: list[str] = []
     everything = [*scenes["good"], scenes["corrupt"], scenes["earth"]]
-    result = map_archive(everything, out, options=OPTIONS, workers=2, progress=lines.append)
+    result = map_archive(everything, out, options=OPTIONS, workers=2,
+                         progress=lambda event: lines.append(event.line))
 
     good = {p.name for p in scenes["good"]}
     assert set(result.mapped) == good and not result.skipped
@@ -156,10 +157,10 @@ def test_a_killed_worker_s_scene_is_mapped_by_another_worker(tmp_path: Path) -> 
     folder = tmp_path / "scenes"
     folder.mkdir()
     victim = folder / ctx_name(20)
-    # the whole sample scene, moved 2,000 km east: several tiles, seconds to map, overlaps none
-    crop(victim, 0, 0, size=1024, shift_m=2e6)
+    # 768 px of the sample scene moved 2,000 km east: 4 tiles, seconds to map, overlaps none
+    crop(victim, 0, 0, size=768, shift_m=2e6)
     others = [crop(folder / ctx_name(21 + i), col, 0, shift_m=-1e6 * (i + 1))
-              for i, col in enumerate((0, 320, 640))]
+              for i, col in enumerate((0, 320))]
     out = tmp_path / "archive"
     killed: dict[str, object] = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -204,7 +205,8 @@ def test_a_killed_worker_s_scene_is_mapped_by_another_worker(tmp_path: Path) -> 
 
 def test_ctrl_c_stops_the_cli_and_the_same_command_resumes(scenes: dict, tmp_path: Path) -> None:
     out = tmp_path / "archive"
-    args = [MOMO_GEO, "map-archive", *map(str, scenes["good"]), "--out", str(out),
+    good = scenes["good"][:3]
+    args = [MOMO_GEO, "map-archive", *map(str, good), "--out", str(out),
             "--workers", "1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -225,7 +227,7 @@ def test_ctrl_c_stops_the_cli_and_the_same_command_resumes(scenes: dict, tmp_pat
     assert "Traceback" not in stderr
     assert "run the same command again" in stderr
     done = {n: r for n, r in manifest_rows(out).items() if r["status"] == "done"}
-    assert 1 <= len(done) < len(scenes["good"])
+    assert 1 <= len(done) < len(good)
     assert leftovers(out) == []
     finished = {n: (r["finished"], Path(r["mask_path"]).stat().st_mtime_ns)
                 for n, r in done.items()}
@@ -241,7 +243,7 @@ def test_ctrl_c_stops_the_cli_and_the_same_command_resumes(scenes: dict, tmp_pat
     for name, (stamp, mtime) in finished.items():  # not recomputed
         assert rows[name]["finished"] == stamp and rows[name]["attempts"] == 1
         assert Path(rows[name]["mask_path"]).stat().st_mtime_ns == mtime
-    assert set(read_catalogue(out)["scene"]) == {p.name for p in scenes["good"]}
+    assert set(read_catalogue(out)["scene"]) == {p.name for p in good}
 
 
 def test_scene_names_must_be_unique_and_the_catalogue_on_mars(tmp_path: Path) -> None:
@@ -285,3 +287,78 @@ def test_without_dask_the_command_says_what_to_install(monkeypatch: pytest.Monke
     with pytest.raises(MomoGeoError) as error:
         require_dask()
     assert str(error.value) == INSTALL_HINT and "momo-geo[archive]" in INSTALL_HINT
+
+
+def test_the_qgis_plugin_worker_maps_an_archive_and_cancels_like_ctrl_c(scenes: dict,
+                                                                        tmp_path: Path) -> None:
+    """The plugin's Processing algorithm runs ``worker.py archive`` in the engine's Python:
+    progress per scene, cancel keeps finished scenes, the same request again finishes."""
+    import json
+
+    worker = ROOT / "qgis_plugin" / "momo_geo_plugin" / "worker.py"
+    request = {"scenes": [str(p) for p in scenes["good"][:2]], "out_dir": str(tmp_path / "a"),
+               "model": "default", "options": {"device": "cpu"}, "workers": 1}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, str(worker), "archive"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        return proc
+
+    proc = start()
+    messages = []
+    for line in proc.stdout:
+        messages.append(json.loads(line))
+        if "progress" in messages[-1]:
+            proc.stdin.write("cancel\n")
+            proc.stdin.flush()
+            break
+    rest, stderr = proc.communicate(timeout=60)
+    messages += [json.loads(line) for line in rest.splitlines()]
+    assert messages[-1] == {"error": "cancelled"}, (messages, stderr)
+    assert "Traceback" not in stderr
+    assert [m["progress"] for m in messages if "progress" in m][0] == [1, 2]
+    first = manifest_rows(tmp_path / "a")
+    assert sum(r["status"] == "done" for r in first.values()) == 1
+
+    proc = start()  # stdin stays open: closing it means "QGIS went away", a cancel
+    last = {}
+    for line in proc.stdout:
+        last = json.loads(line)
+        if "done" in last or "error" in last:
+            break
+    proc.stdin.close()
+    proc.wait(timeout=60)
+    stderr = proc.stderr.read()
+    proc.stdout.close(), proc.stderr.close()
+    assert proc.returncode == 0 and "done" in last, (last, stderr)
+    done = last["done"]
+    assert len(done["skipped"]) == 1 and len(done["mapped"]) == 1
+    assert done["failed"] == {} and done["features"] > 0 and Path(done["catalogue"]).is_file()
+
+
+def test_a_folder_of_other_files_or_in_use_by_another_run_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    from momo_geo.archive.run import RUN_LOCK, _run_lock
+
+    scene = crop(tmp_path / "scene.tif", 0, 0, size=64)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    with pytest.raises(MomoGeoError, match="not an archive folder of momo-geo"):
+        map_archive([scene], project)
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / RUN_LOCK).write_text(f"{os.getpid()} {socket.gethostname()}")  # a live run
+    with pytest.raises(MomoGeoError, match="another map-archive run is using it"):
+        map_archive([scene], archive)
+    (archive / RUN_LOCK).write_text(f"999999999 {socket.gethostname()}")  # a killed run's
+    with _run_lock(archive):
+        assert (archive / RUN_LOCK).read_text().split()[0] == str(os.getpid())
+    assert not (archive / RUN_LOCK).exists()

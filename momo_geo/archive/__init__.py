@@ -19,6 +19,7 @@ from momo_geo.errors import MomoGeoError
 INSTALL_HINT = "map-archive needs Dask: pip install 'momo-geo[archive]'"
 
 _HOMES = {
+    "ArchiveProgress": "run",
     "ArchiveResult": "run",
     "map_archive": "run",
     "read_scene_list": "run",

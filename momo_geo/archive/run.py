@@ -40,6 +40,7 @@ from momo_geo.archive.catalogue import (
 from momo_geo.archive.manifest import (
     DONE,
     FAILED,
+    MANIFEST_NAME,
     Manifest,
     SceneRecord,
     now,
@@ -50,6 +51,7 @@ from momo_geo.inference.options import MapOptions, default_mask_path, default_ve
 
 SCENES_FOLDER = "scenes"
 """Inside the archive folder: each scene's class mask and vector layer."""
+RUN_LOCK = ".map-archive.lock"
 DEFAULT_MAX_ATTEMPTS = 3
 
 Log = Callable[[str], None]
@@ -136,7 +138,8 @@ def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
                 model: str | os.PathLike[str] = "default", options: MapOptions | None = None, *,
                 scheduler: str | None = None, workers: int | None = None,
                 threads_per_worker: int = 1, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                catalogue_crs: Any = DEFAULT_CRS, progress: Log | None = None,
+                catalogue_crs: Any = DEFAULT_CRS,
+                progress: Callable[[ArchiveProgress], None] | None = None,
                 log: Log | None = None) -> ArchiveResult:
     """Map ``scenes`` into ``out_dir`` on a Dask cluster; resume what an earlier run left.
 
@@ -144,10 +147,10 @@ def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
     ``manifest.sqlite`` and ``catalogue.gpkg``. ``scheduler``: a running scheduler's address
     (``tcp://host:8786``); default a ``LocalCluster`` of ``workers`` processes (default: half the
     CPU cores, at most 4), each mapping one scene at a time with ``threads_per_worker`` CPU
-    threads. ``options.overwrite`` maps again scenes already done. ``progress(line)`` gets one line
-    per finished scene, ``log(line)`` the rest (dashboard, scene warnings). Raises
-    :class:`MomoGeoError` for bad arguments; failed scenes are reported in the result and the
-    manifest, not raised.
+    threads. ``options.overwrite`` maps again scenes already done. ``progress(event)`` is called
+    per finished scene (:class:`ArchiveProgress`; ``event.line`` says it all), ``log(line)`` with
+    the rest (dashboard link, scene warnings). Raises :class:`MomoGeoError` for bad arguments;
+    failed scenes are reported in the result and the manifest, not raised.
     """
     started = time.monotonic()
     options = options if options is not None else MapOptions()
@@ -160,14 +163,11 @@ def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
     target_crs = check_catalogue_crs(catalogue_crs)
     model_name, model_hash = model_identity(model)
     require_dask()
-    folder = Path(out_dir).expanduser().resolve()
-    if not folder.parent.is_dir():
-        raise MomoGeoError(f"{folder.parent}: output folder does not exist")
-    (folder / SCENES_FOLDER).mkdir(parents=True, exist_ok=True)
-    result = ArchiveResult(folder=folder, manifest=folder / "manifest.sqlite")
+    folder = archive_folder(out_dir)
+    result = ArchiveResult(folder=folder, manifest=folder / MANIFEST_NAME)
     values = {**options.as_dict(), "overwrite": True}  # the archive folder is the run's own
     opt_hash = options_hash(values)
-    with Manifest(folder) as manifest:
+    with _run_lock(folder), Manifest(folder) as manifest:
         _remove_staging(folder / SCENES_FOLDER)
         todo = _plan(manifest, paths, folder, model_name, model_hash, opt_hash, options.overwrite,
                      max_attempts, result)
@@ -196,6 +196,68 @@ def map_archive(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         folder / CATALOGUE_NAME, target_crs)
     result.seconds = time.monotonic() - started
     return result
+
+
+def archive_folder(out_dir: str | os.PathLike[str]) -> Path:
+    """The archive folder, made if new; a one-line error for a folder that holds other things.
+
+    A run replaces files in it (the catalogue, scene outputs), so a folder with files but no
+    manifest, e.g. a user's project folder given by mistake, is refused, not written into.
+    """
+    folder = Path(out_dir).expanduser().resolve()
+    if not folder.parent.is_dir():
+        raise MomoGeoError(f"{folder.parent}: output folder does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise MomoGeoError(f"{folder}: is a file, not an archive folder")
+    ours = {SCENES_FOLDER, MANIFEST_NAME, CATALOGUE_NAME, RUN_LOCK}
+    foreign = [p for p in folder.iterdir() if p.name not in ours] if folder.is_dir() else []
+    if foreign and not (folder / MANIFEST_NAME).is_file():
+        raise MomoGeoError(f"{folder}: holds files but no {MANIFEST_NAME}, so it is not an "
+                           "archive folder of momo-geo; give a new or empty folder")
+    (folder / SCENES_FOLDER).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _run_lock(folder: Path) -> Any:
+    """One run at a time per archive folder: a second one fails at once, naming the first.
+
+    A lock left by a run that was killed (its process is gone, same machine) is taken over.
+    """
+    import socket
+
+    lock = folder / RUN_LOCK
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = lock.read_text().split() if lock.exists() else []
+            if len(owner) == 2 and owner[1] == socket.gethostname() and not _alive(owner[0]):
+                lock.unlink(missing_ok=True)  # left by a killed run
+                continue
+            raise MomoGeoError(f"{folder}: another map-archive run is using it (process "
+                               f"{' on '.join(owner) or 'unknown'}); wait for it or stop it"
+                               ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me)
+        break
+    else:
+        raise MomoGeoError(f"{folder}: could not take its run lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _plan(manifest: Manifest, paths: list[Path], folder: Path, model: str, model_hash: str,
@@ -273,7 +335,7 @@ def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
 
     n = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
     dashboard = ":0" if importlib.util.find_spec("bokeh") is not None else None
-    with _interrupts_ignored():  # worker processes inherit it: Ctrl-C is the client's to handle
+    with _interrupts_ignored():  # Ctrl-C is the client's to handle, not the workers'
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                dashboard_address=dashboard, silence_logs=logging.ERROR,
                                env={"OMP_NUM_THREADS": str(threads)})
@@ -287,7 +349,13 @@ def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
 
 @contextlib.contextmanager
 def _interrupts_ignored() -> Any:
-    """SIGINT ignored while local worker processes are started (they inherit it)."""
+    """SIGINT ignored while local worker processes start: they inherit the disposition.
+
+    Ctrl-C in a terminal reaches the whole process group, and each worker would print a
+    traceback while the client stops them anyway (it records what is done, then closes the
+    cluster). Blocking the signal instead is not enough (the client's other threads take it and
+    the nannies spawn from them). The cost: a Ctrl-C during the seconds of start-up is ignored.
+    """
     import signal
     import threading
 
@@ -310,12 +378,8 @@ def _worker_plugin_base() -> type:
 
 
 class IgnoreInterrupts(_worker_plugin_base()):  # type: ignore[misc]
-    """Local workers ignore Ctrl-C, also when restarted after a crash.
-
-    Ctrl-C in a terminal reaches the whole process group: the local workers would each print a
-    traceback while the client stops them anyway (it records what is done, then closes the
-    cluster). Remote workers are in no process group of ours and keep their own handling.
-    """
+    """Local workers ignore Ctrl-C, also those a nanny starts to replace a dead one (after
+    start-up, when the client no longer ignores it, so they would not inherit it)."""
 
     def setup(self, worker: Any) -> None:
         import signal
@@ -327,11 +391,14 @@ class IgnoreInterrupts(_worker_plugin_base()):  # type: ignore[misc]
 
 def _run(todo: list[SceneRecord], manifest: Manifest, options: dict[str, Any], model: str,
          scheduler: str | None, workers: int | None, threads: int, result: ArchiveResult,
-         progress: Log | None, say: Log) -> None:
+         progress: Callable[[ArchiveProgress], None] | None, say: Log) -> None:
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
     with _client(scheduler, workers, threads) as client:
+        count = len(client.scheduler_info().get("workers", {}))
+        say(f"Dask cluster at {client.scheduler.address}: {count} worker(s)"
+            + (" (local)" if scheduler is None else ""))
         link = _dashboard(client)
         if link:
             result.dashboard = link
@@ -417,10 +484,22 @@ def _apply(record: SceneRecord, answer: dict[str, Any]) -> None:
                 Path(path).unlink(missing_ok=True)
 
 
-class _Progress:
-    """One line per finished scene: done / failed / left, elapsed and an ETA."""
+@dataclass(frozen=True)
+class ArchiveProgress:
+    """One scene finished: counts so far for the whole run and a line that says it all."""
 
-    def __init__(self, total: int, sink: Log | None) -> None:
+    finished: int
+    total: int
+    done: int
+    failed: int
+    scene: str
+    line: str
+
+
+class _Progress:
+    """Counts finished scenes and makes each :class:`ArchiveProgress` (with an ETA)."""
+
+    def __init__(self, total: int, sink: Callable[[ArchiveProgress], None] | None) -> None:
         self.total, self.sink = total, sink
         self.done = self.failed = 0
         self.start = time.monotonic()
@@ -437,8 +516,10 @@ class _Progress:
         eta = elapsed / finished * (self.total - finished)
         what = (f"{record.features} features" if record.status == DONE
                 else f"FAILED: {record.error}")
-        self.sink(f"[{finished}/{self.total}] {record.name}: {what} | done {self.done}, "
-                  f"failed {self.failed}, elapsed {_duration(elapsed)}, ETA {_duration(eta)}")
+        line = (f"[{finished}/{self.total}] {record.name}: {what} | done {self.done}, "
+                f"failed {self.failed}, elapsed {_duration(elapsed)}, ETA {_duration(eta)}")
+        self.sink(ArchiveProgress(finished, self.total, self.done, self.failed, record.name,
+                                  line))
 
 
 def _duration(seconds: float) -> str:

@@ -46,10 +46,15 @@ def check_body(info: Any, assume_mars: bool) -> None:
     ``momo-geo map`` only warns about it today; in an archive a scene on the wrong body would put
     features at the wrong place of the merged catalogue, so it is a failed scene.
     """
-    if info.body != "Mars" and not assume_mars:
-        where = f"an {info.body} CRS" if info.body != "unknown" else "a CRS of no known body"
-        raise MomoGeoError(f"{info.path.name} is in {where} ({info.crs_description}), not a "
-                           "Mars one; give the scene its Mars CRS")
+    if info.body == "Mars" or assume_mars:
+        return
+    from momo_geo.inference.options import MapOptions
+
+    where = f"an {info.body} CRS" if info.body != "unknown" else "a CRS of no known body"
+    way_out = (" (or --assume-mars to read its coordinates on Mars)"
+               if "assume_mars" in MapOptions.__dataclass_fields__ else "")
+    raise MomoGeoError(f"{info.path.name} is in {where} ({info.crs_description}), not a Mars "
+                       f"one; give the scene its Mars CRS{way_out}")
 
 
 def map_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +98,8 @@ def _map(job: dict[str, Any]) -> dict[str, Any]:
     values = dict(job["options"])
     assume_mars = bool(values.get("assume_mars", False))
     options = MapOptions(**values)
-    info = open_scene(job["scene"])
+    # with assume_mars, open_scene reads the coordinates on Mars (as map_scene does)
+    info = open_scene(job["scene"], **({"assume_mars": True} if assume_mars else {}))
     check_body(info, assume_mars)
     predictor = _predictor(job["model"], options.device, options.precision)
     messages: list[str] = []

@@ -51,6 +51,21 @@ class MapRequest:
 
 
 @dataclass
+class ArchiveRequest:
+    """Many scenes into one archive folder (``momo_geo.archive.map_archive``): ``scenes`` as
+    paths; ``options`` as for :class:`MapRequest`; ``workers`` 0 for the engine's default,
+    ``scheduler`` empty for a local cluster."""
+
+    scenes: list[str]
+    out_dir: str
+    model: str = "default"
+    options: dict[str, Any] = field(default_factory=dict)
+    workers: int = 0
+    scheduler: str = ""
+    catalogue_crs: str = "IAU_2015:49900"
+
+
+@dataclass
 class ClassStyle:
     id: int
     name: str
@@ -216,9 +231,31 @@ def run_map(request: MapRequest, progress: Callable[[int, int], None] | None = N
     stops the engine within one batch, leaves no files and raises ``MappingError(cancelled=True)``.
     Any failure raises :class:`MappingError` with the engine's one-line message.
     """
+    return _run_verb("map", asdict(request), progress, cancel, log,
+                     cancelled_message="cancelled; no files were written")
+
+
+def run_archive(request: ArchiveRequest, progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Map many scenes on a Dask cluster in the worker (``momo_geo.archive.map_archive``).
+
+    ``progress(scenes finished, scenes to map)``; ``log`` gets one line per finished scene.
+    Cancel stops the cluster; finished scenes stay in the archive's manifest, and running the
+    same request again goes on from there. Returns the run's summary (``catalogue``,
+    ``manifest``, ``mapped``, ``skipped``, ``failed``, ``features``).
+    """
+    return _run_verb("archive", asdict(request), progress, cancel, log,
+                     cancelled_message="cancelled; finished scenes are kept in the archive's "
+                                       "manifest: run it again to go on")
+
+
+def _run_verb(verb: str, payload: dict[str, Any], progress: Any, cancel: Any, log: Any, *,
+              cancelled_message: str) -> dict[str, Any]:
+    """One worker run of ``verb``: progress and log relayed, cancel passed on."""
     stderr: list[str] = []
-    with _popen(engine_info().interpreter, "map") as process:
-        process.stdin.write(json.dumps(asdict(request)) + "\n")
+    with _popen(engine_info().interpreter, verb) as process:
+        process.stdin.write(json.dumps(payload) + "\n")
         process.stdin.flush()
         err_thread = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
         err_thread.start()
@@ -226,7 +263,7 @@ def run_map(request: MapRequest, progress: Callable[[int, int], None] | None = N
         process.wait()
         err_thread.join(timeout=5)
     if cancelled:
-        raise MappingError("cancelled; no files were written", cancelled=True)
+        raise MappingError(cancelled_message, cancelled=True)
     if done is not None and process.returncode == 0:
         return done
     if not error:

@@ -1,4 +1,5 @@
-"""The Processing provider "momo-geo" (id ``momo-geo``): holds the "Map Mars features" algorithm."""
+"""The Processing provider "momo-geo" (id ``momo-geo``): "Map Mars features" (one scene) and
+"Map a folder of Mars scenes" (many, on a Dask cluster)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithm import MapMarsFeaturesAlgorithm
+from .archive_algorithm import MapArchiveAlgorithm
 
 ICON = Path(__file__).with_name("icon.svg")
 
@@ -27,6 +29,7 @@ class MomoGeoProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         self.addAlgorithm(MapMarsFeaturesAlgorithm())
+        self.addAlgorithm(MapArchiveAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
         return ["tif"]

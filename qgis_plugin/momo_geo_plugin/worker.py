@@ -21,6 +21,9 @@ finally ``{"done": {...}}`` or ``{"error": text}`` on stdout. Verbs:
 - ``map``: one ``map_scene`` run. A line ``cancel`` on stdin (or stdin closing because QGIS went
   away) makes the engine stop within one batch; it writes through ``atomic_output``, so no file
   appears.
+- ``archive``: one ``momo_geo.archive.map_archive`` run (many scenes on a Dask cluster, one
+  catalogue); progress counts finished scenes. Cancel stops it as Ctrl-C would: finished scenes
+  stay in the archive's manifest.
 
 Run as a script; imports only the standard library at module level and ``momo_geo`` inside
 functions.
@@ -132,6 +135,57 @@ def map_request(request: dict[str, Any], emit: Any, cancelled: threading.Event) 
             "device": result.device, "class_names": list(result.class_names)}
 
 
+def archive_request(request: dict[str, Any], emit: Any) -> dict:
+    """Run ``map_archive`` for a request (:class:`.client.ArchiveRequest` as a dict) on a local
+    Dask cluster or the scheduler it names; return a JSON-able summary."""
+    from momo_geo.archive import map_archive
+    from momo_geo.errors import MomoGeoError
+    from momo_geo.inference.options import MapOptions
+
+    try:
+        options = MapOptions(**request.get("options", {}))
+    except TypeError as exc:
+        raise MomoGeoError(f"{exc}; update momo-geo or the plugin") from None
+
+    def progress(event: Any) -> None:
+        emit(progress=[event.finished, event.total])
+        emit(log=event.line)
+
+    result = map_archive(
+        request["scenes"], request["out_dir"], request.get("model") or "default", options,
+        scheduler=request.get("scheduler") or None, workers=request.get("workers") or None,
+        catalogue_crs=request.get("catalogue_crs") or "IAU_2015:49900", progress=progress,
+        log=lambda message: emit(log=str(message)))
+    catalogue = result.catalogue
+    return {"catalogue": str(catalogue.path) if catalogue else "",
+            "features": catalogue.features if catalogue else 0,
+            "manifest": str(result.manifest), "mapped": result.mapped,
+            "skipped": result.skipped, "failed": result.failed, "seconds": result.seconds}
+
+
+class _Interrupter:
+    """Turns a cancel into Ctrl-C for ``map_archive`` (which then stops its cluster cleanly and
+    keeps finished scenes), unless the run has already finished."""
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.cancelled = cancelled
+        self.lock = threading.Lock()
+        self.finished = False
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        import _thread
+
+        self.cancelled.wait()
+        with self.lock:
+            if not self.finished:
+                _thread.interrupt_main()
+
+    def finish(self) -> None:
+        with self.lock:
+            self.finished = True
+
+
 def _watch_stdin(cancelled: threading.Event) -> None:
     for line in sys.stdin:
         if line.strip() == "cancel":
@@ -164,8 +218,21 @@ def main(argv: list[str] | None = None) -> int:
             cancelled = threading.Event()
             threading.Thread(target=_watch_stdin, args=(cancelled,), daemon=True).start()
             emit(done=map_request(request, emit, cancelled))
+        elif command == "archive":
+            cancelled = threading.Event()
+            threading.Thread(target=_watch_stdin, args=(cancelled,), daemon=True).start()
+            interrupter = _Interrupter(cancelled)
+            try:
+                summary = archive_request(request, emit)
+                interrupter.finish()
+            except KeyboardInterrupt:  # a cancel (the interrupt may land just after the end)
+                interrupter.finish()
+                emit(error="cancelled")
+                return 1
+            emit(done=summary)
         else:
-            emit(error=f"unknown worker command {command!r} (defaults, describe or map)")
+            emit(error=f"unknown worker command {command!r} (defaults, describe, map or "
+                 "archive)")
             return 2
     except MomoGeoError as exc:
         emit(error=str(exc))
