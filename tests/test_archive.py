@@ -362,3 +362,45 @@ def test_a_folder_of_other_files_or_in_use_by_another_run_is_refused(tmp_path: P
     with _run_lock(archive):
         assert (archive / RUN_LOCK).read_text().split()[0] == str(os.getpid())
     assert not (archive / RUN_LOCK).exists()
+
+
+def test_the_plan_skips_done_scenes_retries_failed_ones_up_to_the_limit(tmp_path: Path) -> None:
+    """What a run maps, from the manifest alone (no cluster): done and unchanged is skipped;
+    a changed model or options hash, missing outputs or --overwrite map it again; a failed scene
+    is tried again, keeping its attempts, until max_attempts."""
+    from momo_geo.archive.manifest import Manifest, SceneRecord
+    from momo_geo.archive.run import ArchiveResult, _plan
+
+    folder = tmp_path / "archive"
+    (folder / "scenes").mkdir(parents=True)
+    paths = [tmp_path / f"s{i}.tif" for i in range(5)]
+    outputs = {}
+    for path in paths:
+        path.write_bytes(b"")
+        outputs[path.name] = (folder / "scenes" / f"{path.stem}_mask.tif",
+                              folder / "scenes" / f"{path.stem}_features.gpkg")
+        for output in outputs[path.name]:
+            output.write_bytes(b"x")
+    rows = [("done", 1, "m", "o"), ("done", 1, "m", "other options"), ("failed", 1, "m", "o"),
+            ("failed", 3, "m", "o"), ("done", 1, "m", "o")]
+    outputs["s4.tif"][1].unlink()  # a done scene whose layer was deleted since
+    with Manifest(folder) as manifest:
+        for path, (status, attempts, model_hash, opt_hash) in zip(paths, rows, strict=True):
+            mask, vector = outputs[path.name]
+            manifest.put(SceneRecord(name=path.name, path=str(path), status=status,
+                                     attempts=attempts, mask_path=str(mask),
+                                     vector_path=str(vector), model_hash=model_hash,
+                                     options_hash=opt_hash, error="x" if status == "failed"
+                                     else None))
+
+        def plan(overwrite: bool = False, model_hash: str = "m") -> tuple[dict, list]:
+            result = ArchiveResult(folder, folder / "manifest.sqlite")
+            todo = _plan(manifest, paths, folder, "default", model_hash, "o", overwrite, 3,
+                         result)
+            return {r.name: r.attempts for r in todo}, result.skipped
+
+        assert plan() == ({"s1.tif": 0, "s2.tif": 1, "s4.tif": 0}, ["s0.tif"])
+        assert manifest.get("s2.tif").status == "failed"  # until it is tried again
+        assert plan(overwrite=True)[0] == dict.fromkeys(["s0.tif", "s1.tif", "s2.tif",
+                                                          "s3.tif", "s4.tif"], 0)
+        assert set(plan(model_hash="new model")[0]) == {p.name for p in paths}
