@@ -71,7 +71,13 @@ def read_layers(layers: Iterable[SceneLayer], crs: Any = DEFAULT_CRS) -> Any:
     target = check_catalogue_crs(crs)
     frames = []
     for layer in layers:
-        frame = read_dataframe(layer.vector_path)
+        try:
+            frame = read_dataframe(layer.vector_path)
+        except Exception as exc:  # pyogrio's errors: a layer deleted or damaged since
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise MomoGeoError(f"{layer.vector_path}: cannot read {layer.scene}'s features for "
+                               f"the catalogue ({message}); remove the file and run again: the "
+                               "scene is mapped again") from None
         if frame.crs is not None:
             mcrs.check_same_body(frame.crs, target)
             frame = frame.to_crs(target)
@@ -98,7 +104,8 @@ def drop_duplicates(frame: Any, overlap: float = DUPLICATE_OVERLAP) -> tuple[Any
     if len(frame) < 2 or frame["scene"].nunique() < 2:
         return frame, 0
     geoms = frame.geometry.values
-    conf = np.nan_to_num(frame["mean_conf"].to_numpy(dtype=float), nan=-1.0)
+    conf = (np.nan_to_num(frame["mean_conf"].to_numpy(dtype=float), nan=-1.0)
+            if "mean_conf" in frame.columns else np.zeros(len(frame)))
     areas = shapely.area(geoms)
     order = np.lexsort((-areas, -conf))  # most confident first, then the larger
     tree = shapely.STRtree(geoms)
