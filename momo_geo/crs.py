@@ -243,7 +243,8 @@ def label(crs: Any) -> str:
     """A CRS as a geologist would name it in one line: ``EPSG:32633 (WGS 84 / UTM zone 33N)``."""
     crs = as_crs(crs)
     name = crs.name if crs.name and crs.name != "unknown" else "custom CRS"
-    authority = crs.to_authority(min_confidence=90)
+    # rasterio hands over WKT without IDs; PROJ finds IAU codes only when asked for that authority
+    authority = crs.to_authority(min_confidence=90) or crs.to_authority("IAU_2015", 90)
     return f"{':'.join(authority)} ({name})" if authority else name
 
 

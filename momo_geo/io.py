@@ -165,13 +165,14 @@ MAX_SHEAR_DEG = 5.0
 def _check_grid(path: Path, transform: Affine) -> None:
     """One line for a geotransform with NaN, a zero pixel size, an absurd rotation or shear."""
     a, b, c, d, e, f = (float(v) for v in transform[:6])
+    gdal = ", ".join(f"{v:g}" for v in (c, a, b, f, d, e))  # GDAL's order, as gdalinfo shows
     if not all(np.isfinite([a, b, c, d, e, f])):
         raise MomoGeoError(f"{path}: degenerate georeference: the geotransform holds NaN or "
-                           f"infinity ({a:g}, {b:g}, {c:g}, {d:g}, {e:g}, {f:g})")
+                           f"infinity ({gdal})")
     column, row = np.hypot(a, d), np.hypot(b, e)
     if column == 0 or row == 0 or a * e - b * d == 0:
         raise MomoGeoError(f"{path}: degenerate georeference: the pixel size is zero "
-                           f"(geotransform {a:g}, {b:g}, {c:g}, {d:g}, {e:g}, {f:g})")
+                           f"(geotransform {gdal})")
     rotation = float(np.degrees(np.arctan2(d, a)))
     if abs(rotation) > MAX_ROTATION_DEG:
         raise MomoGeoError(f"{path}: degenerate georeference: the pixel grid is rotated by "

@@ -24,7 +24,8 @@ def _where(scene: Any) -> str:
     from momo_geo.crs import label
 
     body = scene.body
-    where = f"an {body} CRS" if body != "unknown" else "a CRS of no known body"
+    article = "an" if body[:1] in "AEIOU" else "a"
+    where = f"{article} {body} CRS" if body != "unknown" else "a CRS of no known body"
     return f"{scene.path.name} is in {where} ({label(scene.crs)})"
 
 
