@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +73,9 @@ class ModelCard:
     classes: list[ClassInfo] = field(default_factory=list)
     tile_size: int = 224
     tile_overlap: int = 32
+    min_confidence: dict[str, float] = field(default_factory=dict)
+    """Class name -> confidence floor: mapped features whose mean confidence is below it are
+    erased (:mod:`momo_geo.inference.floor`); chosen on held-out selection images."""
     merge: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -311,20 +315,25 @@ def load_bundle(model: str | os.PathLike[str] | None, verify: bool = True,
 
 
 def save_bundle(path: str | os.PathLike[str], state_dict: dict[str, Any], card: ModelCard,
-                overwrite: bool = False, half: bool = False) -> Path:
-    """Write a bundle folder atomically (a temporary folder renamed when complete)."""
-    import shutil
-    import tempfile
+                overwrite: bool = False, half: bool = False,
+                inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """Write a bundle folder atomically (a staged folder renamed into place when complete).
 
+    ``overwrite`` replaces only a folder that is provably a bundle (``card.json`` and
+    ``weights.safetensors``, nothing else), never a folder holding anything else, the working
+    folder or one holding an input (``inputs``): :mod:`momo_geo.outputs`.
+    """
     import torch
     from safetensors.torch import save_file
 
+    from momo_geo.outputs import OutputSet
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise MomoGeoError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True)
+    with OutputSet([path], overwrite=overwrite, inputs=inputs, bundle=True) as outputs:
+        staging = outputs.path(path)
+        staging.mkdir()
         tensors = {}
         for key, value in state_dict.items():
             tensor = value.detach().cpu().contiguous()
@@ -335,9 +344,5 @@ def save_bundle(path: str | os.PathLike[str], state_dict: dict[str, Any], card: 
         card.weights_sha256 = sha256_file(staging / WEIGHTS_NAME)
         card.momo_geo_version = __version__
         (staging / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        outputs.commit()
     return path

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from rasterio.windows import Window
 
 from momo_geo import crs as mcrs
 from momo_geo.errors import MomoGeoError
+from momo_geo.outputs import staged_output
 from momo_geo.sensors import Sensor, detect_sensor
 
 
@@ -258,39 +257,16 @@ def check_nodata(scene: Scene, nodata: float | None) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], overwrite: bool = False,
+                  inputs: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
     """Yield a temporary path to write ``path`` to; move it (and sidecars) into place on success.
 
-    The temporary file lives in a hidden folder next to ``path`` (same file system, so the final
-    move is a rename). Every file written there whose name starts with the target's stem is moved
-    (a shapefile's ``.shx``/``.dbf``/``.prj`` come along; the main file is moved last). On any
-    exception, including KeyboardInterrupt, the folder is removed and nothing appears at ``path``.
+    The file is reserved first (a second run writing it fails at once), written under a neutral
+    name in a hidden staging folder beside ``path`` (same file system, so the final move is a
+    rename) and renamed into place with every sidecar written beside it (a shapefile's
+    ``.shx``/``.dbf``/``.prj``; the main file last). On any exception, including
+    KeyboardInterrupt, the staging folder and the reservation go and nothing appears at ``path``.
+    ``overwrite`` replaces an existing file, never a folder (:mod:`momo_geo.outputs`).
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise MomoGeoError(f"{path} exists; pass --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise MomoGeoError(f"{parent}: output folder does not exist")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=parent))
-    try:
-        yield staging / path.name
-        produced = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
-        if not any(p.name == path.name for p in produced):
-            raise MomoGeoError(f"{path}: nothing was written")
-        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-        for item in produced:
-            if item.name == path.name or item.name.startswith(stem + "."):
-                target = parent / item.name
-                if target.exists() and overwrite:
-                    _remove(target)
-                os.replace(item, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _remove(target: Path) -> None:
-    if target.is_dir():
-        shutil.rmtree(target)
-    else:
-        target.unlink()
+    with staged_output(path, overwrite, inputs) as staged:
+        yield staged

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,21 @@ def check_vector_path(path: str | os.PathLike[str]) -> str:
     return FORMATS[suffix]
 
 
+def layer_name(path: str | os.PathLike[str]) -> str:
+    """The layer name for a vector file: its stem, made acceptable to every OGR driver.
+
+    GeoPackage refuses names that begin with ``(``, ``[``, ``#``, ``.``, ``-``, ``'`` (and other
+    punctuation) or with ``gpkg``; a scene called ``(copy) ESP_….tif`` must still map. Leading
+    punctuation is dropped, a ``gpkg`` prefix gets an underscore; the rest is kept as it is.
+    """
+    path = Path(path)
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    name = re.sub(r"^[\W]+", "", stem)
+    if name.lower().startswith("gpkg"):
+        name = "_" + name
+    return name or "features"
+
+
 def feature_classes(classes: Iterable[ClassInfo]) -> list[ClassInfo]:
     """Classes that are features (not background) and get outlined."""
     return [c for c in classes if not is_background(c.name)]
@@ -99,8 +115,9 @@ class _Writer:
     """
 
     def __init__(self, path: Path, crs, circles: bool, chunk: int = 5000,  # noqa: ANN001
-                 geojson_lonlat: bool = False) -> None:
+                 layer: str | None = None, geojson_lonlat: bool = False) -> None:
         self.path, self.driver = path, check_vector_path(path)
+        self.layer = layer or layer_name(path)
         self.lonlat = self.driver == "GeoJSON" and geojson_lonlat
         """Geometries come in lon/lat on the scene's geographic CRS, written on Mars lon/lat."""
         self._to_mars = None
@@ -143,7 +160,7 @@ class _Writer:
         gdf = gpd.GeoDataFrame(frame, geometry=self.geoms, crs=self.crs_text)
         options = ({"VERSION": GPKG_VERSION}
                    if self.driver == "GPKG" and self.written == 0 else {})
-        write_dataframe(gdf, self.path, layer=self.path.stem, driver=self.driver,
+        write_dataframe(gdf, self.path, layer=self.layer, driver=self.driver,
                         append=self.written > 0, geometry_type="Polygon",
                         promote_to_multi=False, dataset_options=options)
         self.written += len(self.rows)
@@ -199,17 +216,23 @@ def vectorize(mask_path: str | os.PathLike[str], vector_path: str | os.PathLike[
     if min_area < 0 or simplify < 0:
         raise MomoGeoError("min-area and simplify must not be negative")
     with atomic_output(vector_path, overwrite) as tmp:
-        summary = _vectorize(Path(mask_path), tmp, classes, confidence_path, min_area, simplify,
-                             circles, block, cancel, geojson_lonlat)
+        summary = write_features(Path(mask_path), tmp, classes, layer=layer_name(vector_path),
+                                 confidence_path=confidence_path, min_area=min_area,
+                                 simplify=simplify, circles=circles, block=block, cancel=cancel,
+                                 geojson_lonlat=geojson_lonlat)
     summary.path = vector_path
     return summary
 
 
-def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
-               confidence_path: str | os.PathLike[str] | None, min_area: float,
-               simplify: float, circles: bool, block: int,
-               cancel: Callable[[], bool] | None, geojson_lonlat: bool = True
-               ) -> VectorSummary:
+def write_features(mask_path: str | os.PathLike[str], out: Path, classes: list[ClassInfo], *,
+                   layer: str | None = None,
+                   confidence_path: str | os.PathLike[str] | None = None,
+                   min_area: float = 0.0, simplify: float = 0.0, circles: bool = False,
+                   block: int = 1024, cancel: Callable[[], bool] | None = None,
+                   geojson_lonlat: bool = True) -> VectorSummary:
+    """:func:`vectorize` into ``out`` directly (a staged path: the caller commits it), the
+    layer named ``layer`` (default: from ``out``'s name, :func:`layer_name`)."""
+    mask_path = Path(mask_path)
     wanted = {c.id: c for c in feature_classes(classes)}
     with rasterio.open(mask_path) as src:
         crs, transform = src.crs, src.transform
@@ -219,7 +242,7 @@ def _vectorize(mask_path: Path, out: Path, classes: list[ClassInfo],
         gsd = mcrs.pixel_size_m(crs, transform, width / 2, height / 2)
         tolerance_px = simplify / math.sqrt(gsd[0] * gsd[1]) if simplify else 0.0
         conf_src = rasterio.open(confidence_path) if confidence_path else None
-        writer = _Writer(out, crs, circles, geojson_lonlat=geojson_lonlat)
+        writer = _Writer(out, crs, circles, layer=layer, geojson_lonlat=geojson_lonlat)
         emitter = _Emitter(writer, wanted, crs, transform, min_area, tolerance_px, circles)
         try:
             for piece in finished_pieces(src, conf_src, wanted, block, cancel):

@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from momo_geo.errors import MomoGeoError
+from momo_geo.outputs import check_target
 
 DROP_PREFIXES = ("decoder_", "decoder.", "mask_token", "lpips_fn.", "loss_fn.")
 RELEASED_SENSORS = {"hirise": ["hirise"], "ctx": ["ctx"], "themis": ["themis"]}
@@ -97,16 +99,21 @@ def mae_to_encoder(state: dict[str, torch.Tensor], encoder: torch.nn.Module
 
 def import_weights(path: str | os.PathLike[str], arch: str, output: str | os.PathLike[str],
                    img_size: int = 224, global_pool: str = "avg", in_chans: int = 3,
-                   name: str | None = None, overwrite: bool = False) -> Path:
-    """Convert a released checkpoint into a ``pretrain`` bundle; return the bundle path."""
+                   name: str | None = None, overwrite: bool = False,
+                   inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """Convert a released checkpoint into a ``pretrain`` bundle; return the bundle path.
+
+    ``output`` may replace (``overwrite``) only a bundle folder, never one holding ``path`` or
+    ``inputs`` (:func:`momo_geo.outputs.check_target`, checked before anything is loaded).
+    """
     from momo_geo.bundle import ModelCard, save_bundle, sha256_file
     from momo_geo.models.vit import create_encoder, encoder_config
     from momo_geo.sensors import ALL_SENSORS_NORMALIZATION, get_sensor
 
     path = Path(path)
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise MomoGeoError(f"{output} exists; pass --overwrite to replace it")
+    inputs = [path, *inputs]
+    check_target(output, overwrite=overwrite, inputs=inputs, bundle=True)
     state, args = load_released_checkpoint(path)
     encoder = create_encoder(arch, img_size=img_size, in_chans=in_chans, global_pool=global_pool)
     weights = mae_to_encoder(state, encoder)
@@ -129,7 +136,7 @@ def import_weights(path: str | os.PathLike[str], arch: str, output: str | os.Pat
         license="as released by the MOMO authors (see their repository); not relicensed here",
         description=f"Encoder imported from the released MOMO checkpoint {path.name} "
                     "(MAE decoder dropped)")
-    return save_bundle(output, weights, card, overwrite=overwrite)
+    return save_bundle(output, weights, card, overwrite=overwrite, inputs=inputs)
 
 
 def download_released(repo_id: str, filename: str, cache_dir: str | None = None) -> Path:

@@ -199,11 +199,12 @@ def test_plugin_loads_via_class_factory(plugin, iface):
     assert registry.providerById("momo-geo") is not None
     algorithm = registry.algorithmById(ALGORITHM)
     assert algorithm is not None and algorithm.displayName() == "Map Mars features"
-    # map_scene's own parameters, then every MapOptions field but overwrite (Processing's file
-    # dialogs confirm replacing).
+    # map_scene's own parameters, then every MapOptions field, overwrite included (off by
+    # default: qgis_process, batch mode and Model Builder never ask before replacing a file).
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == ["scene", "model", "mask_path", "vector_path",
-                     *(n for n in MapOptions.__dataclass_fields__ if n != "overwrite")]
+                     *MapOptions.__dataclass_fields__]
+    assert algorithm.parameterDefinition("overwrite").defaultValue() is False
     # Batch mode and Model Builder: batch support, can cancel, usable as a model's child step.
     flags = algorithm.flags()
     assert flags & algorithm.FlagSupportsBatch and flags & algorithm.FlagCanCancel
@@ -353,6 +354,32 @@ def test_processing_cancel_mid_run_leaves_no_files(plugin, sample_scene, bundle,
             "vector_path": str(tmp_path / "features.gpkg")}, feedback=feedback)
     assert seen and max(seen) < 100, "the run finished although it was cancelled"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_processing_replaces_only_with_overwrite_and_never_a_folder(plugin, sample_scene,
+                                                                    bundle, tmp_path):
+    """qgis_process, batch mode and Model Builder never ask before replacing a file: the
+    overwrite parameter (default off) decides, and even with it a folder is never replaced."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    mask, vector = tmp_path / "mask.tif", tmp_path / "features.gpkg"
+    mask.write_bytes(b"precious")
+    parameters = {"scene": str(sample_scene), "model": str(bundle), "batch_size": 32,
+                  "mask_path": str(mask), "vector_path": str(vector)}
+    with pytest.raises(QgsProcessingException, match="mask.tif exists; pass --overwrite"):
+        processing.run(ALGORITHM, parameters, feedback=QgsProcessingFeedback())
+    assert mask.read_bytes() == b"precious" and not vector.exists()
+    folder = tmp_path / "maps.tif"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(QgsProcessingException, match="is a folder"):
+        processing.run(ALGORITHM, {**parameters, "mask_path": str(folder), "overwrite": True},
+                       feedback=QgsProcessingFeedback())
+    assert (folder / "notes.txt").read_text() == "keep me"
+    processing.run(ALGORITHM, {**parameters, "overwrite": True}, feedback=QgsProcessingFeedback())
+    assert mask.read_bytes()[:4] == b"II*\x00" and vector.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.gpkg", "maps.tif", "mask.tif"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -713,8 +740,6 @@ def test_cli_api_and_plugin_share_one_options_object(plugin, iface, qgis_app, tm
     assert list(info.options) == list(fields)
     algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
     for name, f in fields.items():
-        if name == "overwrite":
-            continue
         parameter = algorithm.parameterDefinition(name)
         default = parameter.defaultValue()
         if "choices" in f.metadata:

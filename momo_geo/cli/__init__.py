@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -59,27 +61,72 @@ def cli() -> None:
     """Map Martian surface features in HiRISE, CTX and THEMIS scenes with MOMO."""
 
 
+class Interrupted(Exception):  # noqa: N818 - what the user reads: "Interrupted: ..."
+    """A run stopped by a signal: the one line to print and the exit status (128 + signal).
+
+    Not a KeyboardInterrupt: click would turn that into its own ``Abort`` (an empty line and
+    "Aborted!"), losing which scenes were completed.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """The libraries' own warnings (pyogrio's field-name laundering on every ``.shp``, numpy's
+    runtime warnings, torch's, GDAL's through rasterio's logger) only with ``-v``.
+
+    momo-geo says what matters itself, in one line each; a raw library warning is noise to a
+    geologist and breaks "one line on stderr per problem". ``MOMO_GEO_DEBUG`` shows them too.
+    """
+    from momo_geo.outputs import QUIET_LIBRARIES
+
+    verbose = verbose or bool(os.environ.get("MOMO_GEO_DEBUG"))
+    QUIET_LIBRARIES["quiet"] = not verbose
+    root = logging.getLogger()
+    quiet = [h for h in root.handlers if getattr(h, "momo_geo_quiet", False)]
+    if verbose:
+        warnings.simplefilter("default")
+        for handler in quiet:
+            root.removeHandler(handler)
+        return
+    warnings.simplefilter("ignore")
+    if not quiet:  # any handler on the root logger keeps logging's last-resort printer silent
+        handler = logging.NullHandler()
+        handler.momo_geo_quiet = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one-line errors, clean Ctrl-C, no tracebacks."""
+    """Console-script entry point: one-line errors (exit 1), clean stops, no tracebacks."""
     # Training imports matplotlib (through Lightning and TorchGeo); in a venv that also sees
     # Debian's matplotlib (QGIS set-ups) that prints a harmless two-line warning about 3-D axes,
     # which momo-geo never uses. Mapping does not import matplotlib at all.
     warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+    quiet_libraries()
     try:
-        cli.main(args=argv, prog_name="momo-geo", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="momo-geo", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)  # click returns (not raises) a command's Exit(code) in this mode
+    except Interrupted as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback now
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback now
         click.echo("Interrupted; no partial output was left behind.", err=True)
         sys.exit(130)
     except click.UsageError as exc:  # bad input is one line too, not click's usage block
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"Error: {' '.join(exc.format_message().split())}{hint}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(1)  # like every other user error (docs/mapping.md), not click's 2
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        click.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except MomoGeoError as exc:

@@ -3,24 +3,26 @@
 A thin shell over :func:`momo_geo.inference.map_scene`: the mapping flags are generated from
 :class:`~momo_geo.inference.options.MapOptions` (names, defaults, choices, help), so they cannot
 drift from the API or the QGIS plugin; a progress bar shows tiles done / total with an ETA,
-a one-screen summary follows each scene.
-Ctrl-C (or SIGTERM) stops cleanly: the staging files are removed, nothing half-written is left,
-and the exit status is 130.
+a one-screen summary follows each scene. Every output name is checked for every scene before a
+model loads. Batches, workers and stopping (Ctrl-C, SIGTERM, SIGHUP: exit 130, 143, 129, nothing
+half-written left) are :mod:`momo_geo.cli.runs`.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
+import os
 from typing import Any
 
 import click
 
 from momo_geo.cli.inputs import check_model, existing_files, output_folder
 from momo_geo.errors import MomoGeoError
-from momo_geo.inference.options import MapOptions, default_vector_path, option_fields
+from momo_geo.inference.options import (
+    MapOptions,
+    check_outputs,
+    default_vector_path,
+    option_fields,
+)
 
 TASK_MODELS = {"craters": "craters", "landmarks": "landmarks"}
 
@@ -50,9 +52,9 @@ def _map_options(command: Any) -> Any:
 @click.command("map")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False),
                 callback=existing_files)
-@click.option("-o", "--output", "mask", type=click.Path(dir_okay=False), callback=output_folder,
+@click.option("-o", "--output", "mask", type=click.Path(), callback=output_folder,
               help="Class mask GeoTIFF (COG). Default: SCENE_mask.tif beside the scene.")
-@click.option("--vector", type=click.Path(dir_okay=False), callback=output_folder,
+@click.option("--vector", type=click.Path(), callback=output_folder,
               help="Vector layer: .gpkg, .shp or .geojson. Default: SCENE_features.gpkg.")
 @click.option("--no-vector", is_flag=True, help="Write only the class mask.")
 @click.option("--model", default=None,
@@ -61,15 +63,21 @@ def _map_options(command: Any) -> Any:
 @click.option("--task", type=click.Choice(sorted(TASK_MODELS)), default=None,
               help="Use the bundled model for this task (landmarks: tile-level classes).")
 @_map_options
-@click.option("--probabilities", type=click.Path(dir_okay=False), callback=output_folder,
+@click.option("--probabilities", type=click.Path(), callback=output_folder,
               help="Also write per-class probabilities (float32 COG) here.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Map several scenes in parallel processes.")
+              help="Map several scenes in parallel processes (at most one per scene, CPU core "
+                   "and 2 GiB of memory: each loads its own model).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show the libraries' own warnings (GDAL, pyogrio, numpy, torch).")
 def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, no_vector: bool,
                 model: str | None, task: str | None, probabilities: str | None, workers: int,
-                quiet: bool, **option_values: Any) -> None:
+                quiet: bool, verbose: bool, **option_values: Any) -> None:
     """Map craters (or other features) in SCENES: a class mask and a vector layer each."""
+    from momo_geo.cli import quiet_libraries
+
+    quiet_libraries(verbose)
     if len(scenes) > 1 and (mask or vector or probabilities):
         raise MomoGeoError("-o, --vector and --probabilities name one scene's outputs; with "
                            "several scenes, outputs are named after each scene")
@@ -77,6 +85,8 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
         raise MomoGeoError("--vector and --no-vector contradict each other")
     if model and task:
         raise MomoGeoError("give either --model or --task, not both")
+    if len({os.path.realpath(s) for s in scenes}) != len(scenes):
+        raise MomoGeoError("a scene is given twice; its outputs would be written twice")
     options = MapOptions(**option_values)  # every option checked before anything is read
     model_name = model or (TASK_MODELS[task] if task else "default")
     # reads the card only: a bad --model fails before torch is imported
@@ -85,86 +95,24 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
                  vector_path=None if no_vector else (vector or default_vector_path(scene)),
                  model=model_name, options=options, probabilities=probabilities)
             for scene in scenes]
-    import warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
-
-    # open_scene reports a missing georeference as a one-line error; GDAL's warning is noise
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    previous = _terminate_as_interrupt()
-    try:
-        if workers > 1 and len(jobs) > 1:
-            _run_parallel(jobs, workers)
-        else:
-            _run_serial(jobs, quiet)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate_as_interrupt() -> Any:
-    """Make SIGTERM behave like Ctrl-C so staging files are cleaned up (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _run_serial(jobs: list[dict], quiet: bool) -> None:
-    from momo_geo.bundle import load_bundle
-    from momo_geo.inference import Predictor, map_scene
-
-    predictor = None
+    # Output names, formats and existing files: checked for every scene before any model loads.
     for job in jobs:
-        if predictor is None:  # load the model once for all scenes
-            options = job["options"]
-            bundle = load_bundle(job["model"], trust_unhashed=options.trust_unhashed)
-            predictor = Predictor(bundle, options.device, options.precision)
-        bar = _Bar(Path(job["scene"]).name, quiet)
         try:
-            result = map_scene(**job, progress=bar, log=_warn, predictor=predictor)
-        finally:
-            bar.close()
-        click.echo(summary(result))
+            check_outputs(job["scene"], job["mask_path"], job["vector_path"],
+                          job["probabilities"], overwrite=options.overwrite)
+        except MomoGeoError as exc:
+            if len(jobs) == 1 or str(exc).startswith(job["scene"]):
+                raise
+            raise MomoGeoError(f"{job['scene']}: {exc}") from None
+    from momo_geo.cli.runs import run_parallel, run_serial, worker_cap
 
-
-def _run_parallel(jobs: list[dict], workers: int) -> None:
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    failures = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_map_one, job): job["scene"] for job in jobs}
-        try:
-            for future in as_completed(futures):
-                try:
-                    click.echo(future.result())
-                except MomoGeoError as exc:
-                    failures += 1
-                    click.echo(f"Error: {exc}", err=True)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    if failures:
-        raise MomoGeoError(f"{failures} of {len(jobs)} scenes failed")
-
-
-def _map_one(job: dict) -> str:
-    from momo_geo.inference import map_scene
-
-    messages: list[str] = []
-    try:
-        result = map_scene(**job, log=messages.append)
-    except MomoGeoError as exc:
-        raise MomoGeoError(f"{job['scene']}: {exc}") from None
-    return "\n".join([*messages, summary(result)])
-
-
-def _warn(message: str) -> None:
-    click.echo(message, err=True)
+    count, note = worker_cap(workers, len(jobs))
+    if note:
+        click.echo(f"Note: {note}", err=True)
+    if count > 1:
+        run_parallel(jobs, count, verbose)
+    else:
+        run_serial(jobs, quiet, summary, _Bar)
 
 
 class _Bar:

@@ -15,6 +15,7 @@ import click
 
 from momo_geo.cli.inputs import check_file, existing_files, existing_folders, existing_paths
 from momo_geo.errors import MomoGeoError
+from momo_geo.outputs import check_target
 
 
 def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
@@ -172,6 +173,8 @@ def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
     """
     from momo_geo.merge.recipe import merge_checkpoints
 
+    given = [*(c.partition("=")[2] or c for c in checkpoints), *runs, *([base] if base else [])]
+    check_target(output, overwrite=overwrite, inputs=given, bundle=True)
     if checkpoints and runs:
         raise MomoGeoError("give --checkpoints or --runs, not both")
     if more:
@@ -206,7 +209,7 @@ def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
     else:
         value = _number(lam)
     path = merge_checkpoints(base, chosen, output, method, value, trim, selection, overwrite,
-                             name, notes)
+                             name, notes, inputs=[base, *chosen.values(), *runs])
     click.echo(f"Merged {len(chosen)} checkpoints ({method}) into {path}")
 
 
@@ -276,6 +279,8 @@ def import_weights(checkpoint: str | None, arch: str, output: str, img_size: int
     """Convert a released MOMO checkpoint (momo.pth, hirise.pth, ...) into a bundle."""
     if checkpoint is not None and hub is None:
         check_file(checkpoint)  # before torch is imported
+    inputs = [checkpoint] if checkpoint is not None and hub is None else []
+    check_target(output, overwrite=overwrite, inputs=inputs, bundle=True)  # before torch too
     from momo_geo.weights_import import download_released
     from momo_geo.weights_import import import_weights as run_import
 
@@ -283,5 +288,5 @@ def import_weights(checkpoint: str | None, arch: str, output: str, img_size: int
         raise MomoGeoError("give the checkpoint file (e.g. momo.pth)")
     source = download_released(hub, checkpoint) if hub else Path(checkpoint)
     path = run_import(source, arch, output, img_size=img_size, global_pool=global_pool,
-                      name=name, overwrite=overwrite)
+                      name=name, overwrite=overwrite, inputs=[source])
     click.echo(f"Imported {Path(source).name} ({arch}, {img_size} px) into {path}")

@@ -33,17 +33,19 @@ from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference.fit import assumed_mars_notice, check_body
+from momo_geo.inference.floor import background_class, class_floors, erase_weak, erase_weak_scene
 from momo_geo.inference.frame import Frame, find_frame
 from momo_geo.inference.options import (
     DEVICES,
     PRECISIONS,
     MapOptions,
-    default_mask_path,
+    output_paths,
 )
 from momo_geo.inference.plan import check_tiling, plan_shape, plan_tiles
 from momo_geo.inference.reader import ArraySource, Normalizer, Prefetcher, RasterSource
 from momo_geo.inference.stitch import NODATA_CLASS, NODATA_PROB, RowBandStitcher
-from momo_geo.io import Scene, atomic_output, check_nodata, open_scene
+from momo_geo.io import Scene, check_nodata, open_scene
+from momo_geo.outputs import OutputSet, writing
 
 # Architectures that take any input size; every other model gets tiles padded to its tile size.
 FULLY_CONVOLUTIONAL = {"conv", "unet"}
@@ -181,6 +183,12 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+def _poll(cancel: Cancel | None) -> None:
+    """Stop with ``MomoGeoError("cancelled")`` when ``cancel()`` says so."""
+    if cancel is not None and cancel():
+        raise MomoGeoError("cancelled")
+
+
 # --------------------------------------------------------------------------------------------
 # the core loop
 
@@ -220,8 +228,9 @@ def _grid(card: ModelCard, width: int, height: int, tile: int, overlap: int,
 
 
 def _stitch_batch(predictor: Predictor, normalizer: Normalizer, batch: Any,
-                  stitcher: RowBandStitcher) -> None:
-    """Predict one batch and hand each tile's probabilities, on the scene grid, to the stitcher."""
+                  stitcher: RowBandStitcher, tiles_done: Callable[[int], None]) -> None:
+    """Predict one batch and hand each tile's probabilities, on the scene grid, to the stitcher
+    (``tiles_done(1)`` after each tile)."""
     inputs = batch.inputs
     if inputs is None:  # raw pixels: normalise on the model's device
         device = predictor.device
@@ -241,6 +250,7 @@ def _stitch_batch(predictor: Predictor, normalizer: Normalizer, batch: Any,
                                 (*probs.shape, first.height, first.width))
     for plan, p, valid in zip(batch.plans, array, batch.valids, strict=True):
         stitcher.add(plan, p, valid)
+        tiles_done(1)
 
 
 def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
@@ -262,22 +272,30 @@ def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
     prefetch = Prefetcher(source, plan_tiles(width, height, grid.tile, grid.overlap),
                           normalizer, batch_size=options.batch_size)
     done = skipped = 0
-    if progress:
-        progress(0, total)
-    try:
-        for batch in prefetch:
-            if cancel is not None and cancel():
-                raise MomoGeoError("cancelled")
-            skipped += batch.skipped
-            if batch.plans:
-                _stitch_batch(predictor, normalizer, batch, stitcher)
-            done += len(batch.plans) + batch.skipped
+
+    def tiles_done(count: int) -> None:
+        # Per planned tile, predicted or skipped: a long all-nodata stretch still moves the
+        # bar and can be cancelled (the reader hands over skipped tiles one by one).
+        nonlocal done
+        for _ in range(count):
+            done += 1
             if progress:
                 progress(done, total)
+            _poll(cancel)
+
+    if progress:
+        progress(0, total)
+    _poll(cancel)
+    try:
+        for batch in prefetch:
+            _poll(cancel)
+            skipped += batch.skipped
+            tiles_done(batch.skipped)
+            if batch.plans:
+                _stitch_batch(predictor, normalizer, batch, stitcher, tiles_done)
     finally:
         prefetch.close()  # stop the reader thread now, also on errors and Ctrl-C
-    if cancel is not None and cancel():
-        raise MomoGeoError("cancelled")
+    _poll(cancel)
     stitcher.finish()
     return total, skipped
 
@@ -346,6 +364,9 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
     grid = _grid(card, w, h, *_tiling(card, options), 1.0)
     _run_tiles(source, w, h, predictor, grid, write_rows, options=options,
                keep_probabilities=probabilities, progress=None, cancel=None)
+    floors, background = class_floors(card), background_class(card)
+    if floors and background is not None:
+        erase_weak(classes, confidence, floors, background)
     if probs is not None:
         return classes, confidence, probs
     return classes, confidence
@@ -387,15 +408,22 @@ def gsd_factor(scene: Scene, card: ModelCard, log: Log | None = None) -> float:
 class _MaskWriter:
     """Staging rasters (tiled GeoTIFF) that finished rows are written to at once."""
 
-    def __init__(self, folder: Path, scene: Scene, card: ModelCard, confidence: bool,
-                 probabilities: bool) -> None:
-        self.scene, self.card = scene, card
+    def __init__(self, folder: Path, target: Path, scene: Scene, card: ModelCard,
+                 confidence: bool, probabilities: bool) -> None:
+        self.scene, self.card, self.target = scene, card, target
         profile = dict(driver="GTiff", width=scene.width, height=scene.height, crs=scene.crs,
                        transform=scene.transform, tiled=True, blockxsize=256, blockysize=256,
                        compress="deflate", zlevel=1, bigtiff="IF_SAFER")  # fast: temporary
         self.mask_path = folder / "_work_mask.tif"
         self.conf_path = folder / "_work_confidence.tif" if confidence else None
         self.prob_path = folder / "_work_probabilities.tif" if probabilities else None
+        self.mask = self.conf = self.prob = None
+        self.counts = np.zeros(256, np.int64)
+        with writing("class mask's working copy", target):
+            self._open(profile)
+
+    def _open(self, profile: dict[str, Any]) -> None:
+        card = self.card
         self.mask = rasterio.open(self.mask_path, "w", count=1, dtype="uint8",
                                   nodata=NODATA_CLASS, **profile)
         self.conf = (rasterio.open(self.conf_path, "w", count=1, dtype="float32",
@@ -403,10 +431,14 @@ class _MaskWriter:
         self.prob = (rasterio.open(self.prob_path, "w", count=card.num_classes,
                                    dtype="float32", nodata=NODATA_PROB, predictor=3, **profile)
                      if self.prob_path else None)
-        self.counts = np.zeros(256, np.int64)
 
     def __call__(self, row0: int, classes: np.ndarray, conf: np.ndarray,
                  probs: np.ndarray | None) -> None:
+        with writing("class mask's working copy", self.target):
+            self._write(row0, classes, conf, probs)
+
+    def _write(self, row0: int, classes: np.ndarray, conf: np.ndarray,
+               probs: np.ndarray | None) -> None:
         window = rasterio.windows.Window(0, row0, classes.shape[1], classes.shape[0])
         self.mask.write(classes, 1, window=window)
         self.counts += np.bincount(classes.ravel(), minlength=256)
@@ -416,12 +448,21 @@ class _MaskWriter:
             self.prob.write(probs, window=window)
 
     def close(self) -> None:
+        """Close the staging rasters (after a failure: quietly, the first error is the news)."""
         for ds in (self.mask, self.conf, self.prob):
             if ds is not None and not ds.closed:
-                ds.close()
+                with contextlib.suppress(Exception):
+                    ds.close()
 
     def finish(self, model_name: str) -> None:
         """Colour table, class names and provenance into the staging mask, then close all."""
+        with writing("class mask's working copy", self.target):
+            self._finish(model_name)
+            for ds in (self.mask, self.conf, self.prob):
+                if ds is not None:
+                    ds.close()
+
+    def _finish(self, model_name: str) -> None:
         card = self.card
         colormap = {i: (0, 0, 0, 0) for i in range(256)}
         for c in card.classes:
@@ -438,7 +479,6 @@ class _MaskWriter:
             for c in card.classes:
                 self.prob.set_band_description(c.id + 1, f"p({c.name})")
             self.prob.update_tags(MODEL=model_name, SOFTWARE=f"momo-geo {__version__}")
-        self.close()
 
 
 def write_cog(src_path: Path, dst_path: Path, resampling: str = "NEAREST") -> None:
@@ -449,35 +489,10 @@ def write_cog(src_path: Path, dst_path: Path, resampling: str = "NEAREST") -> No
              OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
 
 
-def _check_output(path: Path | None, overwrite: bool, what: str) -> None:
-    if path is None:
-        return
-    if path.exists() and not overwrite:
-        raise MomoGeoError(f"{path} exists; pass --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise MomoGeoError(f"{parent}: output folder for the {what} does not exist")
-
-
-def _outputs(scene: Scene, mask_path: Any, vector_path: Any, probabilities: Any,
-             overwrite: bool) -> tuple[Path, Path | None, Path | None]:
-    """Mask, vector and probabilities paths, checked once before any work is done."""
-    mask_out = Path(mask_path) if mask_path is not None else default_mask_path(scene.path)
-    vector_out = Path(vector_path) if vector_path is not None else None
-    prob_out = Path(probabilities) if probabilities is not None else None
-    outputs = [p.resolve() for p in (mask_out, vector_out, prob_out) if p is not None]
-    if scene.path.resolve() in outputs:
-        raise MomoGeoError(f"{scene.path}: an output would overwrite the input scene")
-    if len(set(outputs)) != len(outputs):
-        raise MomoGeoError("mask, probabilities and vector outputs must be different files")
-    _check_output(mask_out, overwrite, "class mask")
-    _check_output(prob_out, overwrite, "probabilities")
-    _check_output(vector_out, overwrite, "vector layer")
-    if vector_out is not None:
-        from momo_geo.vectorize import check_vector_path
-
-        check_vector_path(vector_out)
-    return mask_out, vector_out, prob_out
+def _outputs(scene: Scene, mask_path: Any, vector_path: Any,
+             probabilities: Any) -> tuple[Path, Path | None, Path | None]:
+    """Mask, vector and probabilities paths, their names checked once before any work."""
+    return output_paths(scene.path, mask_path, vector_path, probabilities)
 
 
 def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None,
@@ -495,17 +510,33 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
     bundle folder, a bundled model's name or a loaded :class:`~momo_geo.bundle.Bundle`.
     ``options`` is a :class:`MapOptions` (default: its defaults); any of its fields may also be
     given as a keyword (``map_scene(scene, tile=256, min_area=500)``) and overrides it.
-    ``progress(done, total)`` is called after each batch, ``cancel()`` is polled after each batch
-    (True stops with ``MomoGeoError("cancelled")`` and no output), ``log(message)`` gets
-    warnings. Outputs appear only complete; existing ones are kept unless ``overwrite``.
+    ``progress(done, total)`` is called and ``cancel()`` polled after each planned tile, skipped
+    all-nodata tiles included (True stops with ``MomoGeoError("cancelled")`` and no output; it is
+    not polled once the outputs are being committed), ``log(message)`` gets warnings. Outputs are
+    reserved before the model loads, staged, and committed together only when complete
+    (:mod:`momo_geo.outputs`); existing files are kept unless ``overwrite``, and a folder is
+    never replaced.
     """
     started = time.perf_counter()
     options = _options(options, changes)
     info = open_scene(scene, assume_mars=options.assume_mars)
     check_body(info)
     check_nodata(info, options.nodata)
-    mask_out, vector_out, prob_out = _outputs(info, mask_path, vector_path, probabilities,
-                                              options.overwrite)
+    mask_out, vector_out, prob_out = _outputs(info, mask_path, vector_path, probabilities)
+    # Reserved before the model loads: a second run aimed at these files fails at once.
+    with OutputSet([mask_out, prob_out, vector_out], overwrite=options.overwrite,
+                   inputs=[info.path]) as outputs:
+        return _map_reserved(info, outputs, (mask_out, vector_out, prob_out), model, options,
+                             predictor, progress, cancel, log, started)
+
+
+def _map_reserved(info: Scene, outputs: OutputSet,
+                  paths: tuple[Path, Path | None, Path | None],
+                  model: str | os.PathLike[str] | Bundle, options: MapOptions,
+                  predictor: Predictor | None, progress: Progress | None, cancel: Cancel | None,
+                  log: Log | None, started: float) -> MapResult:
+    """The rest of :func:`map_scene`, once its outputs are reserved; commits them together."""
+    mask_out, vector_out, prob_out = paths
     if predictor is None:
         predictor = Predictor(as_bundle(model, options.trust_unhashed), options.device,
                               options.precision)
@@ -526,13 +557,11 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
     frame = _scene_frame(info, options, log)
     result.frame_fraction = frame.fraction if frame is not None else 0.0
     source = RasterSource(str(info.path), card.bands, grid.model_shape, frame, options.nodata)
-    overwrite = options.overwrite
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
-        mask_tmp = stack.enter_context(atomic_output(mask_out, overwrite))
-        prob_tmp = (stack.enter_context(atomic_output(prob_out, overwrite))
-                    if prob_out is not None else None)
-        writer = _MaskWriter(mask_tmp.parent, info, card, confidence=vector_out is not None,
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        floors, background = class_floors(card), background_class(card)
+        floors = floors if background is not None else {}
+        writer = _MaskWriter(outputs.scratch(), mask_out, info, card,
+                             confidence=vector_out is not None or bool(floors),
                              probabilities=prob_out is not None)
         try:
             loop_start = time.perf_counter()
@@ -546,12 +575,23 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
         result.tiles_total, result.tiles_skipped = total, skipped
         if skipped == total:
             raise MomoGeoError(f"{info.path}: every pixel is nodata; nothing to map")
-        write_cog(writer.mask_path, mask_tmp)
-        if prob_tmp is not None and writer.prob_path is not None:
-            write_cog(writer.prob_path, prob_tmp, resampling="BILINEAR")
+        if floors and writer.conf_path is not None:
+            for class_id, pixels in erase_weak_scene(writer.mask_path, writer.conf_path,
+                                                     floors, background).items():
+                writer.counts[class_id] -= pixels
+                writer.counts[background] += pixels
+        _poll(cancel)
+        with writing("class mask", mask_out):
+            write_cog(writer.mask_path, outputs.path(mask_out))
+        if prob_out is not None and writer.prob_path is not None:
+            _poll(cancel)
+            with writing("probabilities", prob_out):
+                write_cog(writer.prob_path, outputs.path(prob_out), resampling="BILINEAR")
         _count_pixels(result, writer, card, info)
         if vector_out is not None:
-            _vectors(result, writer, card, vector_out, options, cancel)
+            _vectors(result, writer, card, vector_out, outputs.path(vector_out), options, cancel)
+        _poll(cancel)  # the last look: after this the run completes, never half-way
+        outputs.commit()
     result.seconds = time.perf_counter() - started
     predicted = result.tiles_total - result.tiles_skipped
     loop_seconds = result.inference_seconds
@@ -568,15 +608,15 @@ def _count_pixels(result: MapResult, writer: _MaskWriter, card: ModelCard, info:
 
 
 def _vectors(result: MapResult, writer: _MaskWriter, card: ModelCard, vector_out: Path,
-             options: MapOptions, cancel: Cancel | None) -> None:
-    from momo_geo.vectorize import vectorize
+             staged: Path, options: MapOptions, cancel: Cancel | None) -> None:
+    from momo_geo.vectorize import layer_name, write_features
 
-    if cancel is not None and cancel():
-        raise MomoGeoError("cancelled")
-    summary = vectorize(writer.mask_path, vector_out, card.classes,
-                        confidence_path=writer.conf_path, min_area=options.min_area,
-                        simplify=options.simplify, circles=options.circles,
-                        overwrite=options.overwrite, cancel=cancel,
-                        geojson_lonlat=options.geojson_lonlat)
+    _poll(cancel)
+    with writing("vector layer", vector_out):
+        summary = write_features(writer.mask_path, staged, card.classes,
+                                 layer=layer_name(vector_out), confidence_path=writer.conf_path,
+                                 min_area=options.min_area, simplify=options.simplify,
+                                 circles=options.circles, cancel=cancel,
+                                 geojson_lonlat=options.geojson_lonlat)
     result.feature_counts = summary.counts
     result.feature_areas_m2 = summary.areas_m2

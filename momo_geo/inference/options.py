@@ -157,6 +157,55 @@ def default_vector_path(scene: str | os.PathLike[str], suffix: str = VECTOR_SUFF
     return scene.with_name(f"{scene.stem}{VECTOR_STEM_SUFFIX}{suffix}")
 
 
+RASTER_SUFFIXES = (".tif", ".tiff")
+"""Names the class mask and probabilities may have: they are GeoTIFFs (COG), whatever the name."""
+
+
+def output_paths(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None,
+                 vector_path: str | os.PathLike[str] | None = None,
+                 probabilities: str | os.PathLike[str] | None = None,
+                 ) -> tuple[Path, Path | None, Path | None]:
+    """(mask, vector, probabilities) paths of one scene, their formats checked by name.
+
+    ``-o mask.png`` is refused rather than silently given a GeoTIFF under a PNG name; a vector
+    layer is ``.gpkg``, ``.shp`` or ``.geojson``. Cheap (no file is opened): called before a
+    model loads, so a bad output name never costs an inference.
+    """
+    from momo_geo.outputs import check_not_a_folder
+
+    mask = Path(mask_path) if mask_path is not None else default_mask_path(scene)
+    vector = Path(vector_path) if vector_path is not None else None
+    prob = Path(probabilities) if probabilities is not None else None
+    for path in (mask, vector, prob):
+        if path is not None:  # "-o ." is about the folder, not the missing .tif
+            check_not_a_folder(path, inputs=[scene])
+    for what, path in (("class mask", mask), ("probabilities", prob)):
+        if path is not None and path.suffix.lower() not in RASTER_SUFFIXES:
+            raise MomoGeoError(f"{path}: the {what} is written as a GeoTIFF; give it a .tif or "
+                               ".tiff name")
+    if vector is not None and vector.suffix.lower() not in (*VECTOR_SUFFIXES, ".json"):
+        raise MomoGeoError(f"{vector}: vector format must be .gpkg, .shp or .geojson")
+    return mask, vector, prob
+
+
+def check_outputs(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None,
+                  vector_path: str | os.PathLike[str] | None = None,
+                  probabilities: str | os.PathLike[str] | None = None, *,
+                  overwrite: bool = False) -> tuple[Path, Path | None, Path | None]:
+    """:func:`output_paths`, and each output may be written now (:mod:`momo_geo.outputs`:
+    not existing or ``overwrite``, sidecars included; not a folder, not the scene, not being
+    written by another run)."""
+    from momo_geo.outputs import check_target
+
+    paths = output_paths(scene, mask_path, vector_path, probabilities)
+    given = [p for p in paths if p is not None]
+    if len({os.path.realpath(p) for p in given}) != len(given):
+        raise MomoGeoError("mask, probabilities and vector outputs must be different files")
+    for path in given:
+        check_target(path, overwrite=overwrite, inputs=[scene])
+    return paths
+
+
 def is_background(name: str) -> bool:
     """True for a class name that means "no feature" (see :data:`BACKGROUND_NAMES`)."""
     return name.strip().lower() in BACKGROUND_NAMES

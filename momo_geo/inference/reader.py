@@ -272,20 +272,21 @@ class Prefetcher:
             source = self.source.open()
             try:
                 pending: list[TileData] = []
-                skipped = 0
                 for plan in self.plans:
                     if self._stop.is_set():
                         return
                     tile = source.read(plan)
                     if not tile.valid_model.any() and not tile.valid.any():
-                        skipped += 1
+                        # handed over at once, so progress and cancel see every planned tile
+                        if not self._put(self._batch([], 1)):
+                            return
                         continue
                     pending.append(tile)
                     if len(pending) == self.batch_size:
-                        if not self._put(self._batch(pending, skipped)):
+                        if not self._put(self._batch(pending, 0)):
                             return
-                        pending, skipped = [], 0
-                if (pending or skipped) and not self._put(self._batch(pending, skipped)):
+                        pending = []
+                if pending and not self._put(self._batch(pending, 0)):
                     return
             finally:
                 source.close()

@@ -10,7 +10,7 @@ the base, the checkpoints (with their validation losses when EVL chose them), th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ def merge_checkpoints(base: str | os.PathLike[str], checkpoints: Mapping[str, st
                       output: str | os.PathLike[str], method: str = "task-arithmetic",
                       lam: float | None = None, trim: float = 0.2,
                       selection: Selection | None = None, overwrite: bool = False,
-                      name: str | None = None, notes: dict[str, Any] | None = None) -> Path:
+                      name: str | None = None, notes: dict[str, Any] | None = None,
+                      inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Merge ``checkpoints`` (sensor -> weights) onto ``base`` (a bundle) and save a bundle.
 
     ``notes`` are added to the card's ``merge`` record (e.g. how λ was searched).
@@ -130,4 +131,5 @@ def merge_checkpoints(base: str | os.PathLike[str], checkpoints: Mapping[str, st
         merge=recipe, training=dict(base_card.training), license=base_card.license,
         description=f"MOMO merged encoder: {method}, lambda {lam_used:g}, over "
                     f"{', '.join(checkpoints)}")
-    return save_bundle(output, merged, card, overwrite=overwrite)
+    return save_bundle(output, merged, card, overwrite=overwrite,
+                       inputs=[base, *checkpoints.values(), *inputs])

@@ -33,8 +33,10 @@ from qgis.PyQt.QtCore import QCoreApplication
 
 from .client import MappingError, MapRequest, engine_info, load_card, run_map
 
-PROCESSING_SKIPS = ("overwrite",)
-"""Options Processing does not offer: its own file dialogs already confirm replacing a file."""
+PROCESSING_SKIPS: tuple[str, ...] = ()
+"""Options Processing does not offer. None: ``overwrite`` is a parameter (default off) like the
+others, because ``qgis_process``, batch mode and Model Builder never show the file dialog that
+asks before replacing a file; an existing output is an error unless it is set."""
 
 
 def tr(text: str) -> str:
@@ -135,7 +137,7 @@ class MapMarsFeaturesAlgorithm(QgsProcessingAlgorithm):
         request = MapRequest(
             scene=scene, mask_path=mask_path, vector_path=vector_path,
             model=self.parameterAsString(parameters, self.MODEL, context) or "default",
-            options={**options, "overwrite": True})  # Processing's file dialogs confirmed it
+            options=options)
         try:
             card = load_card(request.model)
             feedback.pushInfo(f"model {card.name}: classes {', '.join(card.class_names)}")
