@@ -159,17 +159,23 @@ def read_yolo_boxes(path: str | Path, width: int, height: int) -> np.ndarray:
 
 
 def _yolo_row(path: Path, number: int, line: str) -> list[float]:
-    """``cx cy w h`` of one YOLO label line, or a one-line error naming file and line."""
+    """``cx cy w h`` of one YOLO label line, or a one-line error naming file and line.
+
+    A crater cut by the image border may have its centre just outside (``cy = 1.004``): a box
+    is valid when its size is above 0 and it overlaps the image, in units of the image size
+    (pixel coordinates, a common mistake, lie far outside).
+    """
     fields = line.split()
     try:
-        values = [float(v) for v in fields[1:5]]
+        cx, cy, w, h = (float(v) for v in fields[1:5])
     except ValueError:
-        values = []
-    if len(fields) != 5 or len(values) != 4 or not all(
-            0.0 <= v <= 1.0 for v in values) or values[2] <= 0 or values[3] <= 0:
-        raise MomoGeoError(f"{path}, line {number}: expected 'class cx cy w h' with centre and "
-                           f"size between 0 and 1 (size above 0), not {line.strip()!r}")
-    return values
+        cx = cy = w = h = math.nan
+    inside = (w > 0 and h > 0 and cx - w / 2 < 1 and cx + w / 2 > 0 and cy - h / 2 < 1
+              and cy + h / 2 > 0)
+    if len(fields) != 5 or not inside:
+        raise MomoGeoError(f"{path}, line {number}: expected 'class cx cy w h', a box in units "
+                           f"of the image size (0-1) that overlaps it, not {line.strip()!r}")
+    return [cx, cy, w, h]
 
 
 def _read_grey(path: Path) -> np.ndarray:
