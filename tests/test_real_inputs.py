@@ -323,6 +323,13 @@ def test_non_finite_options_are_refused_before_anything_is_read(tmp_path, bundle
     assert files(tmp_path) == ["s.tif"]
 
 
+@pytest.mark.parametrize(("option", "value"), [("--min-diameter", "nan"), ("--gsd", "inf")])
+def test_evaluate_refuses_non_finite_numbers(tmp_path, option, value):
+    line = one_error(momo_geo("evaluate", "--task", "themis-craters", "--data", tmp_path,
+                              option, value))
+    assert f"{option} must be a finite number" in line
+
+
 # ------------------------------------------------------------------------------------------
 # item 13: malformed evaluation labels name the file and the line
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from momo_geo.cli.inputs import existing_folders, known_model
+from momo_geo.cli.inputs import existing_folders, finite, known_model
 from momo_geo.evaluate import SPLITS, TASKS
 from momo_geo.metrics import MIN_DIAMETER_PX
 
@@ -25,10 +25,11 @@ from momo_geo.metrics import MIN_DIAMETER_PX
               help="auto: 'val' for the project's reference folders (named as in "
                    "../shared/data), 'all' for any other folder.")
 @click.option("--min-diameter", default=MIN_DIAMETER_PX, show_default=True,
-              type=click.FloatRange(min=0.0),
+              type=click.FloatRange(min=0.0), callback=finite,
               help="Smallest crater diameter scored, in pixels (smaller labelled craters and "
                    "the predictions matching them are ignored).")
 @click.option("--gsd", default=None, type=click.FloatRange(min=0.0, min_open=True),
+              callback=finite,
               help="Metres per pixel of the images, for the diameter bins in metres "
                    "[default: 6 for CTX, 100 for THEMIS].")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0),

@@ -92,5 +92,15 @@ existing_paths = _each_checked(check_exists,
                                "Click callback: every path given exists, as a file or a folder.")
 output_folder = _each_checked(check_output_folder,
                               "Click callback: each output path goes into an existing folder.")
+def finite(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: a number option is finite (``nan`` passes click's ranges unnoticed)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise MomoGeoError(f"--{param.name.replace('_', '-')} must be a finite number, "
+                           f"not {value}")
+    return value
+
+
 known_model = _each_checked(check_card, "Click callback: a bundled model name or a bundle "
                             "folder (its card is read and checked, not its weights).")
