@@ -83,7 +83,8 @@ def map_archive_command(scenes: tuple[str, ...], scene_list: str | None, out_dir
         result = map_archive(paths, out_dir, model_name, options, scheduler=scheduler,
                              workers=workers, threads_per_worker=threads_per_worker,
                              max_attempts=max_attempts, catalogue_crs=catalogue_crs,
-                             progress=None if quiet else say, log=None if quiet else say)
+                             progress=None if quiet else lambda event: say(event.line),
+                             log=None if quiet else say)
     except KeyboardInterrupt:
         click.echo(f"Interrupted: finished scenes are recorded in {out_dir}/manifest.sqlite; "
                    "run the same command again to map the rest.", err=True)
