@@ -135,6 +135,9 @@ def run_serial(jobs: list[dict], quiet: bool, summary: Callable[[Any], str],
     report = Report([job["scene"] for job in jobs])
     with stop.installed():
         try:
+            jobs = preflight(jobs, report)
+            if not jobs:
+                report.finish(stop)
             options = jobs[0]["options"]
             predictor = Predictor(load_bundle(jobs[0]["model"], **_trust(options)),
                                   options.device, options.precision)
@@ -161,6 +164,28 @@ def run_serial(jobs: list[dict], quiet: bool, summary: Callable[[Any], str],
             if not stop.requested():
                 stop.signum = signal.SIGINT
         report.finish(stop)
+
+
+def preflight(jobs: list[dict], report: Report) -> list[dict]:
+    """The jobs whose scene can be mapped; each other one is reported (one line) and dropped.
+
+    Opening a scene is cheap, loading a model is not: a batch of unreadable or mislabelled scenes
+    is told so in a second, before torch is imported. A single scene's problem is its run's one
+    error line.
+    """
+    from momo_geo.inference.fit import open_mappable
+
+    good = []
+    for job in jobs:
+        try:
+            open_mappable(job["scene"], job["options"])
+        except MomoGeoError as exc:
+            if len(jobs) == 1:
+                raise
+            report.fail(job["scene"], exc)
+            continue
+        good.append(job)
+    return good
 
 
 def _trust(options: Any) -> dict[str, Any]:
@@ -200,15 +225,19 @@ def run_parallel(jobs: list[dict], workers: int, verbose: bool) -> None:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
+    stop = Stop()
+    report = Report([job["scene"] for job in jobs])
+    jobs = preflight(jobs, report)
+    if not jobs:
+        report.finish(stop)
+    workers = min(workers, len(jobs))
     tasks: Any = context.Queue()
     results: Any = context.Queue()
     for index, job in enumerate(jobs):
         tasks.put((index, job))
     for _ in range(workers):
         tasks.put(None)
-    stop = Stop()
     stop.interruptible = False  # the parent never unwinds mid-way: it forwards and waits
-    report = Report([job["scene"] for job in jobs])
     with stop.installed():
         processes = [context.Process(target=_worker, args=(tasks, results, verbose),
                                      name=f"momo-geo-worker-{i}") for i in range(workers)]

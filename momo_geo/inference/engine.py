@@ -32,7 +32,7 @@ import torch
 from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
-from momo_geo.inference.fit import assumed_mars_notice, check_body
+from momo_geo.inference.fit import assumed_mars_notice, open_mappable
 from momo_geo.inference.floor import background_class, class_floors, erase_weak, erase_weak_scene
 from momo_geo.inference.frame import Frame, find_frame
 from momo_geo.inference.options import (
@@ -44,7 +44,7 @@ from momo_geo.inference.options import (
 from momo_geo.inference.plan import check_tiling, plan_shape, plan_tiles
 from momo_geo.inference.reader import ArraySource, Normalizer, Prefetcher, RasterSource
 from momo_geo.inference.stitch import NODATA_CLASS, NODATA_PROB, RowBandStitcher
-from momo_geo.io import Scene, check_nodata, open_scene
+from momo_geo.io import Scene
 from momo_geo.outputs import OutputSet, writing
 
 # Architectures that take any input size; every other model gets tiles padded to its tile size.
@@ -519,9 +519,7 @@ def map_scene(scene: str | os.PathLike[str], mask_path: str | os.PathLike[str] |
     """
     started = time.perf_counter()
     options = _options(options, changes)
-    info = open_scene(scene, assume_mars=options.assume_mars)
-    check_body(info)
-    check_nodata(info, options.nodata)
+    info = open_mappable(scene, options)
     mask_out, vector_out, prob_out = _outputs(info, mask_path, vector_path, probabilities)
     # Reserved before the model loads: a second run aimed at these files fails at once.
     with OutputSet([mask_out, prob_out, vector_out], overwrite=options.overwrite,

@@ -51,6 +51,19 @@ def check_body(scene: Any) -> None:
                        "the Mars sphere")
 
 
+def open_mappable(scene: Any, options: Any) -> Any:
+    """The scene opened as ``map_scene`` reads it (``options.assume_mars``), refused in one line
+    unless it can be mapped: readable, georeferenced, on Mars, ``options.nodata`` a value it can
+    hold. The CLI calls it for every scene before a model loads (a bad scene costs no model),
+    the engine again when it maps."""
+    from momo_geo.io import check_nodata, open_scene
+
+    info = open_scene(scene, assume_mars=options.assume_mars)
+    check_body(info)
+    check_nodata(info, options.nodata)
+    return info
+
+
 def assumed_mars_notice(scene: Any) -> str | None:
     """One line when ``--assume-mars`` read the scene's coordinates on Mars, else ``None``."""
     if getattr(scene, "declared_crs", None) is None:
