@@ -55,8 +55,17 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attribute)
 
 
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        quiet_libraries(True)
+    return value
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="momo-geo")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose,
+              is_eager=True, help="Show the libraries' own warnings (GDAL, pyogrio, numpy, "
+                                  "torch) for any command (`map -v` does too).")
 def cli() -> None:
     """Map Martian surface features in HiRISE, CTX and THEMIS scenes with MOMO."""
 

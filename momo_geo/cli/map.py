@@ -76,8 +76,11 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
                 quiet: bool, verbose: bool, **option_values: Any) -> None:
     """Map craters (or other features) in SCENES: a class mask and a vector layer each."""
     from momo_geo.cli import quiet_libraries
+    from momo_geo.outputs import QUIET_LIBRARIES
 
-    quiet_libraries(verbose)
+    if verbose:
+        quiet_libraries(True)
+    verbose = not QUIET_LIBRARIES["quiet"]  # `momo-geo -v map` too: the workers are told
     if len(scenes) > 1 and (mask or vector or probabilities):
         raise MomoGeoError("-o, --vector and --probabilities name one scene's outputs; with "
                            "several scenes, outputs are named after each scene")
