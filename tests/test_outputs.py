@@ -35,8 +35,9 @@ from momo_geo.outputs import OutputSet
 MOMO_GEO = str(Path(sys.executable).parent / "momo-geo")
 
 
-def make_bundle(path: Path) -> Path:
-    """A tiny conv segmenter whose crater class is 'brighter than the tile's mean'."""
+def make_bundle(path: Path, weight: float = 10.0) -> Path:
+    """A tiny conv segmenter whose crater class is 'brighter than the tile's mean' (with a small
+    ``weight`` it is unsure: confidences spread between 0.5 and 1)."""
     card = ModelCard(name="bright-test", task="segmentation",
                      architecture={"kind": "conv", "encoder": "conv", "depth": 0},
                      in_chans=1, tile_size=64, tile_overlap=8,
@@ -46,7 +47,7 @@ def make_bundle(path: Path) -> Path:
     with torch.no_grad():
         model.net[0].weight.zero_()
         model.net[0].bias.zero_()
-        model.net[0].weight[1] = 10.0
+        model.net[0].weight[1] = weight
     return save_bundle(path, model.state_dict(), card)
 
 
@@ -237,14 +238,16 @@ def test_a_png_mask_name_is_refused_before_the_model_loads(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
-def test_outputs_named_like_the_engines_work_files_map_correctly(tmp_path, bundle):
+def test_outputs_named_like_the_engines_work_files_map_correctly(tmp_path):
+    unsure = make_bundle(tmp_path / "unsure.bundle", weight=0.5)
     scene = make_scene(tmp_path / "scene.tif")
-    plain = map_scene(scene, tmp_path / "mask.tif", tmp_path / "features.gpkg", model=bundle)
+    plain = map_scene(scene, tmp_path / "mask.tif", tmp_path / "features.gpkg", model=unsure)
     odd = map_scene(scene, tmp_path / "_work_confidence.tif", tmp_path / "_work_mask.gpkg",
-                    model=bundle)
+                    model=unsure)
     assert odd.feature_counts == plain.feature_counts
     expected = gpd.read_file(tmp_path / "features.gpkg").sort_values("area_m2")
     got = gpd.read_file(tmp_path / "_work_mask.gpkg").sort_values("area_m2")
+    assert expected.mean_conf.between(0.5, 0.99).all()  # a confidence, not a class id
     np.testing.assert_allclose(got.mean_conf.to_numpy(), expected.mean_conf.to_numpy())
     with rasterio.open(tmp_path / "mask.tif") as a, \
             rasterio.open(tmp_path / "_work_confidence.tif") as b:
