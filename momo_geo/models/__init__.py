@@ -36,12 +36,16 @@ def register(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return wrap
 
 
-def _load_builtin_architectures() -> None:
+def _load_builtin_architectures(until: str | None = None) -> None:
     # Imported lazily so that `import momo_geo.models` stays light; each module registers itself.
+    # Stops once ``until`` is registered: a small conv model does not pay for importing timm
+    # (and torchvision through it), seconds of every run.
     import importlib
 
     for module in ("momo_geo.models.conv", "momo_geo.models.vit", "momo_geo.models.heads",
                    "momo_geo.models.unet", "momo_geo.models.cnn"):
+        if until is not None and until in ARCHITECTURES:
+            return
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -51,8 +55,8 @@ def _load_builtin_architectures() -> None:
 
 def create_model(card: ModelCard) -> torch.nn.Module:
     """Build the (untrained) network described by ``card.architecture``."""
-    _load_builtin_architectures()
     kind = card.architecture.get("kind", "vit")
+    _load_builtin_architectures(until=kind)
     try:
         builder = ARCHITECTURES[kind]
     except KeyError:
