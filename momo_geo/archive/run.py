@@ -102,7 +102,7 @@ def scene_paths(scenes: Iterable[str | os.PathLike[str]]) -> list[Path]:
     paths: list[Path] = []
     seen: dict[str, Path] = {}
     for scene in scenes:
-        path = Path(scene).expanduser().resolve()
+        path = Path(os.path.abspath(Path(scene).expanduser()))  # a link keeps its own name
         if not path.is_file():
             raise MomoGeoError(f"{scene}: no such file")
         if path.name in seen:
@@ -321,6 +321,7 @@ def _remove_staging(folder: Path) -> None:
 @contextlib.contextmanager
 def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
     """A Dask client: on ``scheduler``, or on a new LocalCluster of worker processes."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -335,16 +336,27 @@ def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
 
     n = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
     dashboard = ":0" if importlib.util.find_spec("bokeh") is not None else None
-    with _interrupts_ignored():  # Ctrl-C is the client's to handle, not the workers'
+    with _interrupts_ignored(), dask.config.set(
+            {"distributed.nanny.pre-spawn-environ": _worker_environ(threads)}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=dashboard, silence_logs=logging.ERROR,
-                               env={"OMP_NUM_THREADS": str(threads)})
+                               dashboard_address=dashboard, silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:
             client.register_plugin(IgnoreInterrupts(), name="momo-geo-ignore-interrupts")
             yield client
     finally:
         cluster.close()
+
+
+def _worker_environ(threads: int) -> dict[str, str | None]:
+    """Dask's environment for worker processes, with ``threads`` for OpenMP, MKL and OpenBLAS
+    (Dask's default is 1); set before a worker starts, as numpy and torch read it on import."""
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    count = str(threads)
+    environ.update(OMP_NUM_THREADS=count, MKL_NUM_THREADS=count, OPENBLAS_NUM_THREADS=count)
+    return environ
 
 
 @contextlib.contextmanager
