@@ -101,6 +101,7 @@ class ModelCard:
         if self.bands not in ("mean", "first"):
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
         _check_classes(self.classes)
+        _check_floors(self.min_confidence, self.class_names)
         _check_normalization(self.normalization)
         _check_sizes(self)
         if self.weights_sha256 and not _is_hex(self.weights_sha256, 64):
@@ -165,6 +166,21 @@ def _check_classes(classes: list[ClassInfo]) -> None:
         if not (isinstance(c.color, str) and c.color.startswith("#") and _is_hex(c.color[1:], 6)):
             raise MomoGeoError(f"model card: class {c.name!r} has colour {c.color!r}; colours "
                                "are written #rrggbb")
+
+
+def _check_floors(floors: Any, names: list[str]) -> None:
+    """``min_confidence``: known class names to numbers in 0..1 (a floor for a class the card
+    does not have would be ignored without a word)."""
+    if not isinstance(floors, dict):
+        raise MomoGeoError(f"model card: min_confidence must map class names to floors, "
+                           f"not {floors!r}")
+    for name, floor in floors.items():
+        if name not in names:
+            raise MomoGeoError(f"model card: min_confidence names class {name!r}, which the "
+                               f"card does not have ({', '.join(names)})")
+        if not _number(floor) or not 0 <= floor <= 1:
+            raise MomoGeoError(f"model card: min_confidence of {name!r} must be a number from "
+                               f"0 to 1, not {floor!r}")
 
 
 def _number(value: Any) -> bool:

@@ -279,6 +279,8 @@ def write_bundle(folder: Path, bundle: Path, **changes) -> Path:
     ({"tile_size": 0}, "tile_size"),
     ({"gsd_range": [100.0, 1.0]}, "gsd_range"),
     ({"weights_sha256": ""}, "--trust-unhashed"),
+    ({"min_confidence": {"craters": 0.8}}, "min_confidence names class 'craters'"),
+    ({"min_confidence": {"crater": 80}}, "number from 0 to 1"),
 ])
 def test_bad_model_cards_are_refused_before_any_tile_is_read(tmp_path, bundle, changes,
                                                              message):
