@@ -142,6 +142,8 @@ class _Writer:
             to_mars = self._to_mars
             geom = shapely.transform(geom, lambda xy: np.column_stack(
                 to_mars.transform(xy[:, 0], xy[:, 1])))
+        if self.lonlat:
+            geom = _unwrap_longitudes(geom)
         self.geoms.append(geom)
         self.rows.append(row)
         if len(self.rows) >= self.chunk:
@@ -172,6 +174,16 @@ class _Writer:
             self.path.with_suffix(".prj").write_text(self.esri)
         if self.driver == "GeoJSON":
             _add_geojson_crs(self.path, self.crs_text)
+
+
+def _unwrap_longitudes(geom: shapely.Geometry) -> shapely.Geometry:
+    """A feature across the 180° meridian in continuous longitudes (179.9 to 180.1, not 179.9
+    and -179.9, which would draw it around the planet)."""
+    west, _, east, _ = geom.bounds
+    if east - west <= 180.0:
+        return geom
+    return shapely.transform(geom, lambda xy: np.column_stack(
+        [np.where(xy[:, 0] < 0, xy[:, 0] + 360.0, xy[:, 0]), xy[:, 1]]))
 
 
 def _add_geojson_crs(path: Path, wkt: str) -> None:

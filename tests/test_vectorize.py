@@ -299,3 +299,17 @@ def test_geojson_is_written_in_mars_lon_lat_with_its_crs(tmp_path):
     projected = tmp_path / "p.geojson"
     vectorize(path, projected, CLASSES, block=32, geojson_lonlat=False)
     assert gpd.read_file(projected).total_bounds[0] >= 100_000.0
+
+
+def test_geojson_feature_across_the_180_meridian_stays_whole(tmp_path):
+    """A crater astride 180°E is written with continuous longitudes (179.9 to 180.1), not
+    drawn around the planet from 179.9 to -179.9."""
+    half_way = math.pi * 3396190  # x of the 180° meridian in IAU_2015:49910
+    mask = np.zeros((40, 40), np.uint8)
+    disc(mask, 20, 20, 10, 1)
+    path = write_mask(tmp_path / "m.tif", mask,
+                      transform=from_origin(half_way - 20 * GSD, 0.0, GSD, GSD))
+    vectorize(path, tmp_path / "f.geojson", CLASSES)
+    (crater,) = gpd.read_file(tmp_path / "f.geojson").geometry
+    west, _, east, _ = crater.bounds
+    assert east - west < 1.0 and west < 180.0 < east
