@@ -279,6 +279,10 @@ def run_parallel(jobs: list[dict], workers: int, verbose: bool) -> None:
                 code = next((p.exitcode for p in processes if p.pid == pid), None)
                 report.fail(jobs[index]["scene"],
                             MomoGeoError(f"its worker process died (exit status {code})"))
+        for job in jobs:  # never started: every worker died before taking it
+            scene = job["scene"]
+            if not stop.requested() and scene not in report.completed + list(report.failed):
+                report.fail(scene, MomoGeoError("not mapped: every worker process died"))
         tasks.cancel_join_thread()
         results.cancel_join_thread()
     report.finish(stop)
@@ -310,12 +314,17 @@ def _worker(tasks: Any, results: Any, verbose: bool) -> None:
     quiet_libraries(verbose)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which decides
     stop = Stop()
-    pid = os.getpid()
+    pid, parent = os.getpid(), os.getppid()
     predictor = None
     with stop.installed(tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)):
         try:
             while not stop.requested():
-                item = tasks.get()
+                try:
+                    item = tasks.get(timeout=1.0)
+                except queue.Empty:
+                    if os.getppid() != parent:
+                        break  # the parent was killed outright: nobody to report to
+                    continue
                 if item is None:
                     break
                 index, job = item
