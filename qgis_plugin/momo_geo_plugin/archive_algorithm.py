@@ -126,7 +126,7 @@ class MapArchiveAlgorithm(QgsProcessingAlgorithm):
         options = {name: MapMarsFeaturesAlgorithm._option(self, parameters, name, spec, context)
                    for name, spec in engine_info().options.items() if name not in PROCESSING_SKIPS}
         request = ArchiveRequest(
-            scenes=scenes, out_dir=self.parameterAsString(parameters, self.OUT, context),
+            scenes=scenes, out_dir=self.parameterAsFileOutput(parameters, self.OUT, context),
             model=self.parameterAsString(parameters, self.MODEL, context) or "default",
             options=options, workers=self.parameterAsInt(parameters, self.WORKERS, context),
             scheduler=self.parameterAsString(parameters, self.SCHEDULER, context).strip(),
