@@ -326,7 +326,7 @@ def _client(scheduler: str | None, workers: int | None, threads: int) -> Any:
 
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="30s")
+            client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise MomoGeoError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
         with client:
