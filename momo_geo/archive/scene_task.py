@@ -43,14 +43,17 @@ def _predictor(model: str, device: str, precision: str) -> Any:
 def check_body(info: Any, assume_mars: bool) -> None:
     """Refuse a scene that is not on Mars (an EPSG:4326 or UTM label is the usual mistake).
 
-    ``momo-geo map`` only warns about it today; in an archive a scene on the wrong body would put
-    features at the wrong place of the merged catalogue, so it is a failed scene.
+    Checked here whatever ``map_scene`` does about it (it warned, then refused): in an archive a
+    scene on the wrong body would put features at the wrong place of the merged catalogue, so it
+    is a failed scene with a one-line reason, found before the model is used.
     """
     if info.body == "Mars" or assume_mars:
         return
     from momo_geo.inference.options import MapOptions
 
-    where = f"an {info.body} CRS" if info.body != "unknown" else "a CRS of no known body"
+    article = "an" if info.body[:1] in "AEIOU" else "a"
+    where = (f"{article} {info.body} CRS" if info.body != "unknown"
+             else "a CRS of no known body")
     way_out = (" (or --assume-mars to read its coordinates on Mars)"
                if "assume_mars" in MapOptions.__dataclass_fields__ else "")
     raise MomoGeoError(f"{info.path.name} is in {where} ({info.crs_description}), not a Mars "
