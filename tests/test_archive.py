@@ -412,3 +412,14 @@ def test_the_plan_skips_done_scenes_retries_failed_ones_up_to_the_limit(tmp_path
         assert plan(overwrite=True)[0] == dict.fromkeys(["s0.tif", "s1.tif", "s2.tif",
                                                           "s3.tif", "s4.tif"], 0)
         assert set(plan(model_hash="new model")[0]) == {p.name for p in paths}
+
+
+def test_a_scene_list_has_comments_and_paths_relative_to_itself(tmp_path: Path) -> None:
+    from momo_geo.archive import read_scene_list
+
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "scenes.txt"
+    listing.write_text("# CTX over Jezero\n\n../ctx/a.tif\n  /data/b.tif  \n# done\n")
+    assert read_scene_list(listing) == [str(tmp_path / "lists" / "../ctx/a.tif"), "/data/b.tif"]
+    with pytest.raises(MomoGeoError, match="cannot read the scene list"):
+        read_scene_list(tmp_path / "none.txt")
