@@ -159,6 +159,26 @@ def test_a_second_run_to_the_same_outputs_fails_at_once(tmp_path, bundle):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]  # lock gone too
 
 
+def test_a_killed_runs_lock_is_taken_over_and_its_leftovers_removed(tmp_path, bundle):
+    """After ``kill -9`` only a lock file and a staging folder remain; they hold nothing up."""
+    import socket
+
+    from momo_geo.outputs import LOCK_PREFIX, STAGING_PREFIX, _lock_path, remove_leftovers
+
+    scene = make_scene(tmp_path / "scene.tif")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    mask = tmp_path / "m.tif"
+    _lock_path(mask).write_text(f"{dead} {socket.gethostname()}\n")
+    (tmp_path / f"{STAGING_PREFIX}{dead}-abc123" / "0").mkdir(parents=True)
+    map_scene(scene, mask, model=bundle)  # the dead run's lock does not block
+    assert mask.is_file() and not _lock_path(mask).exists()
+    removed = remove_leftovers(tmp_path)
+    assert [p.name for p in removed] == [f"{STAGING_PREFIX}{dead}-abc123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "scene.tif"]
+    assert not list(tmp_path.glob(f"{LOCK_PREFIX}*"))
+
+
 def test_mask_and_vector_are_committed_together(tmp_path, bundle, monkeypatch):
     """The mask cannot be put in place (disk full at the last moment): the vector layer of the
     same run does not appear either, and the files it was to replace are back."""
