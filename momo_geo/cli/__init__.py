@@ -48,6 +48,14 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name in COMMANDS if _available(name))
 
+    def invoke(self, ctx: click.Context) -> object:
+        # Ctrl-C outside a run's own handling (while imports load): one line, not click's empty
+        # line and "Aborted!".
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("Interrupted; no partial output was left behind.", 130) from None
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS or not _available(cmd_name):
             return None
