@@ -210,3 +210,23 @@ def test_two_process_ddp_matches_single_process(shared_data, tmp_path: Path) -> 
     assert [r["samples_seen"] for r in la] == [r["samples_seen"] for r in lb]
     for ra, rb in zip(la, lb, strict=True):
         assert float(ra["val_loss"]) == pytest.approx(float(rb["val_loss"]), abs=1e-4)
+
+
+def test_overwriting_a_momo_run_never_deletes_a_users_folder(tmp_path: Path) -> None:
+    """Overwrite replaces earlier pretraining runs, never a folder that merely shares a run's
+    name (a user's own ``ctx`` folder of scenes beside the run)."""
+    from momo_geo.training.pipeline import _prepare_output
+
+    out = tmp_path / "momo"
+    (out / "ctx").mkdir(parents=True)
+    (out / "ctx" / "scene.tif").write_bytes(b"mine")
+    with pytest.raises(MomoGeoError, match="not a pretraining run"):
+        run_momo(out, data_root=str(tmp_path), overwrite=True)
+    assert (out / "ctx" / "scene.tif").read_bytes() == b"mine"
+    run = out / "base"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (out / "ctx" / "scene.tif").unlink()
+    (out / "ctx").rmdir()
+    _prepare_output(out, ("ctx",), overwrite=True)
+    assert not run.exists()

@@ -130,9 +130,24 @@ def _prepare_output(out: Path, sensors: tuple[str, ...], overwrite: bool) -> Pat
         import shutil
 
         for sub in ("base", "joint", *sensors):
-            shutil.rmtree(out / sub, ignore_errors=True)
+            run = out / sub
+            if not run.exists():
+                continue
+            if not _is_pretrain_run(run):
+                raise MomoGeoError(f"{run} is not a pretraining run of momo-geo (files it does "
+                                   "not write, or no config.json); refusing to delete it")
+            shutil.rmtree(run)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _is_pretrain_run(folder: Path) -> bool:
+    """A folder ``pretrain`` wrote: its ``config.json`` (written first), and nothing but the
+    files and folders a run leaves (so overwriting never deletes a user's own folder)."""
+    known = {"config.json", "val_log.csv", "checkpoints", "encoder.bundle", "last.ckpt",
+             "mae.safetensors", "lightning_logs", "history.json"}
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return "config.json" in names and not names - known
 
 
 def search_merge_lambda(base_run: Path, checkpoints: dict[str, str], method: str,
