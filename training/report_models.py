@@ -274,7 +274,8 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "([mapping.md](mapping.md#how-it-works)); each arm's floor is the best crater F1 "
             "of floors 0.50-0.95 on its selection images. The floor buys precision with a "
             "little recall and some pixel IoU (the largest craters are often the least "
-            "confident).", "",
+            "confident). An arm without a row has no floor (built before floors existed "
+            "and not calibrated since: `training/calibrate_floor.py`).", "",
             *floor_rows(crater_arms), "",
             "## Learning curves", "",
             "![Selection score against training minutes](img/learning_curves.png)", "",
