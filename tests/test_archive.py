@@ -423,3 +423,20 @@ def test_a_scene_list_has_comments_and_paths_relative_to_itself(tmp_path: Path) 
     assert read_scene_list(listing) == [str(tmp_path / "lists" / "../ctx/a.tif"), "/data/b.tif"]
     with pytest.raises(MomoGeoError, match="cannot read the scene list"):
         read_scene_list(tmp_path / "none.txt")
+
+
+def test_a_retried_scene_takes_over_the_reservation_a_dead_worker_left_elsewhere(
+        scenes: dict, tmp_path: Path) -> None:
+    """On a multi-machine cluster the retry runs on another host, which cannot tell that the
+    dead worker's output lock is stale; the task removes it (only one task per scene runs)."""
+    outputs = pytest.importorskip("momo_geo.outputs")
+    from momo_geo.archive.scene_task import map_one
+
+    scene = scenes["good"][2]
+    mask, vector = tmp_path / "m_mask.tif", tmp_path / "m_features.gpkg"
+    outputs._lock_path(mask).write_text("4242 another-node-of-the-cluster")
+    record = map_one({"scene": str(scene), "mask_path": str(mask), "vector_path": str(vector),
+                      "model": "default", "options": {"device": "cpu", "overwrite": True}})
+    assert record["status"] == "done", record.get("error")
+    assert mask.is_file() and vector.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mask.name, vector.name])

@@ -105,6 +105,7 @@ def _map(job: dict[str, Any]) -> dict[str, Any]:
     info = open_scene(job["scene"], **({"assume_mars": True} if assume_mars else {}))
     check_body(info, assume_mars)
     predictor = _predictor(job["model"], options.device, options.precision)
+    _clear_stale_locks(job["mask_path"], job["vector_path"])
     messages: list[str] = []
     result = map_scene(info.path, job["mask_path"], job["vector_path"], job["model"], options,
                        predictor=predictor, log=messages.append)
@@ -112,6 +113,25 @@ def _map(job: dict[str, Any]) -> dict[str, Any]:
             "sensor": info.sensor.name if info.sensor is not None else None,
             "mask_path": str(result.mask_path), "vector_path": str(result.vector_path),
             "messages": messages}
+
+
+def _clear_stale_locks(*paths: str | None) -> None:
+    """Remove the output reservations (:mod:`momo_geo.outputs`) a dead worker left on this
+    scene's outputs.
+
+    Why it is safe and needed: the archive's run lock lets one run at a time into the folder,
+    and the scheduler gives a scene to a new worker only once its old worker is gone, so a
+    reservation found now is stale. ``outputs`` takes over a dead process's lock only on the
+    machine that holds it; on a multi-machine cluster the retry runs elsewhere and would be
+    refused as "in use".
+    """
+    try:
+        from momo_geo.outputs import _lock_path
+    except ImportError:  # a momo-geo without output reservations
+        return
+    for path in paths:
+        if path:
+            _lock_path(Path(path)).unlink(missing_ok=True)
 
 
 def _worker_address() -> str:
