@@ -121,6 +121,28 @@ def test_a_bad_scene_does_not_stop_the_batch(tmp_path, bundle, workers):
     assert "Mapped 2 of 3 scenes; failed: bad.tif" in proc.stdout
 
 
+def framed_scene(path: Path, seed: int) -> Path:
+    """A scene inside an undeclared 0-valued frame 16 px wide (map says so in one line)."""
+    make_scene(path, size=96, seed=seed)
+    with rasterio.open(path, "r+") as dst:
+        image = dst.read(1)
+        image[:16], image[-16:], image[:, :16], image[:, -16:] = 0, 0, 0, 0
+        dst.write(image, 1)
+    return path
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_scene_notices_go_to_stderr_with_or_without_workers(tmp_path, bundle, workers):
+    scenes = [framed_scene(tmp_path / f"framed{i}.tif", seed=i) for i in range(2)]
+    proc = subprocess.run(
+        [MOMO_GEO, "map", *map(str, scenes), "--model", str(bundle), "--no-vector", "-q",
+         "--workers", workers], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if "treated as nodata" in line]
+    assert sorted(line.split(":")[0] for line in notices) == ["framed0.tif", "framed1.tif"]
+    assert "treated as nodata" not in proc.stdout and proc.stdout.count("tiles/s") == 2
+
+
 # --------------------------------------------------------------------------------------------
 # item 7: progress and cancel per planned tile
 

@@ -264,7 +264,7 @@ def run_parallel(jobs: list[dict], workers: int, verbose: bool) -> None:
             elif kind == "done":
                 running.pop(pid, None)
                 report.completed.append(scene)
-                click.echo(payload)
+                _say_done(payload)
             elif kind == "failed":
                 running.pop(pid, None)
                 if not stop.requested():
@@ -302,7 +302,7 @@ def _drain(results: Any, jobs: list[dict], report: Report, running: dict[int, in
         running.pop(pid, None)
         if kind == "done":
             report.completed.append(jobs[index]["scene"])
-            click.echo(payload)
+            _say_done(payload)
         elif kind == "failed" and not stop.requested():
             report.fail(jobs[index]["scene"], MomoGeoError(payload))
 
@@ -338,7 +338,16 @@ def _worker(tasks: Any, results: Any, verbose: bool) -> None:
     time.sleep(0)  # let the queue's feeder thread flush before the process ends
 
 
-def _map_job(job: dict, predictor: Any, stop: Stop) -> tuple[str, Any, str | None]:
+def _say_done(payload: tuple[list[str], str]) -> None:
+    """A worker's finished scene: its notices (frame, assumed body, GSD) on stderr as in a
+    serial run, its summary on stdout."""
+    notices, text = payload
+    for line in notices:
+        click.echo(line, err=True)
+    click.echo(text)
+
+
+def _map_job(job: dict, predictor: Any, stop: Stop) -> tuple[str, Any, Any]:
     """(``done``, ``failed`` or ``stopped``, the model for the next scene, the summary or the
     reason) for one scene."""
     from momo_geo.bundle import load_bundle
@@ -360,4 +369,4 @@ def _map_job(job: dict, predictor: Any, stop: Stop) -> tuple[str, Any, str | Non
         return "failed", predictor, str(exc)
     except Exception as exc:  # noqa: BLE001 - reported as this scene's one line
         return "failed", predictor, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    return "done", predictor, "\n".join([*messages, summary(result)])
+    return "done", predictor, (messages, summary(result))
