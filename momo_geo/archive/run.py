@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -305,13 +304,12 @@ def _remove_unrecorded(manifest: Manifest, records: list[SceneRecord]) -> None:
 
 def _remove_staging(folder: Path) -> None:
     """Staging folders and output locks a killed worker left (``atomic_output`` removes its
-    own unless killed). The scenes folder holds only this archive's outputs, all named after
-    their scene, so every hidden entry there is one; called only when no scene is running."""
-    for entry in folder.glob(".*"):
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+    own unless killed); called only when no scene is running. Only entries momo-geo names
+    and whose process is gone are removed (:func:`momo_geo.outputs.remove_leftovers`), never
+    another hidden file a user or a file manager put there."""
+    from momo_geo.outputs import remove_leftovers
+
+    remove_leftovers(folder)
 
 
 # --------------------------------------------------------------------------------------------
