@@ -69,11 +69,11 @@ pretrain-smoke: venv
 reproduce: venv
 	$(PY) training/reproduce.py
 
-# The bundled models: every comparison arm of training/recipes/{crater-seg,landmarks}.json
-# built with equal CPU budgets (one shared MOMO pretraining run under build/models/; about
-# 2.5 CPU-hours, run as two processes), the best arm on the held-out selection images copied
-# into momo_geo/weights/, and docs/results.md written from the cards.
-ARMS := craters-unet craters-momo craters-scratch landmarks-momo landmarks-cnn
+# The bundled models: every arm of training/recipes/{crater-seg,landmarks}.json (equal CPU
+# budgets, plus the crater U-Net trained longer; one shared MOMO pretraining run under
+# build/models/; about 3.3 CPU-hours, run as two processes), the best arm on the held-out
+# selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
+ARMS := craters-unet craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn
 models: venv
 	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \
 	  --out build/models/bundles --work build/models
