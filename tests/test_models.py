@@ -7,7 +7,7 @@ import torch
 
 from momo_geo.bundle import ModelCard, load_bundle, save_bundle
 from momo_geo.errors import MomoGeoError
-from momo_geo.models.losses import MAELoss, gradient_loss, masked_mse, ssim
+from momo_geo.models.losses import MAELoss, gradient_loss, loss_weights, masked_mse, ssim
 from momo_geo.models.mae import MaskedAutoencoder, patchify, unpatchify
 from momo_geo.models.vit import (
     adapt_in_chans,
@@ -125,27 +125,95 @@ def test_image_terms() -> None:
     assert float(gradient_loss(a * 2, a)) > 0.1
 
 
-def test_mae_loss_with_perceptual_ssim_gradient() -> None:
+def test_mae_loss_with_feature_ssim_gradient() -> None:
     torch.manual_seed(2)
     enc = create_encoder("vit_tiny", img_size=32)
-    loss_fn = MAELoss(pixel=1.0, perceptual=0.5, ssim=0.2, gradient=0.1,
+    loss_fn = MAELoss(pixel=1.0, feature=0.5, ssim=0.2, gradient=0.1,
                       feature_net=create_encoder("vit_tiny", img_size=32))
     mae = MaskedAutoencoder(enc, loss=loss_fn)
     loss, _, _ = mae(torch.randn(2, 3, 32, 32))
     parts = mae.last_parts
-    assert set(parts) == {"pixel", "perceptual", "ssim", "gradient"}
-    expected = parts["pixel"] + 0.5 * parts["perceptual"] + 0.2 * parts["ssim"] \
+    assert set(parts) == {"pixel", "feature", "ssim", "gradient"} == set(loss_fn.enabled)
+    expected = parts["pixel"] + 0.5 * parts["feature"] + 0.2 * parts["ssim"] \
         + 0.1 * parts["gradient"]
     assert torch.allclose(loss, expected)
     loss.backward()
-    frozen = loss_fn.perceptual_net.net
+    frozen = loss_fn.feature_net.net
     assert all(p.grad is None for p in frozen.parameters())
     card = loss_fn.describe()
-    assert card["perceptual_network"] == "frozen-encoder-features"
+    assert "not LPIPS" in card["feature_network"]
     assert card["weights"]["ssim"] == 0.2
     assert not any(k.startswith("loss_fn.") for k in mae.mae_state_dict())
     with pytest.raises(ValueError, match="feature network"):
-        MAELoss(perceptual=1.0)
+        MAELoss(feature=1.0)
+    # the old name still works (configs and recipes written before the rename)
+    old = MAELoss(perceptual=0.5, feature_net=enc)
+    assert old.weights["feature"] == 0.5 and "perceptual" not in old.weights
+    assert loss_weights({"perceptual": 0.1})["feature"] == 0.1
+    with pytest.raises(ValueError, match="unknown loss term"):
+        loss_weights({"lpips": 1.0})
+
+
+def test_a_term_with_weight_zero_is_off() -> None:
+    loss_fn = MAELoss(pixel=1.0, ssim=0.0, gradient=0.3)
+    assert loss_fn.enabled == ["pixel", "gradient"] and loss_fn.feature_net is None
+    mae = MaskedAutoencoder(create_encoder("vit_tiny", img_size=32), loss=loss_fn)
+    mae(torch.randn(1, 3, 32, 32))
+    assert set(mae.last_parts) == {"pixel", "gradient"}
+
+
+@pytest.mark.parametrize("term", ["pixel", "ssim", "gradient", "feature"])
+def test_each_term_is_zero_for_identical_images_positive_otherwise(term: str) -> None:
+    """Every term alone: 0 when the reconstruction is the input, > 0 when it is not, and its
+    gradient reaches the prediction."""
+    torch.manual_seed(3)
+    weights = dict.fromkeys(("pixel", "ssim", "gradient", "feature"), 0.0)
+    weights[term] = 1.0
+    net = create_encoder("vit_tiny", img_size=32)
+    loss_fn = MAELoss(**weights, feature_net=net if term == "feature" else None)
+    image = torch.randn(2, 3, 32, 32)
+    target = patchify(image, 16)
+    mask = torch.ones(2, 4)
+    same, parts = loss_fn(target.clone(), target, mask, image.clone(), image)
+    assert set(parts) == {term}
+    assert float(same) == pytest.approx(0.0, abs=1e-5)
+    pred = (target + 0.5 * torch.randn_like(target)).requires_grad_(True)
+    pasted = unpatchify(pred, 16, (2, 2), 3)
+    differ, _ = loss_fn(pred, target, mask, pasted, image)
+    assert float(differ.detach()) > 1e-3
+    differ.backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) > 0
+
+
+def test_ssim_matches_a_hand_computed_value() -> None:
+    """Constant images: every window has mean a (b), no variance, so SSIM is
+    (2ab + C1) / (a^2 + b^2 + C1) with C1 = (0.01 L)^2; and a 4 x 4 image against a
+    loop-by-loop evaluation of the formula over reflected 3 x 3 windows."""
+    a, b, big_l = 0.2, 0.6, 1.0
+    c1 = (0.01 * big_l) ** 2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)  # 0.24010 / 0.40010
+    got = ssim(torch.full((1, 1, 5, 5), a), torch.full((1, 1, 5, 5), b), window=3,
+               data_range=big_l)
+    assert float(got) == pytest.approx(expected, rel=2e-4)  # float32 variance rounding
+
+    import numpy as np
+
+    x = np.array([[0, 1, 2, 3], [1, 0, 1, 2], [3, 1, 0, 1], [2, 3, 1, 0]], dtype=np.float64)
+    y = x.T[::-1].copy() * 0.5 + 0.25
+    c1, c2 = (0.01 * 2.0) ** 2, (0.03 * 2.0) ** 2
+    px, py = np.pad(x, 1, mode="reflect"), np.pad(y, 1, mode="reflect")
+    values = []
+    for i in range(4):
+        for j in range(4):
+            wx, wy = px[i:i + 3, j:j + 3], py[i:i + 3, j:j + 3]
+            mx, my = wx.mean(), wy.mean()
+            vx, vy = (wx * wx).mean() - mx ** 2, (wy * wy).mean() - my ** 2
+            cov = (wx * wy).mean() - mx * my
+            values.append((2 * mx * my + c1) * (2 * cov + c2)
+                          / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+    got = ssim(torch.tensor(x)[None, None].float(), torch.tensor(y)[None, None].float(),
+               window=3, data_range=2.0)
+    assert float(got) == pytest.approx(float(np.mean(values)), rel=1e-4)
 
 
 def test_pretrain_bundle_builds_the_encoder(tmp_path) -> None:

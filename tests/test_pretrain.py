@@ -28,7 +28,7 @@ from momo_geo.training.pretrain import PretrainConfig, run_pretrain
 from momo_geo.training.pretrain_data import EpochSampler, build_pool
 
 ROOT = Path(__file__).resolve().parents[1]
-SENSOR_LOSS = {"pixel": 1.0, "perceptual": 0.1, "ssim": 0.1, "gradient": 0.05}
+SENSOR_LOSS = {"pixel": 1.0, "ssim": 0.1, "gradient": 0.05, "feature": 0.1}
 TINY = dict(encoder="vit_tiny", img_size=32, batch_size=8, pool_size=16, val_size=4, threads=1)
 
 
@@ -61,7 +61,15 @@ def test_run_momo_end_to_end(momo_run: Path) -> None:
         training = load_bundle(run / "encoder.bundle").card.training
         assert training["init"] == "mae"
         assert training["loss"]["weights"] == SENSOR_LOSS
-        assert training["loss"]["perceptual_network"] == "frozen-encoder-features"
+        assert "not LPIPS" in training["loss"]["feature_network"]
+        # every enabled term is logged on its own, on the validation chips and in training
+        for row in rows:
+            for term in SENSOR_LOSS:
+                assert float(row[f"val_{term}"]) > 0 and float(row[f"train_{term}"]) > 0
+            total = sum(w * float(row[f"val_{t}"]) for t, w in SENSOR_LOSS.items())
+            assert total == pytest.approx(float(row["val_loss"]), rel=1e-5)
+    base_log = _log(momo_run / "base")
+    assert {"val_pixel", "train_pixel"} <= set(base_log[0]) and "val_ssim" not in base_log[0]
     report = json.loads((momo_run / "evl_report.json").read_text())
     losses = [c["val_loss"] for c in report["chosen"].values()]
     assert report["spread"] == pytest.approx(max(losses) - min(losses))

@@ -1,8 +1,9 @@
-"""``momo-geo pretrain | evl | merge | import-weights``: the MOMO model-building commands.
+"""``momo-geo pretrain | merge | import-weights``: the MOMO model-building commands.
 
 Thin shells: the work happens in :mod:`momo_geo.training` (pretraining, λ search),
-:mod:`momo_geo.merge` (EVL selection, merging) and :mod:`momo_geo.weights_import` (released
-checkpoints). Heavy modules are imported inside the commands, so ``momo-geo --help`` stays fast.
+:mod:`momo_geo.merge` (merging) and :mod:`momo_geo.weights_import` (released checkpoints);
+EVL selection is ``momo-geo evl`` (:mod:`momo_geo.cli.evl`), which ``merge --runs`` reuses.
+Heavy modules are imported inside the commands, so ``momo-geo --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from typing import Any
 
 import click
 
+from momo_geo.cli.evl import method_option, select_runs, sensor_of_run
 from momo_geo.cli.inputs import check_file, existing_files, existing_folders, existing_paths
 from momo_geo.errors import MomoGeoError
 from momo_geo.outputs import check_target
 
 
 def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
-    weights = {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0}
+    from momo_geo.models.losses import ALIASES
+
+    weights = {"pixel": 1.0, "ssim": 0.0, "gradient": 0.0, "feature": 0.0}
     for item in items:
         key, _, value = item.partition("=")
+        key = ALIASES.get(key, key)
         if key not in weights or not value:
             raise MomoGeoError(f"--loss {item!r}: use NAME=WEIGHT with NAME one of "
                                f"{', '.join(weights)}")
@@ -53,7 +58,8 @@ def _loss_weights(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--resume", help="last.ckpt (or its run folder) to continue.")
 @click.option("--seed", type=int)
 @click.option("--loss", "losses", multiple=True,
-              help="Loss weight NAME=W (pixel, perceptual, ssim, gradient); repeatable.")
+              help="Loss weight NAME=W (pixel, ssim, gradient, feature; 'perceptual' is the old "
+                   "name of feature); repeatable. Each term > 0 is logged in val_log.csv.")
 @click.option("--accelerator", help="cpu, gpu or auto.")
 @click.option("--devices", help="Number of devices (processes).")
 @click.option("--strategy", help="auto or ddp.")
@@ -92,56 +98,6 @@ def _is_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def _sensor_of_run(run: Path) -> str:
-    config = run / "config.json"
-    if config.is_file():
-        try:
-            sensors = json.loads(config.read_text()).get("sensors")
-        except json.JSONDecodeError:
-            sensors = None
-        if isinstance(sensors, list) and len(sensors) == 1:
-            return str(sensors[0])
-    return run.name
-
-
-def _select(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None) -> Any:
-    from momo_geo.merge.evl import read_val_log, select_checkpoints
-
-    logs = {}
-    for run in runs:
-        path = Path(run)
-        name = _sensor_of_run(path if path.is_dir() else path.parent)
-        if name in logs:
-            raise MomoGeoError(f"two runs for {name!r}; give one run per sensor")
-        logs[name] = read_val_log(path)
-    return select_checkpoints(logs, method, tolerance, epoch)
-
-
-METHOD_CHOICE = click.Choice(["evl", "best", "last", "same_epoch"])
-
-
-@click.command()
-@click.argument("runs", nargs=-1, required=True, callback=existing_paths)
-@click.option("--method", type=METHOD_CHOICE, default="evl", show_default=True,
-              help="evl (equal validation loss) or a baseline: best, last, same_epoch.")
-@click.option("--tolerance", type=float, default=0.0, show_default=True,
-              help="Accept spreads up to the smallest + this; then lowest mean loss wins.")
-@click.option("--epoch", type=int, help="The epoch for --method same_epoch (default: last shared).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Save the selection as JSON (and the table as .txt beside it).")
-@click.option("--overwrite", is_flag=True)
-def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
-        output: str | None, overwrite: bool) -> None:
-    """Choose one checkpoint per sensor run (RUN_DIR ...) by Equal Validation Loss."""
-    from momo_geo.merge.evl import save_selection
-
-    selection = _select(runs, method, tolerance, epoch)
-    click.echo(selection.report())
-    if output:
-        json_path, text_path = save_selection(selection, output, overwrite)
-        click.echo(f"Saved {json_path} and {text_path}")
-
-
 @click.command()
 @click.option("--base", type=click.Path(), callback=existing_paths,
               help="Base encoder bundle (or its run folder).")
@@ -151,8 +107,11 @@ def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
 @click.option("--runs", multiple=True, callback=existing_paths,
               help="Sensor run folders: choose checkpoints by --select.")
 @click.argument("more", nargs=-1)
-@click.option("--select", "select_method", type=METHOD_CHOICE, default="evl", show_default=True)
-@click.option("--tolerance", type=float, default=0.0, show_default=True)
+@click.option("--select", "select_method", default="evl", show_default=True,
+              callback=method_option, help="Checkpoint rule for --runs (see momo-geo evl "
+                                           "--help): evl, evl-min-spread, best, last, ...")
+@click.option("--tolerance", type=float,
+              help="ε of evl (default 0.01) / slack of evl-min-spread (default 0).")
 @click.option("--method", type=click.Choice(["task-arithmetic", "magmax", "ties"]),
               default="task-arithmetic", show_default=True)
 @click.option("--lam", help="λ (default 0.5; 1.0 for ties), or 'search' (needs the base run "
@@ -163,7 +122,7 @@ def evl(runs: tuple[str, ...], method: str, tolerance: float, epoch: int | None,
 @click.option("--name", help="Name in the model card.")
 @click.option("--overwrite", is_flag=True)
 def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
-          more: tuple[str, ...], select_method: str, tolerance: float, method: str,
+          more: tuple[str, ...], select_method: str, tolerance: float | None, method: str,
           lam: str | None, trim: float, output: str, name: str | None,
           overwrite: bool) -> None:
     """Merge per-sensor checkpoints onto a base encoder: θ = θ_base + λ·Σ τ.
@@ -186,7 +145,7 @@ def merge(base: str | None, checkpoints: tuple[str, ...], runs: tuple[str, ...],
             raise MomoGeoError(f"unexpected arguments {' '.join(more)}")
     selection = None
     if runs:
-        selection = _select(runs, select_method, tolerance, None)
+        selection = select_runs(runs, select_method, tolerance, None)
         chosen = dict(selection.paths)
         click.echo(selection.report())
         if base is None:
@@ -243,7 +202,7 @@ def _search_lambda(base: Path, chosen: dict[str, str], method: str
 def _sensor_of_checkpoint(path: Path, index: int) -> str:
     # .../RUN/checkpoints/step_X.safetensors -> the run's sensor
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    name = _sensor_of_run(run)
+    name = sensor_of_run(run)
     return name if name else f"checkpoint{index + 1}"
 
 

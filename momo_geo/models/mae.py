@@ -148,6 +148,7 @@ class MaskedAutoencoder(nn.Module):
             pasted = unpatchify(pred * m + target.to(pred.dtype) * (1 - m), self.patch, grid,
                                 self.in_chans)
             image = x
+        # every term on its own (unweighted), for the run's log
         loss, self.last_parts = self.loss_fn(pred, target, mask, pasted, image)
         return loss, pred, mask
 

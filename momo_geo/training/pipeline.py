@@ -41,7 +41,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     """Run the MOMO recipe; return the merged bundle's path (``OUT/momo.bundle``).
 
     ``loss_weights`` apply to the base run, ``sensor_loss_weights`` (default: the same) to the
-    sensor runs; a perceptual weight there uses the frozen base encoder as its feature network.
+    sensor runs; a ``feature`` weight there uses the frozen base encoder as its feature network.
     ``lam="search"`` tries ``lam_candidates`` and keeps the λ whose merged encoder, with the
     base run's decoder, has the lowest MAE loss on a fixed all-sensor validation set (train-split
     chips, like every validation set here). ``validation="own"`` scores each sensor run on its
@@ -56,7 +56,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
 
     out = _prepare_output(Path(output), sensors, overwrite)
     bundle = out / "momo.bundle"
-    weights = loss_weights or {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0}
+    weights = loss_weights or {"pixel": 1.0, "ssim": 0.0, "gradient": 0.0, "feature": 0.0}
     common = dict(encoder=encoder, img_size=img_size, batch_size=batch_size,
                   checkpoint_every=checkpoint_every, pool_size=pool_size, val_size=val_size,
                   data_root=data_root, **pretrain_kw)

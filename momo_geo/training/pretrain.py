@@ -65,7 +65,10 @@ class PretrainConfig:
     decoder_depth: int = 2
     decoder_heads: int = 4
     loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"pixel": 1.0, "perceptual": 0.0, "ssim": 0.0, "gradient": 0.0})
+        default_factory=lambda: {"pixel": 1.0, "ssim": 0.0, "gradient": 0.0, "feature": 0.0})
+    """Weight of each loss term, 0 = off (:mod:`momo_geo.models.losses`): ``pixel``, ``ssim``,
+    ``gradient``, ``feature`` (old name ``perceptual``). Each enabled term is logged on its own
+    in ``val_log.csv``."""
     seed: int = 0
     init_from: str | None = None
     """A run folder (continues encoder+decoder), a bundle or an encoder ``.safetensors``."""
@@ -109,6 +112,12 @@ class PretrainConfig:
         if self.val_sensors is not None:
             self.val_sensors = resolve_sensors(self.val_sensors)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+        from momo_geo.models.losses import loss_weights
+
+        try:
+            self.loss_weights = loss_weights(self.loss_weights)
+        except ValueError as exc:
+            raise MomoGeoError(f"pretrain config: {exc}") from None
         if self.img_size % 16:
             raise MomoGeoError(f"img_size {self.img_size} is not a multiple of 16")
         if self.batch_size < 1 or self.samples < self.batch_size:
@@ -214,8 +223,8 @@ def build_mae(config: PretrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
     if config.init_from:
         info = _load_init(config, mae)
     weights = dict(config.loss_weights)
-    # the perceptual term's frozen network is the starting encoder (the base, for sensor runs)
-    mae.loss_fn = MAELoss(**weights, feature_net=mae.encoder if weights.get("perceptual") else None)
+    # the feature term's frozen network is the starting encoder (the base, for sensor runs)
+    mae.loss_fn = MAELoss(**weights, feature_net=mae.encoder if weights.get("feature") else None)
     return mae, info
 
 
@@ -239,6 +248,8 @@ def _mae_module_class() -> type:
             self.mae, self.init_info = build_mae(config)
             self.tokens = (config.img_size // 16) ** 2
             self.last_train_loss: float | None = None
+            self.last_train_parts: dict[str, float] = {}
+            self.last_val_parts: dict[str, float] = {}
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             from momo_geo.training.pretrain_data import augment
@@ -250,6 +261,7 @@ def _mae_module_class() -> type:
                 images = augment(images, codes.to(images.device))
             loss, _, _ = self.mae(images, noise.to(images.device))
             self.last_train_loss = float(loss.detach())
+            self.last_train_parts = {k: float(v.detach()) for k, v in self.mae.last_parts.items()}
             return loss
 
         def configure_optimizers(self) -> Any:
@@ -267,18 +279,23 @@ def _mae_module_class() -> type:
 
         @torch.no_grad()
         def validation_loss(self, pool: Any, batch: int = 64) -> float:
-            """Mean loss over the fixed subset with fixed masks (seeded by chip index only)."""
+            """Mean loss over the fixed subset with fixed masks (seeded by chip index only); the
+            mean of each term goes to ``last_val_parts``."""
             was = self.mae.training
             self.mae.eval()
             total, count = 0.0, 0
+            parts: dict[str, float] = {}
             for start in range(0, len(pool), batch):
                 images = pool.images[start:start + batch].to(self.device)
                 idx = torch.arange(start, start + len(images))
                 noise, _ = chip_noise(idx, self.config.seed + 104_729, 0, self.tokens)
                 loss, _, _ = self.mae(images, noise.to(self.device))
                 total += float(loss) * len(images)
+                for key, value in self.mae.last_parts.items():
+                    parts[key] = parts.get(key, 0.0) + float(value) * len(images)
                 count += len(images)
             self.mae.train(was)
+            self.last_val_parts = {k: v / count for k, v in parts.items()}
             return total / count
 
     return MAEPretrainModule

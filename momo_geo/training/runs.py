@@ -3,7 +3,8 @@
 ::
 
     RUN/config.json                          the config, as run (+ world_size)
-    RUN/val_log.csv                          checkpoint, samples_seen, epoch, val_loss, train_loss
+    RUN/val_log.csv                          checkpoint, samples_seen, epoch, val_loss, train_loss,
+                                             then val_TERM, train_TERM per enabled loss term
     RUN/checkpoints/step_XXXXXX.safetensors  encoder weights (timm keys) at that step
     RUN/last.ckpt                            Lightning checkpoint (optimizer too) for resume
     RUN/mae.safetensors                      final encoder+decoder (to continue a sensor run from)
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
     from momo_geo.training.pretrain import PretrainConfig
 
 VAL_LOG_HEADER = ["checkpoint", "samples_seen", "epoch", "val_loss", "train_loss"]
+"""The first columns of ``val_log.csv``; one ``val_TERM`` and one ``train_TERM`` column per
+enabled loss term follow (:func:`term_columns`), so each term of the loss can be followed."""
+
+
+def term_columns(terms: list[str]) -> list[str]:
+    """The per-term columns of ``val_log.csv`` for the enabled loss ``terms``."""
+    return [f"val_{t}" for t in terms] + [f"train_{t}" for t in terms]
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.8f}"
 
 
 def _save_tensors(state: dict[str, Any], target: Path, metadata: dict[str, str] | None = None
@@ -41,8 +53,11 @@ def _save_tensors(state: dict[str, Any], target: Path, metadata: dict[str, str] 
 
 
 def write_checkpoint(run_dir: Path, module: Any, samples_seen: int, epoch: int,
-                     val_loss: float, train_loss: float | None) -> Path:
-    """Encoder weights + a row of ``val_log.csv`` (called on rank 0 only)."""
+                     val_loss: float, train_loss: float | None,
+                     val_parts: dict[str, float] | None = None,
+                     train_parts: dict[str, float] | None = None) -> Path:
+    """Encoder weights + a row of ``val_log.csv`` (called on rank 0 only), with the mean of
+    each enabled loss term on the validation chips and on the last training batch."""
     step = samples_seen // module.config.batch_size
     name = f"checkpoints/step_{step:06d}.safetensors"
     target = _save_tensors(module.mae.encoder.state_dict(), run_dir / name,
@@ -52,12 +67,15 @@ def write_checkpoint(run_dir: Path, module: Any, samples_seen: int, epoch: int,
                       run_dir / f"checkpoints/mae_step_{step:06d}.safetensors")
     log = run_dir / "val_log.csv"
     new = not log.exists()
+    terms = module.mae.loss_fn.enabled
+    val_parts, train_parts = val_parts or {}, train_parts or {}
     with open(log, "a", newline="") as handle:
         writer = csv.writer(handle)
         if new:
-            writer.writerow(VAL_LOG_HEADER)
-        writer.writerow([name, samples_seen, epoch, f"{val_loss:.8f}",
-                         "" if train_loss is None else f"{train_loss:.8f}"])
+            writer.writerow(VAL_LOG_HEADER + term_columns(terms))
+        writer.writerow([name, samples_seen, epoch, f"{val_loss:.8f}", _number(train_loss)]
+                        + [_number(val_parts.get(t)) for t in terms]
+                        + [_number(train_parts.get(t)) for t in terms])
     return target
 
 
@@ -126,7 +144,9 @@ def _checkpointer_class() -> type:
             val = module.validation_loss(trainer.datamodule.val_pool)  # every rank: same value
             if trainer.global_rank == 0:
                 write_checkpoint(self.run_dir, module, seen, trainer.current_epoch, val,
-                                 getattr(module, "last_train_loss", None))
+                                 getattr(module, "last_train_loss", None),
+                                 getattr(module, "last_val_parts", None),
+                                 getattr(module, "last_train_parts", None))
             trainer.save_checkpoint(str(self.run_dir / "last.ckpt"))
             if self.config.keep_resume_checkpoints:
                 step = seen // self.config.batch_size
