@@ -233,6 +233,33 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
+    """What the curves say about the targets: the crater U-Net's last selection points at two
+    training lengths (no floor) and what scale would be needed."""
+    def last(name: str, key: str) -> str:
+        curve = arms.get(name, {}).get("training", {}).get("learning_curve") or []
+        return f"{curve[-1][key]:.3f} after {curve[-1]['samples']:,} chips" if curve else "–"
+
+    return [
+        "### Reading the curves", "",
+        f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
+        f"{last('craters-unet-short', 'crater_f1')} (8 epochs) and "
+        f"{last('craters-unet', 'crater_f1')} (12 epochs, longer schedule): training longer "
+        "at this chip size has levelled off. The minutes on the x-axis are wall-clock on a "
+        "shared 2-core machine, so compare arms by chips seen (table above). The gains since "
+        "came from the confidence floor (precision), not from training time.",
+        "- What would pass the crater targets: THEMIS pixel IoU is held by the 2 % of craters "
+        "larger than the 160 px chips, which hold most crater area: chips of 512 px or a "
+        "second, coarser scale, i.e. about 10x this run's pixel budget (a GPU hour); CTX "
+        "recall under 16 px is bound by 8 training tiles of one quadrangle: more labelled CTX "
+        "tiles (e.g. the rest of the Mars Crater Catalogue's or Robbins' craters on CTX).",
+        f"- Landmarks: the CNN's selection weighted F1 peaks at 0.81 and ends at "
+        f"{last('landmarks-cnn', 'f1_weighted')}; the rare classes (swiss cheese, spider, "
+        "impact ejecta) have a handful of crops from one or two observations each, so macro "
+        "F1 is bound by data, not training time.",
+    ]
+
+
 def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
            chosen: dict[str, str], selections: dict[str, dict[str, Any]]) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -279,7 +306,7 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             *floor_rows(crater_arms), "",
             "## Learning curves", "",
             "![Selection score against training minutes](img/learning_curves.png)", "",
-            *curve_rows(arms), ""]
+            *curve_rows(arms), "", *reading(arms), ""]
     return "\n".join(out) + "\n"
 
 
