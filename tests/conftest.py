@@ -38,7 +38,28 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def hirise_scene(shared_data: Path) -> Path:
+def hirise_scene(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real HiRISE scene, copied: QGIS and GDAL write ``.aux.xml`` statistics and default
+    outputs beside a scene they read, and the shared data must stay as it is."""
     if not HIRISE_SCENE.is_file():
         pytest.skip(f"{HIRISE_SCENE} missing")
-    return HIRISE_SCENE
+    import shutil
+
+    copy = tmp_path_factory.mktemp("hirise_scene") / HIRISE_SCENE.name
+    shutil.copyfile(HIRISE_SCENE, copy)
+    return copy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_data_stays_untouched():
+    """No test may write into ``../shared/data`` (GDAL ``.aux.xml`` statistics, default
+    outputs beside a scene): every file there is listed before the session and after it."""
+    def listing() -> set[str]:
+        if not SHARED_DATA.is_dir():
+            return set()
+        return {str(p.relative_to(SHARED_DATA)) for p in SHARED_DATA.rglob("*")}
+
+    before = listing()
+    yield
+    added = sorted(listing() - before)
+    assert not added, f"tests wrote into the shared data: {added[:5]}"
