@@ -29,7 +29,7 @@ COMMANDS: dict[str, str] = {
     "sample-scene": "momo_geo.cli.sample:sample_scene",
     "pretrain": "momo_geo.cli.train:pretrain",
     "merge": "momo_geo.cli.train:merge",
-    "evl": "momo_geo.cli.train:evl",
+    "evl": "momo_geo.cli.evl:evl",
     "import-weights": "momo_geo.cli.train:import_weights",
     "finetune": "momo_geo.cli.finetune:finetune",
     "evaluate": "momo_geo.cli.evaluate:evaluate",

@@ -30,7 +30,7 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
              encoder: str = "vit_tiny", img_size: int = 64, base_samples: int = 2048,
              sensor_samples: int = 1024, batch_size: int = 32, checkpoint_every: int = 256,
              pool_size: int = 256, val_size: int = 32, seed: int = 0,
-             selection: str = "evl", tolerance: float = 0.0,
+             selection: str = "evl", tolerance: float | None = None,
              merge_method: str = "task-arithmetic", lam: float | str | None = None,
              lam_candidates: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
              loss_weights: dict[str, float] | None = None,
@@ -46,7 +46,11 @@ def run_momo(output: str | Path, sensors: tuple[str, ...] = ("hirise", "ctx", "t
     base run's decoder, has the lowest MAE loss on a fixed all-sensor validation set (train-split
     chips, like every validation set here). ``validation="own"`` scores each sensor run on its
     own sensor's validation chips; ``"all"`` scores every run on one common set of chips of all
-    sensors (the EVL losses are then on the same data). Extra keywords go to every
+    sensors (the EVL losses are then on the same data). ``selection`` and ``tolerance`` go to
+    :func:`momo_geo.merge.evl.select_checkpoints` (default: the paper's EVL rule, ε 0.01). That
+    rule compares each run's loss on its *own* sensor's chips: ``validation="own"`` logs exactly
+    that; with ``"all"`` a run logs only the mixed loss, which the rule then uses and its report
+    flags as not the paper's per-sensor validation. Extra keywords go to every
     :class:`PretrainConfig` (e.g. ``accelerator``, ``precision``, ``threads``).
     """
     if validation not in ("own", "all"):

@@ -4,14 +4,18 @@
 
     RUN/config.json                          the config, as run (+ world_size)
     RUN/val_log.csv                          checkpoint, samples_seen, epoch, val_loss, train_loss,
-                                             then val_TERM, train_TERM per enabled loss term
+                                             then val_TERM, train_TERM per enabled loss term,
+                                             then val_loss_SENSOR per sensor of a mixed val set
     RUN/checkpoints/step_XXXXXX.safetensors  encoder weights (timm keys) at that step
     RUN/last.ckpt                            Lightning checkpoint (optimizer too) for resume
     RUN/mae.safetensors                      final encoder+decoder (to continue a sensor run from)
     RUN/encoder.bundle/                      final encoder as a "pretrain" model bundle
 
-EVL (:mod:`momo_geo.merge.evl`) reads ``val_log.csv``; merging reads the checkpoints; sensor
-runs continue from ``mae.safetensors``. Every file is written under a temporary name first.
+EVL (:mod:`momo_geo.merge.evl`) reads ``val_log.csv``: the paper's rule compares each run's loss
+on its own sensor's chips, which is ``val_loss`` for a run validated on its own sensor and
+``val_loss_SENSOR`` for a run validated on several (:func:`sensor_losses`); merging reads the
+checkpoints; sensor runs continue from ``mae.safetensors``. Every file is written under a
+temporary name first.
 """
 
 from __future__ import annotations
@@ -41,6 +45,30 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.8f}"
 
 
+def sensor_losses(module: Any, pool: Any) -> dict[str, float]:
+    """Validation loss per sensor of a pool that mixes sensors (``{}`` for one sensor).
+
+    Each sensor's chips are scored as a pool of their own, so the numbers equal what a run
+    validated on that sensor alone logs as ``val_loss`` (same chips, same per-index masks). Costs
+    a second validation pass; the run's ``last_val_parts`` are those of the whole pool.
+    """
+    names = list(dict.fromkeys(getattr(pool, "sensors", None) or ()))
+    if len(names) < 2:
+        return {}
+    import torch
+
+    from momo_geo.training.pretrain_data import ChipPool
+
+    parts = getattr(module, "last_val_parts", None)
+    out = {}
+    for name in names:
+        index = torch.tensor([i for i, s in enumerate(pool.sensors) if s == name])
+        out[name] = module.validation_loss(ChipPool(pool.images[index], [name] * len(index)))
+    if parts is not None:
+        module.last_val_parts = parts
+    return out
+
+
 def _save_tensors(state: dict[str, Any], target: Path, metadata: dict[str, str] | None = None
                   ) -> Path:
     from safetensors.torch import save_file
@@ -55,9 +83,11 @@ def _save_tensors(state: dict[str, Any], target: Path, metadata: dict[str, str] 
 def write_checkpoint(run_dir: Path, module: Any, samples_seen: int, epoch: int,
                      val_loss: float, train_loss: float | None,
                      val_parts: dict[str, float] | None = None,
-                     train_parts: dict[str, float] | None = None) -> Path:
+                     train_parts: dict[str, float] | None = None,
+                     per_sensor: dict[str, float] | None = None) -> Path:
     """Encoder weights + a row of ``val_log.csv`` (called on rank 0 only), with the mean of
-    each enabled loss term on the validation chips and on the last training batch."""
+    each enabled loss term on the validation chips and on the last training batch, and the
+    validation loss per sensor (``per_sensor``, for a mixed validation set)."""
     step = samples_seen // module.config.batch_size
     name = f"checkpoints/step_{step:06d}.safetensors"
     target = _save_tensors(module.mae.encoder.state_dict(), run_dir / name,
@@ -68,14 +98,16 @@ def write_checkpoint(run_dir: Path, module: Any, samples_seen: int, epoch: int,
     log = run_dir / "val_log.csv"
     new = not log.exists()
     terms = module.mae.loss_fn.enabled
-    val_parts, train_parts = val_parts or {}, train_parts or {}
+    val_parts, train_parts, per_sensor = val_parts or {}, train_parts or {}, per_sensor or {}
     with open(log, "a", newline="") as handle:
         writer = csv.writer(handle)
         if new:
-            writer.writerow(VAL_LOG_HEADER + term_columns(terms))
+            writer.writerow(VAL_LOG_HEADER + term_columns(terms)
+                            + [f"val_loss_{s}" for s in per_sensor])
         writer.writerow([name, samples_seen, epoch, f"{val_loss:.8f}", _number(train_loss)]
                         + [_number(val_parts.get(t)) for t in terms]
-                        + [_number(train_parts.get(t)) for t in terms])
+                        + [_number(train_parts.get(t)) for t in terms]
+                        + [_number(v) for v in per_sensor.values()])
     return target
 
 
@@ -141,12 +173,14 @@ def _checkpointer_class() -> type:
             seen = self._seen(trainer)
             if seen == self.saved:
                 return
-            val = module.validation_loss(trainer.datamodule.val_pool)  # every rank: same value
+            pool = trainer.datamodule.val_pool
+            val = module.validation_loss(pool)  # every rank: same value
+            per_sensor = sensor_losses(module, pool)
             if trainer.global_rank == 0:
                 write_checkpoint(self.run_dir, module, seen, trainer.current_epoch, val,
                                  getattr(module, "last_train_loss", None),
                                  getattr(module, "last_val_parts", None),
-                                 getattr(module, "last_train_parts", None))
+                                 getattr(module, "last_train_parts", None), per_sensor)
             trainer.save_checkpoint(str(self.run_dir / "last.ckpt"))
             if self.config.keep_resume_checkpoints:
                 step = seen // self.config.batch_size
