@@ -60,8 +60,10 @@ class ModelCard:
     """How raw values are stretched before normalising (:mod:`momo_geo.preprocess`):
     ``scene_percentile`` (one range for the whole scene) or ``tile_minmax`` (each tile by its
     own min/max, as MOMO's released checkpoints were pretrained)."""
-    normalization: dict[str, float] = field(default_factory=lambda: {"mean": 0.5006,
-                                                                     "std": 0.1664})
+    normalization: dict[str, Any] = field(default_factory=lambda: {"mean": 0.5006,
+                                                                   "std": 0.1664})
+    """Statistics after stretching, ``(x - mean) / std``: one number each (every channel), or one
+    per input channel (:mod:`momo_geo.normalization`). The one record every path reads."""
     sensors: list[str] = field(default_factory=lambda: ["hirise", "ctx", "themis"])
     gsd: float | None = None
     """Nominal GSD (m/px) the model was trained at; scenes far off it are resampled to it."""
@@ -102,7 +104,7 @@ class ModelCard:
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
         _check_classes(self.classes)
         _check_floors(self.min_confidence, self.class_names)
-        _check_normalization(self.normalization)
+        _check_normalization(self.normalization, self.in_chans)
         _check_sizes(self)
         if self.weights_sha256 and not _is_hex(self.weights_sha256, 64):
             raise MomoGeoError("model card: weights_sha256 must be 64 hexadecimal digits, not "
@@ -188,13 +190,23 @@ def _number(value: Any) -> bool:
         value)
 
 
-def _check_normalization(normalization: Any) -> None:
-    """``{"mean": finite, "std": > 0}``: what every tile is standardised with."""
+def _check_normalization(normalization: Any, in_chans: Any = 1) -> None:
+    """``{"mean": finite, "std": > 0}``, each a number or a list of one per input channel: what
+    every tile is standardised with."""
     if not isinstance(normalization, dict) or not {"mean", "std"} <= set(normalization):
         raise MomoGeoError("model card: normalization must be {\"mean\": ..., \"std\": ...}, "
                            f"not {normalization!r}")
     mean, std = normalization["mean"], normalization["std"]
-    if not _number(mean) or not _number(std) or std <= 0:
+    if isinstance(mean, list) or isinstance(std, list):
+        if not (isinstance(mean, list) and isinstance(std, list)
+                and len(mean) == len(std) == in_chans):
+            raise MomoGeoError(f"model card: per-channel normalization needs a list of "
+                               f"{in_chans} means and {in_chans} stds (in_chans), not mean "
+                               f"{mean!r}, std {std!r}")
+        pairs = list(zip(mean, std, strict=True))
+    else:
+        pairs = [(mean, std)]
+    if any(not _number(m) or not _number(s) or s <= 0 for m, s in pairs):
         raise MomoGeoError(f"model card: normalization needs a finite mean and a std above 0, "
                            f"not mean {mean!r}, std {std!r}")
 

@@ -14,12 +14,14 @@ mapping) calls :func:`to_model_input`, and the model card's ``value_scaling`` sa
 - ``"tile_minmax"``: each tile stretched to [0, 1] by its own valid min and max, as MOMO's
   released checkpoints were pretrained (kept for imported weights and older bundles).
 
-After stretching, values are standardised with the card's ``normalization`` mean and std, and
-nodata pixels are set to 0 (the normalised mean) so they carry no signal.
+After stretching, values are standardised with the card's ``normalization`` mean and std (one
+number, or one per input channel: :mod:`momo_geo.normalization`), and nodata pixels are set to 0
+(the normalised mean) so they carry no signal.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -87,23 +89,35 @@ def tile_minmax(tiles: torch.Tensor, valid: torch.Tensor | None = None,
     return torch.where(flat_tile, torch.full_like(stretched, 0.5), stretched).clamp_(0.0, 1.0)
 
 
-def to_model_input(tiles: torch.Tensor, mean: float, std: float, in_chans: int = 3,
+def to_model_input(tiles: torch.Tensor, mean: float | Sequence[float],
+                   std: float | Sequence[float], in_chans: int = 3,
                    valid: torch.Tensor | None = None,
                    value_range: tuple[Any, Any] | None = None) -> torch.Tensor:
     """Grey tiles ``(B, 1, H, W)`` of raw values -> normalised ``(B, in_chans, H, W)`` float.
 
     Steps: stretch (by the scene's ``value_range`` when given, else each tile by its own valid
-    min and max), ``(x - mean) / std``, nodata set to 0 (the normalised mean), the grey band
-    replicated to ``in_chans`` channels.
+    min and max), the grey band replicated to ``in_chans`` channels, ``(x - mean) / std`` (with
+    one ``mean``/``std`` per channel when they are sequences, as for ImageNet statistics), nodata
+    set to 0 (the normalised mean).
     """
     if tiles.ndim != 4 or tiles.shape[1] != 1:
         raise ValueError(f"expected grey tiles (B, 1, H, W), got {tuple(tiles.shape)}")
     stretched = tile_minmax(tiles, valid) if value_range is None else \
         stretch_range(tiles, value_range)
-    x = (stretched - mean) / std
+    if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
+        x = (stretched - mean) / std
+        if valid is not None:
+            x = torch.where(valid, x, torch.zeros_like(x))
+        return x.expand(-1, in_chans, -1, -1).contiguous() if in_chans != 1 else x
+    from momo_geo.normalization import channel_stats
+
+    means, stds = channel_stats({"mean": list(mean), "std": list(std)}, in_chans)  # type: ignore[arg-type]
+    m = torch.tensor(means, dtype=torch.float32, device=stretched.device).view(1, -1, 1, 1)
+    s = torch.tensor(stds, dtype=torch.float32, device=stretched.device).view(1, -1, 1, 1)
+    x = (stretched.expand(-1, in_chans, -1, -1) - m) / s
     if valid is not None:
         x = torch.where(valid, x, torch.zeros_like(x))
-    return x.expand(-1, in_chans, -1, -1).contiguous() if in_chans != 1 else x
+    return x.contiguous()
 
 
 def to_grey(pixels: torch.Tensor, bands: str = "mean") -> torch.Tensor:

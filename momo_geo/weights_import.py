@@ -11,6 +11,14 @@ The encoder keys already match timm's ``VisionTransformer``; importing drops the
 ``fc_norm.*`` for average pooling, resizes the 14 × 14 position embedding for other input sizes,
 checks every shape against the architecture and writes a safetensors bundle (which never
 unpickles anything again).
+
+Input statistics: MOMO pretrained these encoders on tiles stretched per tile to [0, 1] and then
+standardised with *ImageNet's per-channel* mean and std (the grey band replicated to RGB), so the
+card records exactly that (``value_scaling = "tile_minmax"``, ``normalization`` =
+:data:`momo_geo.normalization.IMAGENET_NORMALIZATION`, one number per channel), not Mars
+statistics. A 1-channel import (``in_chans=1``) folds those statistics into the patch kernel and
+bias (:func:`momo_geo.normalization.fold_patch_embed`) and records the one-number statistics the
+folded kernel expects, so it gives the 3-channel model's tokens for any grey tile.
 """
 
 from __future__ import annotations
@@ -108,30 +116,46 @@ def import_weights(path: str | os.PathLike[str], arch: str, output: str | os.Pat
     """
     from momo_geo.bundle import ModelCard, save_bundle, sha256_file
     from momo_geo.models.vit import create_encoder, encoder_config
-    from momo_geo.sensors import ALL_SENSORS_NORMALIZATION, get_sensor
+    from momo_geo.normalization import (
+        IMAGENET_NORMALIZATION,
+        fold_patch_embed,
+        grey_normalization,
+    )
+    from momo_geo.sensors import get_sensor
 
     path = Path(path)
     output = Path(output)
     inputs = [path, *inputs]
     check_target(output, overwrite=overwrite, inputs=inputs, bundle=True)
     state, args = load_released_checkpoint(path)
-    encoder = create_encoder(arch, img_size=img_size, in_chans=in_chans, global_pool=global_pool)
-    weights = mae_to_encoder(state, encoder)
+    if in_chans not in (1, 3):
+        raise MomoGeoError(f"in_chans must be 3 (as released) or 1 (grey, folded), not {in_chans}")
+    rgb = create_encoder(arch, img_size=img_size, in_chans=3, global_pool=global_pool)
+    weights = mae_to_encoder(state, rgb)
+    normalization: dict[str, Any] = {k: list(v) for k, v in IMAGENET_NORMALIZATION.items()}
+    encoder = rgb
+    if in_chans == 1:
+        encoder = create_encoder(arch, img_size=img_size, in_chans=1, global_pool=global_pool)
+        grey = grey_normalization(normalization)
+        weights = fold_patch_embed(weights, normalization, grey)
+        encoder.load_state_dict(weights)  # checks the folded shapes
+        normalization = grey
     sensors = RELEASED_SENSORS.get(path.stem.lower(), ["hirise", "ctx", "themis"])
-    norm = (get_sensor(sensors[0]).normalization if len(sensors) == 1
-            else ALL_SENSORS_NORMALIZATION)
     gsd = [min(get_sensor(s).gsd_range[0] for s in sensors),
            max(get_sensor(s).gsd_range[1] for s in sensors)]
     card = ModelCard(
         name=name or f"momo-{path.stem}-{arch}",
         task="pretrain",
         architecture=encoder_config(encoder, arch),
-        input_size=img_size, in_chans=in_chans,
-        normalization={"mean": norm.mean, "std": norm.std},
-        sensors=sensors, gsd_range=gsd, tile_size=img_size,
+        input_size=img_size, in_chans=in_chans, value_scaling="tile_minmax",
+        normalization=normalization,
+        sensors=sensors, gsd_range=gsd, tile_size=img_size, tile_overlap=min(32, img_size // 4),
         training={"kind": "imported", "source_file": path.name,
                   "source_sha256": sha256_file(path),
                   "source_input_size": args.get("input_size", 224),
+                  "normalization": "ImageNet per-channel statistics, as MOMO pretrained"
+                                   + (" (folded into the 1-channel patch kernel)"
+                                      if in_chans == 1 else ""),
                   "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}},
         license="as released by the MOMO authors (see their repository); not relicensed here",
         description=f"Encoder imported from the released MOMO checkpoint {path.name} "

@@ -134,3 +134,44 @@ def test_cli_import_and_offline_hub(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(MomoGeoError, match="could not download momo.pth"):
         download_released("example/momo", "momo.pth", cache_dir=str(tmp_path / "hub"))
+
+
+def test_imported_statistics_are_imagenet_and_the_grey_fold_is_exact(tmp_path) -> None:
+    """MOMO pretrained with ImageNet's per-channel statistics: the card says so, and the
+    1-channel import (statistics folded into the patch kernel and bias) gives the 3-channel
+    model's features for a grey tile, where a plain kernel sum does not."""
+    from momo_geo.normalization import IMAGENET_NORMALIZATION
+    from momo_geo.preprocess import to_model_input
+
+    state = _released_like(tmp_path / "momo.pth")
+    state["patch_embed.proj.bias"] = torch.randn_like(state["patch_embed.proj.bias"]) * 0.1
+    torch.save({"model": state, "args": argparse.Namespace(input_size=224)},
+               tmp_path / "momo.pth")
+    rgb = load_bundle(import_weights(tmp_path / "momo.pth", "vit_tiny", tmp_path / "rgb.bundle",
+                                     img_size=32))
+    grey = load_bundle(import_weights(tmp_path / "momo.pth", "vit_tiny",
+                                      tmp_path / "grey.bundle", img_size=32, in_chans=1))
+    assert rgb.card.normalization == IMAGENET_NORMALIZATION
+    assert rgb.card.value_scaling == grey.card.value_scaling == "tile_minmax"
+    assert grey.card.normalization == {"mean": pytest.approx(0.449, abs=1e-6),
+                                       "std": pytest.approx(0.226, abs=1e-6)}
+    torch.manual_seed(5)
+    tile = torch.rand(2, 1, 32, 32) * 900 + 40  # raw grey values
+    inputs = {}
+    for name, bundle in (("rgb", rgb), ("grey", grey)):
+        norm = bundle.card.normalization
+        inputs[name] = to_model_input(tile, norm["mean"], norm["std"], bundle.card.in_chans)
+    with torch.no_grad():
+        want = rgb.build_model().forward_features(inputs["rgb"])
+        got = grey.build_model().forward_features(inputs["grey"])
+        assert inputs["rgb"].shape[1] == 3 and inputs["grey"].shape[1] == 1
+        assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
+        # the old plain kernel sum is not exact under per-channel statistics
+        summed = grey.build_model()
+        sd = summed.state_dict()
+        sd["patch_embed.proj.weight"] = rgb.state_dict["patch_embed.proj.weight"].sum(
+            1, keepdim=True)
+        sd["patch_embed.proj.bias"] = rgb.state_dict["patch_embed.proj.bias"]
+        summed.load_state_dict(sd)
+        plain = to_model_input(tile, 0.449, 0.226, 1)
+        assert float((summed.forward_features(plain) - want).abs().max()) > 1e-2

@@ -58,8 +58,11 @@ def test_run_momo_end_to_end(momo_run: Path) -> None:
         assert all((run / r["checkpoint"]).is_file() for r in rows)
         config = json.loads((run / "config.json").read_text())
         assert config["sensors"] == [sensor] and config["init_from"].endswith("base")
-        training = load_bundle(run / "encoder.bundle").card.training
+        sensor_card = load_bundle(run / "encoder.bundle").card
+        training = sensor_card.training
         assert training["init"] == "mae"
+        # one set of statistics for the whole experiment: the base's (joint), recorded once
+        assert sensor_card.normalization == base.card.normalization
         assert training["loss"]["weights"] == SENSOR_LOSS
         assert "not LPIPS" in training["loss"]["feature_network"]
         # every enabled term is logged on its own, on the validation chips and in training
@@ -76,6 +79,7 @@ def test_run_momo_end_to_end(momo_run: Path) -> None:
     assert "spread (max - min val_loss)" in (momo_run / "evl_report.txt").read_text()
 
     merged = load_bundle(momo_run / "momo.bundle")
+    assert merged.card.normalization == base.card.normalization
     recipe = merged.card.merge
     assert recipe["method"] == "task-arithmetic" and recipe["lambda"] == 0.5
     assert recipe["evl_spread"] == pytest.approx(report["spread"])
@@ -102,7 +106,8 @@ def test_cli_evl_and_merge(momo_run: Path, tmp_path: Path) -> None:
     assert "Checkpoint selection: best" in result.output
     best = json.loads((tmp_path / "best.json").read_text())
     for sensor in ("hirise", "ctx", "themis"):
-        lowest = min(float(r["val_loss"]) for r in _log(momo_run / sensor))
+        # runs validated on all sensors log each sensor's loss; early stopping reads its own
+        lowest = min(float(r[f"val_loss_{sensor}"]) for r in _log(momo_run / sensor))
         assert best["chosen"][sensor]["val_loss"] == pytest.approx(lowest)
 
     result = runner.invoke(cli, ["merge", "--runs", *runs, "--method", "ties", "-o",

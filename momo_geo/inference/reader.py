@@ -63,8 +63,9 @@ class Batch:
 class Normalizer:
     """How raw values become model input: the card's band choice, stretch and statistics."""
 
-    mean: float
-    std: float
+    mean: float | list[float]
+    std: float | list[float]
+    """The card's statistics: one number, or one per channel (:mod:`momo_geo.normalization`)."""
     in_chans: int
     bands: str = "mean"
     pad_to: tuple[int, int] | None = None

@@ -62,7 +62,7 @@ def merge_checkpoints(base: str | os.PathLike[str], checkpoints: Mapping[str, st
     ``notes`` are added to the card's ``merge`` record (e.g. how λ was searched).
     """
     from momo_geo.bundle import ModelCard, load_bundle, load_card, save_bundle, sha256_file
-    from momo_geo.sensors import ALL_SENSORS_NORMALIZATION, get_sensor
+    from momo_geo.sensors import get_sensor
 
     if not checkpoints:
         raise MomoGeoError("merging needs at least one checkpoint")
@@ -118,14 +118,14 @@ def merge_checkpoints(base: str | os.PathLike[str], checkpoints: Mapping[str, st
                max(get_sensor(s).gsd_range[1] for s in known)]
     else:
         gsd = base_card.gsd_range
-    norm = (ALL_SENSORS_NORMALIZATION if len(known) != 1 else get_sensor(known[0]).normalization)
+    # the merged encoder takes the inputs its base (and every continuation of it) was trained on
     card = ModelCard(
         name=name or f"momo-merged-{method}",
         task="pretrain",
         architecture=dict(base_card.architecture),
         input_size=base_card.input_size, bands=base_card.bands, in_chans=base_card.in_chans,
         value_scaling=base_card.value_scaling,
-        normalization={"mean": norm.mean, "std": norm.std},
+        normalization=dict(base_card.normalization),
         sensors=known or list(base_card.sensors), gsd_range=gsd,
         tile_size=base_card.tile_size, tile_overlap=base_card.tile_overlap,
         merge=recipe, training=dict(base_card.training), license=base_card.license,

@@ -119,9 +119,29 @@ class Recipe:
         return cls(**data)
 
 
+def task_normalization(recipe: Recipe, encoder: ModelCard | None = None) -> dict[str, Any]:
+    """The task model's input statistics: the encoder bundle's recorded ones (folded to one
+    grey number when a per-channel encoder becomes a 1-channel model, see
+    :func:`momo_geo.normalization.fold_patch_embed`), else the recipe's for a model without a
+    pretrained encoder. The stretch (``value_scaling``) stays the recipe's choice."""
+    from momo_geo.normalization import grey_normalization, is_per_channel
+
+    if encoder is None:
+        mean, std = recipe_normalization(recipe)
+        return {"mean": mean, "std": std}
+    if is_per_channel(encoder.normalization) and recipe.in_chans != encoder.in_chans:
+        if recipe.in_chans != 1:
+            raise MomoGeoError(f"a {encoder.in_chans}-channel encoder with per-channel "
+                               f"statistics fits a 1- or {encoder.in_chans}-channel model, "
+                               f"not {recipe.in_chans}")
+        return grey_normalization(encoder.normalization)
+    return dict(encoder.normalization)
+
+
 def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
-              name: str | None = None) -> ModelCard:
-    """The card of a task model (metrics, training filled in after training)."""
+              name: str | None = None, encoder: ModelCard | None = None) -> ModelCard:
+    """The card of a task model (metrics, training filled in after training); ``encoder``: the
+    card of the encoder bundle it starts from, whose statistics it takes."""
     kind = TASK_KIND[task]
     if kind == "classification":
         names = classes or list(LANDMARK_COLORS)
@@ -130,11 +150,10 @@ def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
     else:
         class_info = list(CRATER_CLASSES)
     arch = task_architecture(kind, recipe)
-    mean, std = recipe_normalization(recipe)
     return ModelCard(name=name or f"{task}-{arch['encoder']}", task=kind, architecture=arch,
                      input_size=recipe.input_size, in_chans=recipe.in_chans,
                      value_scaling=recipe.value_scaling,
-                     normalization={"mean": mean, "std": std},
+                     normalization=task_normalization(recipe, encoder),
                      sensors=[TASK_SENSOR[task]], gsd=TASK_GSD[task], classes=class_info,
                      source_tile=TASK_CROP_PX.get(task),
                      tile_size=recipe.input_size, tile_overlap=recipe.input_size // 4)
@@ -170,7 +189,12 @@ def uses_encoder(model: torch.nn.Module) -> bool:
 
 def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch.nn.Module,
                                                                           dict[str, Any] | None]:
-    """Task model with the encoder bundle's weights (random encoder if ``None``)."""
+    """Task model with the encoder bundle's weights (random encoder if ``None``).
+
+    An encoder with per-channel statistics going into a 1-channel model has them folded into
+    its patch kernel (exact for grey input), matching the card's one-number statistics."""
+    from momo_geo.normalization import fold_patch_embed, is_per_channel
+
     model = create_model(card)
     merge = None
     if encoder_bundle is not None and not uses_encoder(model):
@@ -180,7 +204,11 @@ def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch
         bundle = load_bundle(encoder_bundle)
         if bundle.card.task != "pretrain":
             raise MomoGeoError(f"{encoder_bundle}: not an encoder (pretrain) bundle")
-        load_encoder_weights(model, bundle.state_dict)
+        state = bundle.state_dict
+        if is_per_channel(bundle.card.normalization) and card.in_chans == 1:
+            state = fold_patch_embed({k.removeprefix("encoder."): v for k, v in state.items()},
+                                     bundle.card.normalization, card.normalization)
+        load_encoder_weights(model, state)
         merge = bundle.card.merge
     return model, merge
 
@@ -235,17 +263,19 @@ __getattr__ = lazy_classes(__name__, {"FineTuneModule": _finetune_module_class})
 
 def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: Recipe,
                     class_weight: torch.Tensor | None = None,
-                    curve: Callable[[int], None] | None = None) -> float:
+                    curve: Callable[[int], None] | None = None,
+                    normalization: dict[str, Any] | None = None) -> float:
     """Train ``model`` in place on Lightning; returns the seconds it took.
 
     ``curve(epoch)`` runs after every ``recipe.curve_every`` epochs (and after the last one).
+    ``normalization``: the task card's statistics (:func:`task_normalization`).
     """
     L = require_lightning("fine-tuning")
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     recipe.loss = recipe.loss or ("ce" if TASK_KIND[task] == "classification" else "dice_ce")
     if uses_encoder(model):
         freeze_encoder(model, recipe.frozen)
-    chips = EpochChips(task, data, recipe)
+    chips = EpochChips(task, data, recipe, normalization)
     steps = chips.batches_per_epoch() * recipe.epochs
     module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight)
     loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)
@@ -338,13 +368,16 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     if train_data is None:
         parts = [load_task_data(task_of_root(task, root), root, "train") for root in roots]
         train_data, select = selection_split(task, parts, recipe, extra_train)
+    encoder_card = None
     if encoder_bundle is not None:
-        # The encoder's own architecture (e.g. vit_base for the full-size recipe) decides.
+        # The encoder's own architecture (e.g. vit_base for the full-size recipe) and its
+        # recorded input statistics decide.
         from momo_geo.bundle import load_card
 
-        recipe.encoder = load_card(encoder_bundle).architecture["encoder"]
+        encoder_card = load_card(encoder_bundle)
+        recipe.encoder = encoder_card.architecture["encoder"]
     torch.manual_seed(recipe.seed)
-    card = task_card(task, recipe, train_data.classes or None, name)
+    card = task_card(task, recipe, train_data.classes or None, name, encoder_card)
     model, merge = build_task_model(card, encoder_bundle)
     points: list[dict[str, Any]] = []
     curve = None
@@ -352,7 +385,7 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
         per_epoch = batches_per_epoch(task, train_data, recipe) * recipe.batch_size
         curve = learning_curve(model, card, select, recipe, per_epoch, points)
     seconds = train_lightning(model, task, train_data, recipe,
-                              _class_weight(recipe, card, train_data), curve)
+                              _class_weight(recipe, card, train_data), curve, card.normalization)
     card.merge = merge
     card.training = {
         "encoder_bundle": str(Path(encoder_bundle).name) if encoder_bundle else None,
@@ -363,12 +396,13 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
         "learning_curve": points,
         "seconds": round(seconds, 1),
         "kind": kind,
+        "normalization_from": "encoder bundle" if encoder_card is not None else "recipe",
     }
     card.description = description
     for key, value in (card_fields or {}).items():
         setattr(card, key, value)
     path = save_bundle(out, model.state_dict(), card, overwrite=overwrite, half=half)
-    if select is not None and kind == "segmentation" and select.circles is not None:
+    if select is not None and (kind == "classification" or select.circles is not None):
         from momo_geo.training.calibrate import calibrate_bundle
 
         calibrate_bundle(path, select)

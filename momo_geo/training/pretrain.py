@@ -69,6 +69,13 @@ class PretrainConfig:
     """Weight of each loss term, 0 = off (:mod:`momo_geo.models.losses`): ``pixel``, ``ssim``,
     ``gradient``, ``feature`` (old name ``perceptual``). Each enabled term is logged on its own
     in ``val_log.csv``."""
+    statistics: str = "auto"
+    """Input statistics of every chip of the run (training and validation), and what the
+    bundle records: ``joint`` (the all-sensor statistics, for every sensor: the MOMO experiment,
+    whose sensor runs must see the base's inputs for their task vectors to be comparable),
+    ``sensor`` (a one-sensor run's own statistics), or ``auto`` (default): the normalisation
+    recorded by the ``init_from`` bundle or run when there is one (a continuation keeps its
+    encoder's inputs), else ``joint``. Decided in one place: :attr:`normalization`."""
     seed: int = 0
     init_from: str | None = None
     """A run folder (continues encoder+decoder), a bundle or an encoder ``.safetensors``."""
@@ -125,6 +132,12 @@ class PretrainConfig:
                                f"batch of {self.batch_size}")
         if self.checkpoint_every < 1:
             raise MomoGeoError("checkpoint_every must be positive")
+        if self.statistics not in ("auto", "joint", "sensor"):
+            raise MomoGeoError(f"statistics must be auto, joint or sensor, not "
+                               f"{self.statistics!r}")
+        if self.statistics == "sensor" and len(self.sensors) != 1:
+            raise MomoGeoError("statistics 'sensor' needs a one-sensor run; several sensors "
+                               "share the joint statistics")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
@@ -150,13 +163,32 @@ class PretrainConfig:
         return self.samples // self.batch_size
 
     @property
-    def normalization(self) -> dict[str, float]:
-        """The card's normalisation: the sensor's own, or the all-sensor statistics."""
-        if len(self.sensors) == 1:
+    def normalization(self) -> dict[str, Any]:
+        """The one place that decides the run's input statistics (see :attr:`statistics`):
+        every chip is normalised with them and the bundle records them."""
+        if self.statistics == "auto" and self.init_from:
+            recorded = recorded_normalization(self.init_from)
+            if recorded is not None:
+                return recorded
+        if self.statistics == "sensor":
             norm = get_sensor(self.sensors[0]).normalization
         else:
             norm = ALL_SENSORS_NORMALIZATION
         return {"mean": norm.mean, "std": norm.std}
+
+
+def recorded_normalization(init_from: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``normalization`` recorded by a bundle, or by a run's ``encoder.bundle``; ``None``
+    for a bare ``.safetensors`` (nothing recorded) or a run without a bundle yet."""
+    path = Path(init_from)
+    for folder in (path, path / "encoder.bundle"):
+        card = folder / "card.json"
+        if card.is_file():
+            try:
+                return dict(json.loads(card.read_text())["normalization"])
+            except (OSError, json.JSONDecodeError, KeyError, TypeError):
+                raise MomoGeoError(f"{card}: no readable normalization") from None
+    return None
 
 
 def resolve_sensors(value: list[str] | str) -> list[str]:

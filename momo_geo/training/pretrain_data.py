@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from momo_geo.errors import MomoGeoError
-from momo_geo.sensors import SENSORS, get_sensor
+from momo_geo.sensors import SENSORS
 from momo_geo.training._lightning import lazy_classes, require_lightning
 
 if TYPE_CHECKING:
@@ -40,14 +40,15 @@ class ChipPool(torch.utils.data.Dataset):
 
 def build_pool(config: PretrainConfig, split: str, count: int, seed: int,
                sensors: list[str] | None = None) -> ChipPool:
-    """``count`` chips per sensor, each normalised with its sensor's statistics.
+    """``count`` chips per sensor, every one normalised by :func:`pretrain_input` with the
+    run's statistics (:attr:`PretrainConfig.normalization`, the same for every sensor).
 
     A sensor's chips depend on (seed, sensor) only, so runs with the same seed share them.
     """
-    from momo_geo.preprocess import to_model_input
     from momo_geo.training.chips import default_data_root, load_chips, load_scene_chips
 
     root = Path(config.data_root) if config.data_root else default_data_root()
+    normalization = config.normalization
     images, names = [], []
     for sensor in sensors or config.sensors:
         k = SENSOR_NAMES.index(sensor)
@@ -61,10 +62,19 @@ def build_pool(config: PretrainConfig, split: str, count: int, seed: int,
         if from_scenes:
             raw = torch.cat([raw, from_scenes[0]])
             valid = torch.cat([valid, from_scenes[1]])
-        norm = get_sensor(sensor).normalization
-        images.append(to_model_input(raw, norm.mean, norm.std, in_chans=3, valid=valid))
+        images.append(pretrain_input(raw, valid, normalization))
         names += [sensor] * len(raw)
     return ChipPool(torch.cat(images), names)
+
+
+def pretrain_input(raw: torch.Tensor, valid: torch.Tensor | None,
+                   normalization: dict[str, Any]) -> torch.Tensor:
+    """Raw grey chips -> the MAE's input: per-tile stretch (the card's ``tile_minmax``), the
+    run's statistics, 3 channels (the pretraining path of :mod:`momo_geo.preprocess`)."""
+    from momo_geo.preprocess import to_model_input
+
+    return to_model_input(raw, normalization["mean"], normalization["std"], in_chans=3,
+                          valid=valid)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):

@@ -31,20 +31,27 @@ if TYPE_CHECKING:
     from momo_geo.training.finetune import Recipe
 
 
-def normalise(raw: torch.Tensor, recipe: Recipe, ranges: torch.Tensor | None = None
-              ) -> torch.Tensor:
+def normalise(raw: torch.Tensor, recipe: Recipe, ranges: torch.Tensor | None = None,
+              normalization: dict[str, Any] | None = None) -> torch.Tensor:
     """Raw grey chips ``(B, 1, S, S)`` -> model input, through the one shared preprocessing.
 
     ``ranges``: ``(B, 2)`` scene range of each chip's source image (``scene_percentile``).
+    ``normalization``: the task card's statistics (fine-tuning passes them: they are the
+    encoder's); ``None``: :func:`recipe_normalization` (models without an encoder, probes).
     """
-    mean, std = recipe_normalization(recipe)
+    if normalization is None:
+        mean, std = recipe_normalization(recipe)
+        normalization = {"mean": mean, "std": std}
     value_range = None if ranges is None else (ranges[:, 0], ranges[:, 1])
-    return to_model_input(raw, mean, std, recipe.in_chans, value_range=value_range)
+    return to_model_input(raw, normalization["mean"], normalization["std"], recipe.in_chans,
+                          value_range=value_range)
 
 
 def recipe_normalization(recipe: Recipe) -> tuple[float, float]:
-    """Mean and std after stretching: MOMO's statistics for its per-tile stretch, and fixed
-    (0.5, 0.25) for the scene-wide percentile stretch, whose 1st..99th percentiles span [0, 1]."""
+    """Mean and std after stretching for a model *without* a pretrained encoder (a fine-tuned
+    encoder's recorded statistics win: :func:`momo_geo.training.finetune.task_normalization`):
+    the all-sensor statistics for the per-tile stretch, and fixed (0.5, 0.25) for the scene-wide
+    percentile stretch, whose 1st..99th percentiles span [0, 1]."""
     if recipe.value_scaling == "scene_percentile":
         return SCENE_PERCENTILE_NORMALIZATION
     return ALL_SENSORS_NORMALIZATION.mean, ALL_SENSORS_NORMALIZATION.std
@@ -191,15 +198,19 @@ def batches_per_epoch(task: str, data: TaskData, recipe: Recipe) -> int:
 
 
 class EpochChips(torch.utils.data.IterableDataset):
-    """Fresh crater chips each epoch (seeded), landmarks shuffled; yields normalised batches."""
+    """Fresh crater chips each epoch (seeded), landmarks shuffled; yields normalised batches.
 
-    def __init__(self, task: str, data: TaskData, recipe: Recipe) -> None:
+    ``normalization``: the task card's statistics (see :func:`normalise`)."""
+
+    def __init__(self, task: str, data: TaskData, recipe: Recipe,
+                 normalization: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.task, self.data, self.recipe = task, data, recipe
+        self.normalization = normalization
         self.epoch = 0
         if TASK_KIND[task] == "classification":
             self.x = normalise(resize_crops(data.images, recipe.input_size), recipe,
-                               image_ranges(data.images, recipe))
+                               image_ranges(data.images, recipe), normalization)
             self.y = torch.tensor(data.targets, dtype=torch.int64)
         else:
             self.ranges = image_ranges(data.images, recipe)
@@ -228,7 +239,7 @@ class EpochChips(torch.utils.data.IterableDataset):
             raw, mask, which = crater_chips(self.data, self.batches_per_epoch() * bs,
                                             self.recipe.input_size, rng, targets=self.targets)
             ranges = None if self.ranges is None else self.ranges[torch.from_numpy(which)]
-            x = normalise(raw, self.recipe, ranges)
+            x = normalise(raw, self.recipe, ranges, self.normalization)
             for b in range(self.batches_per_epoch()):
                 yield x[b * bs:(b + 1) * bs], mask[b * bs:(b + 1) * bs]
 
