@@ -224,15 +224,17 @@ def _score_craters(predictor: Any, data: TaskData, gsd: float | None, min_diamet
                    n_boot: int) -> dict[str, Any]:
     """Pixel and object metrics of a segmentation model on every image of ``data``."""
     positive = crater_class(predictor.card)
-    counts, matches = [], []
+    counts, pixels, matches = [], [], []
     for i, (image, mask) in enumerate(zip(data.images, data.targets, strict=True)):
         class_map = predict_mask(predictor, image)
         counts.append(pixel_counts(class_map, mask, positive=positive))
+        pixels.append(class_map.size)  # for the background class's IoU
         if data.circles is not None:
             x, y, d = np.asarray(data.circles[i], dtype=np.float64).reshape(-1, 3).T
             matches.append(match_craters(mask_to_circles(class_map, positive),
                                          Circles.of(x, y, d), min_diameter))
-    report = segmentation_report(np.array(counts, dtype=np.int64), n_boot)
+    report = segmentation_report(np.array(counts, dtype=np.int64), n_boot,
+                                 pixels=np.array(pixels, dtype=np.int64))
     if data.circles is not None:
         report.update(crater_report(matches, gsd, min_diameter, n_boot))
     return report

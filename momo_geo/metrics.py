@@ -124,10 +124,20 @@ def pixel_counts(pred: np.ndarray, truth: np.ndarray, positive: int = 1,
     return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
 
 
-def segmentation_metrics(counts: np.ndarray) -> dict[str, float]:
-    """From per-image ``(tp, fp, fn)`` rows: dataset IoU, per-image mean IoU, pixel F1.
+def segmentation_metrics(counts: np.ndarray, pixels: np.ndarray | None = None
+                         ) -> dict[str, float]:
+    """From per-image ``(tp, fp, fn)`` rows of the crater class: its IoU, per-image means, F1.
 
-    The per-image mean skips images where prediction and truth are both empty (IoU undefined).
+    - ``iou``: the crater class's IoU with pixels pooled over all images;
+    - ``iou_per_image_mean``: the mean of per-image IoUs over the images where it is defined
+      (images with neither truth nor prediction are skipped);
+    - ``iou_per_image_mean_authors``: the MOMO authors' convention — such an empty/empty image
+      scores 1.0 (a correct "no crater") and every image counts; the number to put beside the
+      paper's crater mIoU;
+    - with ``pixels`` (the valid pixel count of each image): ``iou_background`` (the background
+      class's pooled IoU, tn / (tn + fp + fn)) and ``miou_with_background``, the mean of the two
+      classes' pooled IoUs, as a confusion-matrix mIoU over {background, crater} computes it —
+      the Mars-Bench leaderboard's convention, which averages in the background class.
     """
     counts = np.asarray(counts, dtype=np.float64).reshape(-1, 3)
     tp, fp, fn = counts.sum(axis=0)
@@ -135,11 +145,20 @@ def segmentation_metrics(counts: np.ndarray) -> dict[str, float]:
     per_union = counts.sum(axis=1)
     defined = per_union > 0
     per_image = counts[defined, 0] / per_union[defined]
-    return {
+    authors = np.where(defined, counts[:, 0] / np.where(defined, per_union, 1.0), 1.0)
+    out = {
         "iou": float(tp / union) if union else 0.0,
         "iou_per_image_mean": float(per_image.mean()) if defined.any() else 0.0,
+        "iou_per_image_mean_authors": float(authors.mean()) if len(counts) else 0.0,
         "f1_pixel": float(2 * tp / (2 * tp + fp + fn)) if union else 0.0,
     }
+    if pixels is not None:
+        total = float(np.asarray(pixels, dtype=np.float64).reshape(-1).sum())
+        tn = total - union
+        background = tn / (tn + fp + fn) if tn + fp + fn > 0 else 0.0
+        out["iou_background"] = float(background)
+        out["miou_with_background"] = float((out["iou"] + background) / 2)
+    return out
 
 
 # ----------------------------------------------------------------------------- crater objects
@@ -421,13 +440,16 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], n_classe
     return result
 
 
-def segmentation_report(counts: np.ndarray, n_boot: int = N_BOOT,
-                        seed: int = 0) -> dict[str, Any]:
-    """Metrics plus bootstrap intervals (over images) for crater segmentation."""
+def segmentation_report(counts: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
+                        pixels: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics plus bootstrap intervals (over images) for crater segmentation; ``pixels`` (valid
+    pixels per image) adds the background-class IoU and the two-class mIoU
+    (:func:`segmentation_metrics`)."""
     counts = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
+    px = None if pixels is None else np.asarray(pixels, dtype=np.int64).reshape(-1)
     result: dict[str, Any] = {"n": int(len(counts))}
-    result.update(segmentation_metrics(counts))
+    result.update(segmentation_metrics(counts, px))
     if len(counts):
-        result.update(bootstrap_ci(len(counts), lambda i: segmentation_metrics(counts[i]),
-                                   n_boot, seed=seed))
+        result.update(bootstrap_ci(len(counts), lambda i: segmentation_metrics(
+            counts[i], None if px is None else px[i]), n_boot, seed=seed))
     return result

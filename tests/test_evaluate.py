@@ -61,6 +61,24 @@ def test_dataset_iou_pools_pixels_while_per_image_mean_weighs_images() -> None:
 def test_empty_images_do_not_count_in_the_per_image_mean() -> None:
     m = segmentation_metrics(np.array([[3, 1, 0], [0, 0, 0]]))
     assert m["iou_per_image_mean"] == pytest.approx(0.75)
+    # the MOMO authors' convention: an empty/empty image is a correct "no crater", 1.0
+    assert m["iou_per_image_mean_authors"] == pytest.approx((0.75 + 1.0) / 2)
+    assert "miou_with_background" not in m  # needs the pixel counts
+
+
+def test_miou_with_background_averages_the_two_classes_pooled() -> None:
+    """Two 10-pixel images: (tp, fp, fn) = (3, 1, 0) and (0, 0, 2). Pooled: crater IoU
+    3 / 6 = 0.5; background tn = 20 - 6 = 14, IoU 14 / (14 + 1 + 2) = 14 / 17; the mIoU over
+    {background, crater} is their mean."""
+    m = segmentation_metrics(np.array([[3, 1, 0], [0, 0, 2]]), pixels=np.array([10, 10]))
+    assert m["iou"] == pytest.approx(0.5)
+    assert m["iou_background"] == pytest.approx(14 / 17)
+    assert m["miou_with_background"] == pytest.approx((0.5 + 14 / 17) / 2)
+    assert m["iou_per_image_mean_authors"] == pytest.approx((0.75 + 0.0) / 2)
+    report = segmentation_report(np.array([[3, 1, 0], [0, 0, 2]]), n_boot=20,
+                                 pixels=np.array([10, 10]))
+    assert report["miou_with_background"] == pytest.approx(m["miou_with_background"])
+    assert len(report["miou_with_background_ci"]) == 2
 
 
 def test_nodata_pixels_are_left_out() -> None:
