@@ -174,16 +174,30 @@ def predict_classes(predictor: Any, images: Sequence[np.ndarray],
     resized to the model input by pixel averaging (as the engine resamples), scaled by
     :func:`momo_geo.preprocess.to_model_input` as the card's ``value_scaling`` says (for
     ``scene_percentile`` the crop is the scene: its own percentile range), run by the engine's
-    ``Predictor``. Forward passes are batched; the scaling is per crop.
+    ``Predictor``. Forward passes are batched; the scaling is per crop. A card's confidence
+    floors apply as on a map: a crop whose class is below its floor is background.
     """
+    from momo_geo.inference.floor import background_class, class_floors, erase_weak
+
+    probs = predict_probabilities(predictor, images, batch_size)
+    classes = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    floors, background = class_floors(predictor.card), background_class(predictor.card)
+    if floors and background is not None and len(probs):
+        erase_weak(classes, probs.max(axis=1), floors, background, pixelwise=True)
+    return classes
+
+
+def predict_probabilities(predictor: Any, images: Sequence[np.ndarray],
+                          batch_size: int = 64) -> np.ndarray:
+    """``(N, K)`` class probabilities of crops, as :func:`predict_classes` computes them."""
     import torch
 
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.cat([_tile_input(predictor.card, image)
                        for image in images[start:start + batch_size]])
-        out.append(predictor(x).argmax(dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        out.append(predictor(x).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, predictor.card.num_classes))
 
 
 def _tile_input(card: Any, image: np.ndarray) -> Any:

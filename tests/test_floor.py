@@ -120,7 +120,49 @@ def test_floor_is_chosen_on_selection_images_by_crater_f1(tmp_path):
     assert card["training"]["calibration"]["sweep"] == sweep
 
 
+def pooled_bundle(path, card: dict):
+    """A saved tiny tile classifier (seeded weights) with ``card``'s fields."""
+    import torch
+
+    from momo_geo.bundle import ModelCard, save_bundle
+    from momo_geo.models import create_model
+
+    torch.manual_seed(0)
+    model_card = ModelCard(**card)
+    save_bundle(path, create_model(model_card).state_dict(), model_card)
+    return load_bundle(path)
+
+
 def test_ties_choose_the_lowest_floor():
     sweep = [{"floor": 0.5, "crater_f1": 0.4}, {"floor": 0.6, "crater_f1": 0.6},
              {"floor": 0.7, "crater_f1": 0.6}]
     assert choose_floor(sweep) == 0.6
+
+
+def test_a_classifier_is_floored_per_tile_the_same_in_evaluation_and_maps(tmp_path):
+    """Landmark crops below the floor are 'other' in evaluate, and tiles below it are 'other'
+    in a map: a tile's confidence is its crop's, so the two paths agree tile for tile."""
+    from momo_geo.evaluate import predict_classes, predict_probabilities
+
+    card = dict(name="pooled", task="classification",  # test_engine registers the kind
+                architecture={"kind": "test_pooled_cls", "encoder": "none"}, in_chans=1,
+                input_size=32, tile_size=32, tile_overlap=0,  # per-tile stretch: a tile
+                value_scaling="tile_minmax",                  # is scaled as its crop is
+                classes=[{"id": 0, "name": "other", "color": "#000000"},
+                         {"id": 1, "name": "crater", "color": "#ff8000"}])
+    bundle = pooled_bundle(tmp_path / "plain", card)
+    image = np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8)
+    crops = [image[r:r + 32, c:c + 32] for r in range(0, 128, 32) for c in range(0, 128, 32)]
+    predictor = Predictor(bundle, "cpu")
+    probs = predict_probabilities(predictor, crops)
+    floor = float(np.median(probs.max(axis=1)))
+    floored = pooled_bundle(tmp_path / "floored", {**card, "min_confidence": {"crater": floor}})
+    expected = np.where((probs.argmax(1) == 1) & (probs.max(1) < floor), 0, probs.argmax(1))
+    assert (expected != probs.argmax(1)).any() and (expected == 1).any()
+    assert np.array_equal(predict_classes(Predictor(floored, "cpu"), crops), expected)
+    scene = write_scene(tmp_path / "s.tif", image)
+    result = map_scene(scene, tmp_path / "m.tif", None, floored, blend="crop")
+    with rasterio.open(result.mask_path) as src:
+        mask = src.read(1)
+    tiles = mask[::32, ::32].ravel()
+    assert np.array_equal(tiles, expected)

@@ -55,7 +55,7 @@ def selection_point(card: dict[str, Any]) -> dict[str, Any]:
     calibration = training.get("calibration")
     if point and calibration:
         chosen = next(r for r in calibration["sweep"] if r["floor"] == calibration["floor"])
-        point.update({k: v for k, v in chosen.items() if k != "floor"})
+        point.update({k: v for k, v in chosen.items() if k not in ("floor", "score")})
     return point
 
 

@@ -33,7 +33,13 @@ from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference.fit import assumed_mars_notice, open_mappable
-from momo_geo.inference.floor import background_class, class_floors, erase_weak, erase_weak_scene
+from momo_geo.inference.floor import (
+    background_class,
+    class_floors,
+    erase_weak,
+    erase_weak_scene,
+    per_tile,
+)
 from momo_geo.inference.frame import Frame, find_frame
 from momo_geo.inference.options import (
     DEVICES,
@@ -366,7 +372,7 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
                keep_probabilities=probabilities, progress=None, cancel=None)
     floors, background = class_floors(card), background_class(card)
     if floors and background is not None:
-        erase_weak(classes, confidence, floors, background)
+        erase_weak(classes, confidence, floors, background, per_tile(card))
     if probs is not None:
         return classes, confidence, probs
     return classes, confidence
@@ -575,7 +581,8 @@ def _map_reserved(info: Scene, outputs: OutputSet,
             raise MomoGeoError(f"{info.path}: every pixel is nodata; nothing to map")
         if floors and writer.conf_path is not None:
             for class_id, pixels in erase_weak_scene(writer.mask_path, writer.conf_path,
-                                                     floors, background).items():
+                                                     floors, background,
+                                                     pixelwise=per_tile(card)).items():
                 writer.counts[class_id] -= pixels
                 writer.counts[background] += pixels
         _poll(cancel)

@@ -43,15 +43,27 @@ def background_class(card: Any) -> int | None:
     return next((c.id for c in card.classes if is_background(c.name)), None)
 
 
+def per_tile(card: Any) -> bool:
+    """Whether floors judge tiles rather than features: a classification model gives each
+    tile one class and one confidence, so a tile is the unit a geologist accepts or not."""
+    return getattr(card, "task", "") == "classification"
+
+
 def erase_weak(classes: np.ndarray, confidence: np.ndarray, floors: dict[int, float],
-               background: int) -> int:
+               background: int, pixelwise: bool = False) -> int:
     """Set every feature of ``classes`` below its floor to ``background``, in place.
 
     ``confidence`` is the per-pixel confidence the engine writes (the winning class's
-    probability). Returns the number of pixels erased.
+    probability). With ``pixelwise`` each pixel is judged by its own confidence: for a
+    classification map that is its tile's (:func:`per_tile`). Returns the pixels erased.
     """
     erased = 0
     for class_id, floor in floors.items():
+        if pixelwise:
+            weak = (classes == class_id) & (confidence < floor)
+            classes[weak] = background
+            erased += int(weak.sum())
+            continue
         labels, n = ndimage.label(classes == class_id, structure=_FOUR)
         if n == 0:
             continue
@@ -64,13 +76,16 @@ def erase_weak(classes: np.ndarray, confidence: np.ndarray, floors: dict[int, fl
 
 def erase_weak_scene(mask_path: str | os.PathLike[str],
                      confidence_path: str | os.PathLike[str], floors: dict[int, float],
-                     background: int, block: int = 1024) -> dict[int, int]:
+                     background: int, block: int = 1024,
+                     pixelwise: bool = False) -> dict[int, int]:
     """:func:`erase_weak` on a class mask GeoTIFF (updated in place) with its confidence
-    raster, streaming whole features block by block as the vectorizer does. Returns the
-    pixels erased per class."""
+    raster, streaming whole features block by block as the vectorizer does (or, with
+    ``pixelwise``, rows of blocks). Returns the pixels erased per class."""
     from momo_geo.bundle import ClassInfo
     from momo_geo.vectorize import finished_pieces
 
+    if pixelwise:
+        return _erase_pixelwise(mask_path, confidence_path, floors, background, block)
     wanted = {class_id: ClassInfo(class_id, str(class_id), "#000000") for class_id in floors}
     erased = dict.fromkeys(floors, 0)
     with rasterio.open(mask_path, "r+") as mask, rasterio.open(confidence_path) as conf:
@@ -87,4 +102,19 @@ def erase_weak_scene(mask_path: str | os.PathLike[str],
             data[inside] = background
             mask.write(data, 1, window=window)
             erased[piece.class_id] += int(inside.sum())
+    return erased
+
+
+def _erase_pixelwise(mask_path: str | os.PathLike[str], confidence_path: str | os.PathLike[str],
+                     floors: dict[int, float], background: int, block: int) -> dict[int, int]:
+    erased = dict.fromkeys(floors, 0)
+    with rasterio.open(mask_path, "r+") as mask, rasterio.open(confidence_path) as conf:
+        for row0 in range(0, mask.height, block):
+            window = Window(0, row0, mask.width, min(block, mask.height - row0))
+            data, confidence = mask.read(1, window=window), conf.read(1, window=window)
+            for class_id, floor in floors.items():
+                weak = (data == class_id) & (confidence < floor)
+                data[weak] = background
+                erased[class_id] += int(weak.sum())
+            mask.write(data, 1, window=window)
     return erased

@@ -1,11 +1,13 @@
-"""Choose a crater model's confidence floor on the images held out for selection.
+"""Choose a model's confidence floor on the images held out for selection.
 
 The floor (:mod:`momo_geo.inference.floor`) trades recall for precision: a mapped crater whose
 mean probability is below it is erased. It is chosen the way the recipe itself is chosen, on
 the selection images that training never saw and never on the validation split the results
 report: every floor of :data:`FLOORS` is applied to the same probability maps, and the one with
 the best object-level crater F1 (pooled over the selection images) is written into the card
-with the whole sweep, so the choice can be read back.
+with the whole sweep, so the choice can be read back. A landmark classifier gets one floor for
+all its feature classes (a crop below it is "other"), chosen by the mean of weighted and macro
+F1, the criterion its recipe is chosen by.
 """
 
 from __future__ import annotations
@@ -60,10 +62,40 @@ def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
             for floor, row, px in zip(floors, counts, pixels, strict=True)]
 
 
-def choose_floor(sweep: list[dict[str, float]]) -> float:
-    """The floor of the best crater F1 (the lowest such floor on a tie)."""
-    best = max(row["crater_f1"] for row in sweep)
-    return min(row["floor"] for row in sweep if row["crater_f1"] == best)
+TILE_FLOORS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Floors tried for a classifier (0: none): a crop below the floor is background."""
+
+
+def tile_floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = TILE_FLOORS
+                     ) -> list[dict[str, float]]:
+    """Weighted and macro F1 on ``select`` (a landmark :class:`TaskData`) for each floor on
+    every non-background class, from one probability vector per crop; ``score`` is their
+    mean, the landmark models' selection criterion."""
+    from momo_geo.evaluate import predict_probabilities
+    from momo_geo.inference.floor import background_class, erase_weak
+    from momo_geo.metrics import classification_report
+
+    card = predictor.card
+    background = background_class(card)
+    probs = predict_probabilities(predictor, select.images)
+    features = [c.id for c in card.classes if c.id != background]
+    rows = []
+    for floor in floors:
+        classes = probs.argmax(axis=1)
+        erase_weak(classes, probs.max(axis=1), dict.fromkeys(features, floor), background,
+                   pixelwise=True)
+        report = classification_report(select.targets, classes, card.num_classes, 0,
+                                       names=card.class_names)
+        weighted, macro = float(report["f1_weighted"]), float(report["f1_macro"])
+        rows.append({"floor": floor, "f1_weighted": round(weighted, 4),
+                     "f1_macro": round(macro, 4), "score": round((weighted + macro) / 2, 4)})
+    return rows
+
+
+def choose_floor(sweep: list[dict[str, float]], key: str = "crater_f1") -> float:
+    """The floor of the best ``key`` (the lowest such floor on a tie)."""
+    best = max(row[key] for row in sweep)
+    return min(row["floor"] for row in sweep if row[key] == best)
 
 
 def calibrate_bundle(path: str | Path, select: Any) -> dict[str, Any]:
@@ -74,18 +106,26 @@ def calibrate_bundle(path: str | Path, select: Any) -> dict[str, Any]:
     from momo_geo.bundle import load_bundle
     from momo_geo.evaluate import crater_class
     from momo_geo.inference.engine import Predictor
+    from momo_geo.inference.options import is_background
     from momo_geo.training.finetune import set_card_fields
 
     bundle = load_bundle(str(path))
     bundle.card.min_confidence = {}  # sweep the raw maps, whatever was chosen before
     predictor = Predictor(bundle, "cpu")
-    sweep = floor_sweep(predictor, select)
-    floor = choose_floor(sweep)
-    name = bundle.card.class_names[crater_class(bundle.card)]
-    calibration = {"criterion": "crater_f1 on the selection images", "class": name,
+    if bundle.card.task == "classification":
+        sweep = tile_floor_sweep(predictor, select)
+        floor = choose_floor(sweep, "score")
+        names = [c.name for c in bundle.card.classes if not is_background(c.name)]
+        criterion, floors = "mean of f1_weighted and f1_macro", dict.fromkeys(names, floor)
+    else:
+        sweep = floor_sweep(predictor, select)
+        floor = choose_floor(sweep)
+        names = [bundle.card.class_names[crater_class(bundle.card)]]
+        criterion, floors = "crater_f1", ({names[0]: floor} if floor > 0.5 else {})
+    calibration = {"criterion": f"{criterion} on the selection images", "class": names,
                    "floor": floor, "selection_images": len(select.images), "sweep": sweep}
     training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
     training["calibration"] = calibration
-    set_card_fields(Path(path), min_confidence={name: floor} if floor > 0.5 else {},
+    set_card_fields(Path(path), min_confidence={n: f for n, f in floors.items() if f > 0},
                     training=training)
     return calibration
