@@ -65,7 +65,9 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_blocks = nn.ModuleList(
             Block(decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True)
             for _ in range(decoder_depth))
-        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        # eps 1e-6 like the MAE authors' norm_layer (partial(nn.LayerNorm, eps=1e-6)) and
+        # timm's encoder and Block LayerNorms; torch's default is 1e-5
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch * self.patch * self.in_chans)
         self.loss_fn = loss if loss is not None else MAELoss()
         self._init_decoder()

@@ -50,7 +50,7 @@ class LinearProbe(nn.Module):
 
     def __init__(self, dim: int, classes: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)  # the encoder's (timm's, MAE's) eps
         self.linear = nn.Linear(dim, classes)
 
     def forward(self, pooled: torch.Tensor, _: int = 0) -> torch.Tensor:
@@ -66,7 +66,9 @@ def train_head(head: nn.Module, feats: Any, y: torch.Tensor, steps: int, seed: i
     gen = torch.Generator().manual_seed(seed)
     loss_fn = make_loss(loss_name)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    # cycle_momentum off: OneCycleLR would otherwise cycle AdamW's β1 (0.85-0.95) with the lr
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                cycle_momentum=False)
     n = len(y)
     for _ in range(steps):
         idx = torch.randint(n, (min(batch, n),), generator=gen)
