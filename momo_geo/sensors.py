@@ -1,10 +1,14 @@
 """The three Mars orbital cameras MOMO serves: HiRISE, CTX and THEMIS.
 
 One :class:`Sensor` record per camera holds what the rest of momo-geo needs to know about it:
-how its product IDs look, its nominal ground sampling distance (GSD) and the normalisation
-statistics MOMO was pretrained with (mean/std of pixel values after a per-tile min-max stretch to
-[0, 1], from the MOMO authors' code). Detection works from a file name (product IDs are the names
-planetary data archives use) or from GDAL metadata (PDS/ISIS labels name the instrument).
+how its product IDs look, its nominal ground sampling distance (GSD) and its Mars pixel
+statistics (mean/std of pixel values after a per-tile min-max stretch to [0, 1]). momo-geo's own
+pretraining normalises with the joint all-sensor statistics (:data:`ALL_SENSORS_NORMALIZATION`)
+or, on request, a sensor's own (:attr:`PretrainConfig.statistics`); the MOMO authors' released
+checkpoints were pretrained with ImageNet's per-channel statistics instead
+(:mod:`momo_geo.normalization`), which their imported cards record. Detection works from a
+file name (product IDs are the names planetary data archives use) or from GDAL metadata
+(PDS/ISIS labels name the instrument).
 """
 
 from __future__ import annotations

@@ -146,7 +146,8 @@ def import_weights(path: str | os.PathLike[str], arch: str, output: str | os.Pat
     card = ModelCard(
         name=name or f"momo-{path.stem}-{arch}",
         task="pretrain",
-        architecture=encoder_config(encoder, arch),
+        # the checkpoint's position table is MOMO's learned one (kept frozen here), not our sincos
+        architecture={**encoder_config(encoder, arch), "pos_embed": "imported-learned-frozen"},
         input_size=img_size, in_chans=in_chans, value_scaling="tile_minmax",
         normalization=normalization,
         sensors=sensors, gsd_range=gsd, tile_size=img_size, tile_overlap=min(32, img_size // 4),

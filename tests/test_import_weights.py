@@ -153,6 +153,7 @@ def test_imported_statistics_are_imagenet_and_the_grey_fold_is_exact(tmp_path) -
                                       tmp_path / "grey.bundle", img_size=32, in_chans=1))
     assert rgb.card.normalization == IMAGENET_NORMALIZATION
     assert rgb.card.value_scaling == grey.card.value_scaling == "tile_minmax"
+    assert rgb.card.architecture["pos_embed"] == "imported-learned-frozen"
     assert grey.card.normalization == {"mean": pytest.approx(0.449, abs=1e-6),
                                        "std": pytest.approx(0.226, abs=1e-6)}
     torch.manual_seed(5)

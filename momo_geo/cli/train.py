@@ -230,11 +230,15 @@ def _base_of_runs(runs: tuple[str, ...]) -> str:
               help="Input size; the 14x14 position embedding is resized to fit.")
 @click.option("--global-pool", type=click.Choice(["avg", "token"]), default="avg",
               show_default=True)
+@click.option("--in-chans", type=click.Choice(["3", "1"]), default="3", show_default=True,
+              help="3: as released, ImageNet per-channel statistics in the card; 1: a grey "
+                   "encoder with those statistics folded exactly into its patch kernel.")
 @click.option("--name", help="Name in the model card.")
 @click.option("--hub", help="Download CHECKPOINT from this Hugging Face repo first (optional).")
 @click.option("--overwrite", is_flag=True)
 def import_weights(checkpoint: str | None, arch: str, output: str, img_size: int,
-                   global_pool: str, name: str | None, hub: str | None, overwrite: bool) -> None:
+                   global_pool: str, in_chans: str, name: str | None, hub: str | None,
+                   overwrite: bool) -> None:
     """Convert a released MOMO checkpoint (momo.pth, hirise.pth, ...) into a bundle."""
     if checkpoint is not None and hub is None:
         check_file(checkpoint)  # before torch is imported
@@ -247,5 +251,5 @@ def import_weights(checkpoint: str | None, arch: str, output: str, img_size: int
         raise MomoGeoError("give the checkpoint file (e.g. momo.pth)")
     source = download_released(hub, checkpoint) if hub else Path(checkpoint)
     path = run_import(source, arch, output, img_size=img_size, global_pool=global_pool,
-                      name=name, overwrite=overwrite, inputs=[source])
+                      in_chans=int(in_chans), name=name, overwrite=overwrite, inputs=[source])
     click.echo(f"Imported {Path(source).name} ({arch}, {img_size} px) into {path}")
