@@ -154,7 +154,10 @@ def adapt_in_chans(state_dict: dict[str, torch.Tensor], in_chans: int
     """Fit ``patch_embed.proj.weight`` to ``in_chans`` input channels.
 
     3 -> 1: sum the RGB kernels, so a grey band gives exactly the response the 3-channel model
-    gives to that band replicated (the cheaper path for single-band Mars images).
+    gives to that band replicated (the cheaper path for single-band Mars images) -- exact only
+    when every channel is normalised with the same statistics, as momo-geo's own encoders are;
+    under per-channel statistics (imported MOMO checkpoints: ImageNet's) use
+    :func:`momo_geo.normalization.fold_patch_embed`, which import and fine-tuning do.
     1 -> 3: spread the kernel equally over the channels (the same equivalence, backwards).
     """
     key = "patch_embed.proj.weight"
