@@ -303,10 +303,13 @@ def render_results(state: dict[str, Any], cards: dict[str, Any], sample_iou: flo
               "merge .54 / .50 / .50 on CraterBinary.", "",
               f"Encoders by mean rank over the three tasks: {', '.join(rank_encoders(table))}.",
               "", "## EVL checkpoint selection", "",
-              f"Validation loss of every checkpoint on one common set of {pre['val_size']} "
-              "chips per sensor (fixed masks), drawn from the training splits with a seed of "
-              "their own (they are not image-disjoint from the pretraining chips); `*` marks the "
-              "choice. Validation images play no part in the selection.", "",
+              f"Validation loss of every checkpoint on {pre['val_size']} chips per sensor "
+              "(fixed masks), drawn from the training splits with a seed of their own (they are "
+              "not image-disjoint from the pretraining chips). The selection rule is named in "
+              "the report's first line: the paper's EVL rule compares each run's loss on its own "
+              "sensor's chips (`val_loss_SENSOR`), the min-spread rule the loss on all sensors' "
+              "chips; `*` marks the choice, `E` each sensor's early-stopping checkpoint. "
+              "Validation images play no part in the selection.", "",
               "```", state["evl_report"], "```", ""]
     lines += reading(table, baselines)
     lines += bundled_section(cards, sample_iou)
