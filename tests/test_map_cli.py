@@ -13,30 +13,13 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rasterio.transform import from_origin
+from test_outputs import make_bundle  # the tiny 'brighter than the tile' segmenter
 
-from momo_geo.bundle import ModelCard, save_bundle
 from momo_geo.cli import main
 from momo_geo.crs import body_of
-from momo_geo.models import create_model
 
 MOMO_GEO = str(Path(sys.executable).parent / "momo-geo")
-
-
-def make_bundle(path: Path) -> Path:
-    """A tiny conv segmenter whose crater class is 'brighter than the tile's mean'."""
-    card = ModelCard(name="bright-test", task="segmentation",
-                     architecture={"kind": "conv", "encoder": "conv", "depth": 0},
-                     in_chans=1, tile_size=64, tile_overlap=8,
-                     classes=[{"id": 0, "name": "background", "color": "#000000"},
-                              {"id": 1, "name": "crater", "color": "#ff8000"}])
-    model = create_model(card)
-    with torch.no_grad():
-        model.net[0].weight.zero_()
-        model.net[0].bias.zero_()
-        model.net[0].weight[1] = 10.0
-    return save_bundle(path, model.state_dict(), card)
 
 
 def make_scene(path: Path, size: int = 200, seed: int = 0, nodata=None) -> Path:
