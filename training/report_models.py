@@ -290,9 +290,11 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "### Against the targets of the model issue", "", *target_rows(defaults), "",
             "### Crater recall by diameter (validation)", "", *recall_rows(defaults), "",
             "### Landmarks per class (validation)", "", *per_class_rows(defaults), "",
-            "## Equal-budget comparison: MOMO encoder, same network from scratch, CNN", "",
-            "Scores on the validation split; `selection` is the last learning-curve point on the "
-            "images held out of training, which is what chose the bundled model.", "",
+            "## Comparison: MOMO encoder, same network from scratch, CNN", "",
+            "Scores on the validation split, each arm at its confidence floor; `selection` is "
+            "the last learning-curve point on the images held out of training (at the floor), "
+            "which is what chose the bundled model. The arms had equal CPU budgets except "
+            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs.", "",
             *arm_rows(crater_arms, {"themis-craters": ["iou", "crater_f1"],
                                     "ctx-craters": ["iou", "crater_f1"]}), "",
             *arm_rows(landmark_arms, {"landmarks": ["f1_weighted", "f1_macro"]}), "",
