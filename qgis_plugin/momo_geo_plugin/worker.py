@@ -168,6 +168,11 @@ class _Interrupter:
     keeps finished scenes), unless the run has already finished."""
 
     def __init__(self, cancelled: threading.Event) -> None:
+        import signal
+
+        # The cancel arrives as a simulated SIGINT, which Python drops when the process was
+        # started with SIGINT ignored (a parent started in the background): handle it here.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self.cancelled = cancelled
         self.lock = threading.Lock()
         self.finished = False
