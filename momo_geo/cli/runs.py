@@ -224,6 +224,13 @@ def run_parallel(jobs: list[dict], workers: int, verbose: bool) -> None:
     """Map ``jobs`` in ``workers`` spawned processes, each loading the model once."""
     import multiprocessing
 
+    if not verbose:
+        # multiprocessing's resource tracker (its own interpreter, started with our
+        # environment) warns about a queue semaphore of workers stopped by a signal: noise
+        # after a clean stop, not the one line the user should get.
+        quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+        current = os.environ.get("PYTHONWARNINGS")
+        os.environ["PYTHONWARNINGS"] = f"{current},{quiet}" if current else quiet
     context = multiprocessing.get_context("spawn")
     stop = Stop()
     report = Report([job["scene"] for job in jobs])
