@@ -181,9 +181,10 @@ def predict_classes(predictor: Any, images: Sequence[np.ndarray],
 
     probs = predict_probabilities(predictor, images, batch_size)
     classes = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    floors, background = class_floors(predictor.card), background_class(predictor.card)
-    if floors and background is not None and len(probs):
-        erase_weak(classes, probs.max(axis=1), floors, background, pixelwise=True)
+    floors = class_floors(predictor.card)
+    if floors and len(probs):
+        erase_weak(classes, probs.max(axis=1), floors, background_class(predictor.card),
+                   pixelwise=True)
     return classes
 
 

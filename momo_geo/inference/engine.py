@@ -370,9 +370,9 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
     grid = _grid(card, w, h, *_tiling(card, options), 1.0)
     _run_tiles(source, w, h, predictor, grid, write_rows, options=options,
                keep_probabilities=probabilities, progress=None, cancel=None)
-    floors, background = class_floors(card), background_class(card)
-    if floors and background is not None:
-        erase_weak(classes, confidence, floors, background, per_tile(card))
+    floors = class_floors(card)
+    if floors:
+        erase_weak(classes, confidence, floors, background_class(card), per_tile(card))
     if probs is not None:
         return classes, confidence, probs
     return classes, confidence
@@ -563,7 +563,6 @@ def _map_reserved(info: Scene, outputs: OutputSet,
     source = RasterSource(str(info.path), card.bands, grid.model_shape, frame, options.nodata)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         floors, background = class_floors(card), background_class(card)
-        floors = floors if background is not None else {}
         writer = _MaskWriter(outputs.scratch(), mask_out, info, card,
                              confidence=vector_out is not None or bool(floors),
                              probabilities=prob_out is not None)

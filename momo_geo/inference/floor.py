@@ -31,7 +31,10 @@ _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
 def class_floors(card: Any) -> dict[int, float]:
-    """``{class id: floor}`` of the card's ``min_confidence`` (empty: nothing is erased)."""
+    """``{class id: floor}`` of the card's ``min_confidence`` (empty: nothing is erased; also
+    for a card without a background class, which erased pixels would have nowhere to go)."""
+    if background_class(card) is None:
+        return {}
     by_name = {c.name: c.id for c in card.classes}
     return {by_name[name]: float(floor)
             for name, floor in (getattr(card, "min_confidence", None) or {}).items()
