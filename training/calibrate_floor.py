@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 from momo_geo.errors import MomoGeoError
-from momo_geo.evaluate import load_task_data
 from momo_geo.training.calibrate import calibrate_bundle
-from momo_geo.training.finetune import Recipe, score_bundle, selection_split, task_of_root
+from momo_geo.training.finetune import Recipe, score_bundle, task_of_root, training_split
 from momo_geo.training.recipes import finetune_data, load_recipe
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -38,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_recipe(args.recipe)["finetune"]
         recipe = Recipe.from_dict(spec.get("recipe", {}))
         roots, extra = finetune_data(spec, args.data)
-        parts = [load_task_data(task_of_root(spec["task"], r), r, "train") for r in roots]
-        _, select = selection_split(spec["task"], parts, recipe, extra)
+        _, select = training_split(spec["task"], roots, recipe, extra)
         if select is None:
             raise MomoGeoError("the recipe holds out no selection images (select_fraction 0)")
         calibration = calibrate_bundle(args.bundle, select)

@@ -337,6 +337,14 @@ def selection_split(task: str, parts: list[TaskData], recipe: Recipe,
     return (merge_tasks(parts, task) if len(parts) > 1 else parts[0]), select
 
 
+def training_split(task: str, roots: list[str], recipe: Recipe,
+                   extra: list[TaskData] | None = None) -> tuple[TaskData, TaskData | None]:
+    """The train split of each data folder, less the selection images ``recipe`` holds out:
+    (what the model trains on, the selection images), as :func:`finetune` builds them."""
+    parts = [load_task_data(task_of_root(task, root), root, "train") for root in roots]
+    return selection_split(task, parts, recipe, extra)
+
+
 def _class_weight(recipe: Recipe, card: ModelCard, train_data: TaskData) -> torch.Tensor | None:
     if recipe.class_weighting not in ("none", "sqrt_inverse"):
         raise MomoGeoError(f"unknown class weighting {recipe.class_weighting!r}")
@@ -366,8 +374,7 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     kind = TASK_KIND[task]
     select = None
     if train_data is None:
-        parts = [load_task_data(task_of_root(task, root), root, "train") for root in roots]
-        train_data, select = selection_split(task, parts, recipe, extra_train)
+        train_data, select = training_split(task, roots, recipe, extra_train)
     encoder_card = None
     if encoder_bundle is not None:
         # The encoder's own architecture (e.g. vit_base for the full-size recipe) and its
