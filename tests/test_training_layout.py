@@ -134,18 +134,87 @@ def test_reproduce_builds_its_encoders_with_the_package_pipeline(shared_data, tm
     recipe = merged(load_recipe(RECIPES / "comparison.json"), {"pretrain": dict(
         img_size=32, batch_size=8, pool_size=16, val_size=4, base_samples=16,
         sensor_samples=16, joint_samples=16, checkpoint_every=8)})
+    recipe["chosen_lam"] = 0.75  # the sweep's choice: the λ of the merges without their own
     encoders, report, chosen = reproduce.build_encoders(recipe, shared_data, tmp_path,
-                                                        threads=1, verbose=False)
-    assert set(encoders) == set(reproduce.ENCODER_ROWS) and encoders["scratch"] is None
+                                                        threads=1, verbose=False, seed=3)
+    sweep = {reproduce.sweep_name(lam) for lam in recipe["sweep"]["lams"]}
+    assert set(encoders) == (set(reproduce.ENCODER_ROWS) - {"evl-merge"}) | sweep
+    assert encoders["scratch"] is None
     assert [c.sensors for c in calls] == [["hirise", "ctx", "themis"], ["hirise"], ["ctx"],
                                           ["themis"], ["hirise", "ctx", "themis"]]
     assert all(c.lr == 0.0015 and c.img_size == 32 for c in calls)
+    assert {c.seed for c in calls} == {3, 4, 5}  # the pretraining seed reaches every run
     assert calls[-1].init_from == calls[1].init_from == str(tmp_path / "momo" / "base")
-    merges = {n: load_card(encoders[n]).merge for n in ("naive-merge", "evl-merge", "evl-ties")}
-    assert merges["naive-merge"]["selection"] == "last"
-    assert merges["evl-merge"]["selection"] == "evl" and merges["evl-merge"]["lambda"] == 0.5
-    assert merges["evl-ties"]["method"] == "ties" and merges["evl-ties"]["lambda"] == 1.0
+    merges = {n: load_card(encoders[n]).merge for n in encoders if n not in (
+        "scratch", "base", "hirise-only", "ctx-only", "themis-only", "joint")}
+    assert merges["last-merge"]["selection"] == "last"
+    assert merges["early-stop-merge"]["selection"] == "best"
+    assert merges["evl-min-spread"]["selection"] == "evl_min_spread"
+    assert all(merges[n]["lambda"] == 0.75 for n in ("last-merge", "early-stop-merge",
+                                                      "evl-min-spread"))
+    assert merges["magmax"]["method"] == "magmax" and merges["ties"]["method"] == "ties"
+    assert merges["ties"]["lambda"] == 1.0
+    assert [merges[n]["lambda"] for n in sorted(sweep)] == [0.25, 0.5, 0.75, 1.0]
+    assert all(merges[n]["selection"] == "evl" for n in sweep)
     assert "Checkpoint selection: evl" in report and set(chosen["evl_choice"]) == {
         "hirise", "ctx", "themis"}
-    state = reproduce.encoder_state(encoders["evl-merge"], 32)
+    state = reproduce.encoder_state(encoders["evl-merge@0.5"], 32)
     assert state["patch_embed.proj.weight"].shape[1] == 1  # RGB kernels summed for grey probes
+
+
+def fake_comparison_state() -> dict:
+    """A small comparison state as training/reproduce.py saves it (two pretraining seeds)."""
+    from training import reproduce
+
+    recipe = json.loads((RECIPES / "comparison.json").read_text())
+    rng = __import__("random").Random(0)
+
+    def reports() -> dict:
+        return {t: [{k: rng.random() for k in keys} for _ in range(recipe["probes"]["seeds"])]
+                for t, keys in reproduce.KEEP.items()}
+
+    runs = {}
+    for seed in ("0", "1"):
+        runs[seed] = {"table": {r: reports() for r in reproduce.ENCODER_ROWS},
+                      "sweep": {f"{lam:g}": {"sel": reports(), "val": reports()}
+                                for lam in recipe["sweep"]["lams"]},
+                      "evl_report": "Checkpoint selection: evl", "seconds": {},
+                      "evl_choice": {s: "checkpoints/step_000001.safetensors"
+                                     for s in reproduce.SENSORS}}
+    chosen, scores = reproduce.choose_lambda(runs, recipe["sweep"]["lams"])
+    for run in runs.values():
+        run["table"]["evl-merge"] = run["sweep"][f"{chosen:g}"]["val"]
+    return {"runs": runs, "chosen_lam": chosen, "selection_scores": scores, "recipe": recipe,
+            "joint_samples": 3, "command": "python training/reproduce.py", "seconds": 60.0,
+            "baselines": {t: {k: 0.1 for k in keys} for t, keys in reproduce.KEEP.items()}}
+
+
+def test_comparison_render_has_every_row_the_sweep_and_both_seeds(tmp_path) -> None:
+    from training import report_models, reproduce
+
+    state = fake_comparison_state()
+    text = "\n".join(reproduce.render_comparison(state))
+    for row in reproduce.ENCODER_ROWS:
+        assert f"| {reproduce.ROW_LABELS[row]} |" in text and f"| {row} |" in text
+    lam = state["chosen_lam"]
+    sweep = [line for line in text.splitlines() if line.startswith("| ") and line[2:6].strip(
+        " |*").replace(".", "").isdigit()]
+    assert [line.split(" |")[0][2:].split(" ")[0] for line in sweep] == ["0.25", "0.5", "0.75",
+                                                                         "1"]
+    assert [line for line in sweep if "← chosen" in line] == [
+        next(line for line in sweep if line.startswith(f"| {lam:g} "))]
+    for seed in ("0", "1"):
+        assert f"seed {seed} |" in text and f"pretraining seed {seed}:" in text
+    assert "95 % t-interval over all 4 (pretraining seed × probe seed) pairs" in text
+    assert "row pairs differ by more than their intervals" in text
+    # the selection score chose λ: it is the best of the selection column, whatever validation says
+    assert state["selection_scores"][f"{lam:g}"] == max(state["selection_scores"].values())
+    # results.md: the section replaced in place, the page above it kept
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nthe models' page\n")
+    for _ in range(2):
+        report_models.write_comparison_section(results, state)
+    page = results.read_text()
+    assert page.startswith("# Results\n\nthe models' page\n")
+    assert page.count(report_models.COMPARISON_MARK) == 1
+    assert page.count("## The encoder comparison") == 1 and "← chosen" in page

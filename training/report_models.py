@@ -272,7 +272,8 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
         f"{platform.machine()} with {os.cpu_count()} CPU cores, no GPU, one torch thread per "
         f"run; the arms below took {minutes:.0f} CPU-minutes of fine-tuning (plus one shared "
         "MOMO pretraining run). Never edited by hand. The encoder comparison of the MOMO paper "
-        "in miniature is in [comparison.md](comparison.md).", "",
+        "in miniature is at the end of this page (`make reproduce` re-renders that section; "
+        "with the EVL reports in [comparison.md](comparison.md)).", "",
         "Data: `../shared/data` — CTX crater tiles of the Mars Crater Catalogue (MC-11 East, "
         "CC BY 4.0, Data 2020 5(3) 70); THEMIS daytime-IR crops with Robbins & Hynek crater "
         "boxes (Zhao, Davis, Collins 2024, Apache-2.0); HiRISE landmark crops (Wagstaff et al., "
@@ -308,8 +309,36 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             *floor_rows(crater_arms), "",
             "## Learning curves", "",
             "![Selection score against training minutes](img/learning_curves.png)", "",
-            *curve_rows(arms), "", *reading(arms), ""]
+            *curve_rows(arms), "", *reading(arms), "", *comparison_section()]
     return "\n".join(out) + "\n"
+
+
+COMPARISON_MARK = ("<!-- The encoder comparison: rendered by training/reproduce.py "
+                   "(render_comparison) from docs/comparison.json. -->")
+"""Where the comparison section of docs/results.md begins; the page above it is this module's."""
+
+
+def comparison_section(state: dict[str, Any] | None = None,
+                       path: Path = ROOT / "docs" / "comparison.json") -> list[str]:
+    """The comparison section of results.md from ``state`` (default: the committed
+    ``docs/comparison.json``; none if there is no run yet)."""
+    if state is None:
+        if not path.is_file():
+            return []
+        state = json.loads(path.read_text())
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from training.reproduce import render_comparison
+
+    return [COMPARISON_MARK, "", *render_comparison(state)]
+
+
+def write_comparison_section(results: Path, state: dict[str, Any]) -> None:
+    """Replace the comparison section of ``results`` (everything from :data:`COMPARISON_MARK`)
+    by one rendered from ``state``; the page above it is kept as ``make models`` wrote it."""
+    text = results.read_text() if results.is_file() else "# Results\n"
+    head = text.split(COMPARISON_MARK)[0].rstrip("\n")
+    results.write_text(head + "\n\n" + "\n".join(comparison_section(state)) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "training" / "recipes" / "comparison.json"
 SENSORS = ("hirise", "ctx", "themis")
 ENCODER_ROWS = ("scratch", "base", "hirise-only", "ctx-only", "themis-only", "joint",
-                "naive-merge", "evl-merge", "evl-ties")
+                "last-merge", "early-stop-merge", "evl-merge", "evl-min-spread", "magmax",
+                "ties")
 BUNDLED = ("crater-seg", "landmarks")
 
 
@@ -75,35 +76,73 @@ def pipeline_kwargs(recipe: dict[str, Any], data_root: str | Path,
 
 
 def build_encoders(recipe: dict[str, Any], data_root: str | Path, work: Path,
-                   threads: int | None = None, verbose: bool = True
+                   threads: int | None = None, verbose: bool = True, seed: int | None = None
                    ) -> tuple[dict[str, Path | None], str, dict[str, Any]]:
-    """Stage 1: every encoder of the comparison as a bundle path (``None``: scratch), the EVL
-    report and what the run chose (for comparison.md)."""
-    from momo_geo.merge.evl import read_val_log, select_checkpoints
-    from momo_geo.merge.recipe import merge_checkpoints
+    """Stage 1 for one pretraining seed: the package pipeline's base, sensor runs and joint
+    run, and every merge of the recipe's ``merges`` and ``sweep`` (all through
+    :func:`select_checkpoints` and :func:`merge_checkpoints`). Returns the encoders as bundle
+    paths (``None``: scratch; the sweep's as ``evl-merge@LAMBDA``), the EVL reports and what
+    the run chose. ``seed`` (default: the recipe's) seeds every pretraining run: chips, masks,
+    initialisation of the base."""
     from momo_geo.training.pipeline import run_momo
 
     kwargs = pipeline_kwargs(recipe, data_root, threads)
+    if seed is not None:
+        kwargs["seed"] = seed
     if not kwargs.get("joint_samples"):
         kwargs["joint_samples"] = 3 * kwargs["sensor_samples"]  # the three runs' compute
     out = work / "momo"
-    evl_merge = run_momo(out, overwrite=True, verbose=verbose, **kwargs)
+    run_momo(out, overwrite=True, verbose=verbose, **kwargs)
     base = out / "base" / "encoder.bundle"
     encoders: dict[str, Path | None] = {"scratch": None, "base": base}
     for sensor in SENSORS:
         encoders[f"{sensor}-only"] = out / sensor / "encoder.bundle"
     encoders["joint"] = out / "joint" / "encoder.bundle"
-    logs = {s: read_val_log(out / s) for s in SENSORS}
-    for name, spec in recipe["merges"].items():
-        selection = select_checkpoints(logs, spec.get("selection", "evl"))
-        encoders[name] = merge_checkpoints(
-            base, selection.paths, work / f"{name}.bundle", spec["method"], spec.get("lam"),
-            spec.get("trim", 0.2), selection, overwrite=True, name=f"momo-{name}")
-    encoders["evl-merge"] = evl_merge
-    chosen = select_checkpoints(logs, kwargs.get("selection", "evl"))
-    return encoders, (out / "evl_report.txt").read_text().rstrip(), {
-        "evl_choice": {s: c.checkpoint for s, c in chosen.chosen.items()},
+    sweep = recipe["sweep"]
+    for lam in sweep["lams"]:
+        encoders[sweep_name(lam)] = merge_row(out, work, sweep_name(lam), dict(sweep, lam=lam))
+    lam = recipe.get("chosen_lam")
+    if lam is not None:  # stage 3: the other rows, once λ is chosen
+        encoders.update(merge_rows(recipe, out, work, lam))
+    reports = {m: select(out, m).report().rstrip() for m in ("evl", "evl_min_spread")}
+    return encoders, "\n\n".join(reports.values()), {
+        "evl_choice": {s: c.checkpoint for s, c in select(out, "evl").chosen.items()},
         "seconds": json.loads((out / "pipeline.json").read_text())["seconds"]}
+
+
+def select(out: Path, method: str) -> Any:
+    """The checkpoints ``method`` selects from the sensor runs in ``out``."""
+    from momo_geo.merge.evl import read_val_log, select_checkpoints
+
+    return select_checkpoints({s: read_val_log(out / s) for s in SENSORS}, method)
+
+
+def sweep_name(lam: float) -> str:
+    return f"evl-merge@{lam:g}"
+
+
+def merge_row(out: Path, work: Path, name: str, spec: dict[str, Any]) -> Path:
+    """One merge row: ``spec``'s selection of the runs in ``out``, merged onto their base."""
+    from momo_geo.merge.recipe import merge_checkpoints
+
+    selection = select(out, spec.get("selection", "evl"))
+    return merge_checkpoints(out / "base" / "encoder.bundle", selection.paths,
+                             work / f"{name.replace('@', '-')}.bundle", spec["method"],
+                             spec.get("lam"), spec.get("trim", 0.2), selection, overwrite=True,
+                             name=f"momo-{name}")
+
+
+def merge_rows(recipe: dict[str, Any], out: Path, work: Path, lam: float
+               ) -> dict[str, Path | None]:
+    """The recipe's ``merges``; a task-arithmetic merge without a λ of its own takes the
+    sweep's chosen ``lam`` (chosen on the selection split)."""
+    rows: dict[str, Path | None] = {}
+    for name, spec in recipe["merges"].items():
+        spec = dict(spec)
+        if spec.get("lam") is None:
+            spec["lam"] = lam
+        rows[name] = merge_row(out, work, name, spec)
+    return rows
 
 
 def encoder_state(bundle: Path | None, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -121,32 +160,56 @@ def encoder_state(bundle: Path | None, size: int, seed: int = 0) -> dict[str, to
 
 # ----------------------------------------------------------------------------- probes
 
+KEEP = {"landmarks": ("f1_weighted", "f1_macro", "accuracy"),
+        "ctx-craters": ("iou", "iou_per_image_mean"),
+        "themis-craters": ("iou", "iou_per_image_mean")}
+"""The scores kept in the state (docs/comparison.json stays small)."""
+HEADLINE = {"landmarks": "f1_weighted", "ctx-craters": "iou", "themis-craters": "iou"}
+TASK_NAMES = {"landmarks": "Landmarks (HiRISE) F1 weighted", "ctx-craters": "CTX crater IoU",
+              "themis-craters": "THEMIS crater IoU"}
+
 
 def probe_inputs(data: dict[str, TaskData], probes: dict[str, Any]) -> dict[str, Any]:
-    """The fixed chips and validation tiles every encoder is probed on."""
+    """The fixed chips and tiles every encoder is probed on: ``train`` (the train split less
+    the selection images), ``val`` (the validation split) and ``sel`` (the selection images)."""
     from momo_geo.training.finetune import Recipe
     from momo_geo.training.probes import grid_tiles
     from momo_geo.training.task_data import crater_chips, normalise, resize_crops
 
     size, grey = probes["img_size"], Recipe(in_chans=1)
     rng = np.random.default_rng(7)
-    lm, lm_val = data["landmarks"], data["landmarks:val"]
-    inputs: dict[str, Any] = {"landmarks": (
-        normalise(resize_crops(lm.images, size), grey),
-        torch.tensor(lm.targets), normalise(resize_crops(lm_val.images, size), grey),
-        np.array(lm_val.targets))}
+    lm = data["landmarks"]
+    inputs: dict[str, Any] = {"landmarks": {
+        "train": (normalise(resize_crops(lm.images, size), grey), torch.tensor(lm.targets))}}
+    for split in ("val", "sel"):
+        part = data[f"landmarks:{split}"]
+        inputs["landmarks"][split] = (normalise(resize_crops(part.images, size), grey),
+                                      np.array(part.targets))
     for task in ("ctx-craters", "themis-craters"):
-        raw, mask = crater_chips(data[task], probes["train_chips"], size, rng)
-        side = probes["themis_val_side"] if task == "themis-craters" else probes.get("val_side")
-        vraw, vmask, owner = grid_tiles(data[f"{task}:val"], size, side)
-        inputs[task] = (normalise(raw, grey), mask, normalise(vraw, grey),
-                        (vmask, np.array(owner)))
+        raw, mask, _ = crater_chips(data[task], probes["train_chips"], size, rng)
+        inputs[task] = {"train": (normalise(raw, grey), mask)}
+        for split in ("val", "sel"):
+            side = probes["themis_val_side"] if task == "themis-craters" else probes.get(
+                "val_side")
+            if split == "sel":
+                side = probes.get("sel_side", side)
+            vraw, vmask, owner = grid_tiles(data[f"{task}:{split}"], size, side)
+            inputs[task][split] = (normalise(vraw, grey), (vmask, np.array(owner)))
     return inputs
 
 
+def _seg_report(pred: np.ndarray, vmask: torch.Tensor, owner: np.ndarray) -> dict[str, Any]:
+    counts = np.zeros((owner.max() + 1, 3), dtype=np.int64)
+    for k in range(len(pred)):
+        counts[owner[k]] += pixel_counts(pred[k], vmask[k].numpy())
+    return segmentation_report(counts, n_boot=0)
+
+
 def probe_encoder(state: dict[str, torch.Tensor], inputs: dict[str, Any],
-                  probes: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Scores of one encoder on the three tasks, one report per seed."""
+                  probes: dict[str, Any], splits: tuple[str, ...] = ("val",)
+                  ) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Scores of one encoder: ``{split: {task: [one report per probe seed]}}``; each probe is
+    trained on the ``train`` chips once per seed and scored on every split in ``splits``."""
     from momo_geo.models.heads import ViTClassifier, ViTSegmenter
     from momo_geo.models.vit import create_encoder
     from momo_geo.training.probes import (
@@ -160,31 +223,36 @@ def probe_encoder(state: dict[str, torch.Tensor], inputs: dict[str, Any],
     size = probes["img_size"]
     encoder = create_encoder("vit_tiny", img_size=size, in_chans=1)
     encoder.load_state_dict(state)
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, dict[str, list[dict[str, float]]]] = {
+        s: {t: [] for t in KEEP} for s in splits}
+
+    def keep(task: str, report: dict[str, Any]) -> dict[str, float]:
+        return {k: float(report[k]) for k in KEEP[task]}
+
     cls = ViTClassifier(copy.deepcopy(encoder), 8)
-    x, y, vx, vy = inputs["landmarks"]
-    f, vf = probe_features(cls, x), probe_features(cls, vx)
-    results["landmarks"] = []
+    x, y = inputs["landmarks"]["train"]
+    f = probe_features(cls, x)
+    feats = {s: probe_features(cls, inputs["landmarks"][s][0]) for s in splits}
     for seed in range(probes["seeds"]):
         torch.manual_seed(seed)
         head = LinearProbe(f.shape[1], 8)
         train_head(head, f, y, probes["steps_cls"], seed, size, "ce")
-        pred = head_predict(head, vf, size).numpy()
-        results["landmarks"].append(classification_report(vy, pred, 8, n_boot=200))
+        for s in splits:
+            pred = head_predict(head, feats[s], size).numpy()
+            results[s]["landmarks"].append(keep("landmarks", classification_report(
+                inputs["landmarks"][s][1], pred, 8, n_boot=0)))
     seg = ViTSegmenter(encoder, 2, 1)
     for task in ("ctx-craters", "themis-craters"):
-        x, y, vx, (vmask, owner) = inputs[task]
-        f, vf = probe_features(seg, x), probe_features(seg, vx)
-        results[task] = []
+        x, y = inputs[task]["train"]
+        f = probe_features(seg, x)
+        feats = {s: probe_features(seg, inputs[task][s][0]) for s in splits}
         for seed in range(probes["seeds"]):
             torch.manual_seed(seed)
             head = TokenProbe(f[0].shape[1], len(f))
             train_head(head, f, y, probes["steps_seg"], seed, size, "dice_ce", batch=64)
-            pred = head_predict(head, vf, size).numpy()
-            counts = np.zeros((owner.max() + 1, 3), dtype=np.int64)
-            for k in range(len(pred)):
-                counts[owner[k]] += pixel_counts(pred[k], vmask[k].numpy())
-            results[task].append(segmentation_report(counts, n_boot=200))
+            for s in splits:
+                pred = head_predict(head, feats[s], size).numpy()
+                results[s][task].append(keep(task, _seg_report(pred, *inputs[task][s][1])))
     return results
 
 
@@ -198,120 +266,270 @@ def trivial_baselines(data: dict[str, TaskData]) -> dict[str, dict[str, float]]:
     counts = np.bincount(data["landmarks"].targets, minlength=len(val.classes))
     majority = classification_report(val.targets, [int(counts.argmax())] * len(val.targets),
                                      len(val.classes), n_boot=0)
-    out = {"landmarks": majority}
+    out = {"landmarks": {k: float(majority[k]) for k in KEEP["landmarks"]}}
     for task in ("ctx-craters", "themis-craters"):
         rows = [pixel_counts(np.ones_like(m), m) for m in data[f"{task}:val"].targets]
-        out[task] = segmentation_report(np.array(rows), n_boot=0)
+        report = segmentation_report(np.array(rows), n_boot=0)
+        out[task] = {k: float(report[k]) for k in KEEP[task]}
     return out
 
 
 def check_splits(data: dict[str, TaskData]) -> None:
+    """The probes' training images, the selection images and the validation split share no
+    group (tile, crop, HiRISE product)."""
     for task in TASK_FOLDERS:
-        shared = set(data[task].groups) & set(data[f"{task}:val"].groups)
-        if shared:
-            raise SystemExit(f"{task}: train and val share {sorted(shared)[:3]}")
+        parts = {s: set(data[task + s].groups) for s in ("", ":sel", ":val")}
+        for a, b in (("", ":sel"), ("", ":val"), (":sel", ":val")):
+            shared = parts[a] & parts[b]
+            if shared:
+                raise SystemExit(f"{task}: {a or 'train'} and {b} share {sorted(shared)[:3]}")
 
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def rank_encoders(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
-    """Encoders by mean rank over the three tasks' headline metric (ties: crater IoU)."""
-    names = list(table)
+# ----------------------------------------------------------------------------- state access
+
+
+def scores(state: dict[str, Any], row: str, task: str, metric: str | None = None,
+           seed: str | None = None) -> list[float]:
+    """A row's scores on the validation split: every (pretraining seed, probe seed) pair, or
+    one pretraining seed's."""
+    metric = metric or HEADLINE[task]
+    runs = state["runs"] if seed is None else {seed: state["runs"][seed]}
+    return [r[metric] for run in runs.values() for r in run["table"][row][task]]
+
+
+def sweep_scores(state: dict[str, Any], lam: str, split: str, task: str) -> list[float]:
+    return [r[HEADLINE[task]] for run in state["runs"].values()
+            for r in run["sweep"][lam][split][task]]
+
+
+def choose_lambda(runs: dict[str, Any], lams: list[float]) -> tuple[float, dict[str, float]]:
+    """λ with the best mean headline score over the three tasks on the *selection* images
+    (all pretraining and probe seeds); the first of equals."""
+    state = {"runs": runs}
+    score = {f"{lam:g}": float(np.mean([np.mean(sweep_scores(state, f"{lam:g}", "sel", t))
+                                        for t in HEADLINE])) for lam in lams}
+    best = max(lams, key=lambda lam: score[f"{lam:g}"])
+    return best, score
+
+
+def cell(values: list[float]) -> str:
+    m, h = mean_ci(values)
+    return f"{m:.3f} ± {h:.3f}"
+
+
+def rank_encoders(state: dict[str, Any]) -> list[str]:
+    """Rows by mean rank over the three tasks' headline metric."""
+    names = list(ENCODER_ROWS)
     ranks = np.zeros(len(names))
-    for task, metric in (("landmarks", "f1_weighted"), ("ctx-craters", "iou"),
-                         ("themis-craters", "iou")):
-        scores = [-np.mean([r[metric] for r in table[n][task]]) for n in names]
-        ranks += np.argsort(np.argsort(scores))
+    for task in HEADLINE:
+        means = [-np.mean(scores(state, n, task)) for n in names]
+        ranks += np.argsort(np.argsort(means))
     return [names[i] for i in np.argsort(ranks, kind="stable")]
 
 
-def render_results(state: dict[str, Any], cards: dict[str, Any], sample_iou: float | None,
-                   baselines: dict[str, dict[str, float]] | None = None) -> str:
-    """docs/comparison.md from a comparison run's ``state`` and the bundled models' ``cards``."""
+# ----------------------------------------------------------------------------- report
+
+
+ROW_LABELS = {
+    "scratch": "scratch (random encoder, seeded by the pretraining seed)",
+    "base": "base (MAE on all sensors)", "hirise-only": "HiRISE-only", "ctx-only": "CTX-only",
+    "themis-only": "THEMIS-only", "joint": "joint (all sensors, the three runs' compute)",
+    "last-merge": "merge of last checkpoints", "early-stop-merge":
+    "merge of early-stopping checkpoints", "evl-merge": "EVL merge (paper rule, chosen λ)",
+    "evl-min-spread": "EVL (min-spread rule)", "magmax": "MagMax (EVL checkpoints)",
+    "ties": "TIES (EVL checkpoints)"}
+
+
+def render_comparison(state: dict[str, Any], full: bool = False) -> list[str]:
+    """The comparison section (docs/comparison.md and docs/results.md) from a run's state
+    (docs/comparison.json); ``full`` adds the EVL selection reports."""
+    recipe, seeds = state["recipe"], list(state["runs"])
+    pre, probes, merges = recipe["pretrain"], recipe["probes"], recipe["merges"]
+    lam = state["chosen_lam"]
+    n_pairs = len(seeds) * probes["seeds"]
+    lines = [
+        "## The encoder comparison (MOMO's experiment in miniature)", "",
+        f"Generated by `{state['command']}` ({state['seconds'] / 60:.0f} min on one CPU "
+        "thread); state in `docs/comparison.json`, rendered by "
+        "`training/reproduce.py:render_comparison` into both comparison.md and results.md.", "",
+        f"- Pretraining (`momo_geo.training.pipeline.run_momo`, once per **pretraining seed** "
+        f"{', '.join(seeds)}; the seed sets the chips, the masks and the base's initialisation): "
+        f"ViT-Tiny, {pre['img_size']} px chips, {pre['pool_size']} training-split chips per "
+        f"sensor, base {pre['base_samples']} samples on all sensors (MAE from random "
+        f"initialisation), each sensor run {pre['sensor_samples']} samples continued from the "
+        f"base with a checkpoint every {pre['checkpoint_every']} samples, joint "
+        f"{state['joint_samples']} samples (all sensors, from the base). Each sensor run is "
+        f"validated on {pre['val_size']} chips per sensor of all three sensors "
+        f"(`validation: {pre['validation']}`): the log holds each sensor's own loss "
+        "(`val_loss_SENSOR`, read by the paper's EVL rule and by early stopping) and the "
+        "common all-sensor loss (`val_loss`, read by the min-spread rule); one setting gives "
+        "both, so every row is from the same runs.",
+        "- Merges (`select_checkpoints` + `merge_checkpoints`): " + "; ".join(
+            f"**{n}** = {m['method']} of the `{m.get('selection', 'evl')}` checkpoints, λ "
+            + (f"{m['lam']}" if m.get("lam") is not None else f"= chosen λ ({lam:g})")
+            for n, m in merges.items()) + f"; **evl-merge** = task arithmetic of the `evl` "
+        f"checkpoints at the λ chosen by the sweep below ({lam:g}).",
+        f"- Scoring: frozen encoder, {probes['seeds']} probe seeds per encoder: a linear "
+        f"classifier on pooled tokens for landmarks ({probes['steps_cls']} steps), a linear "
+        f"per-token crater probe (Dice+CE, {probes['steps_seg']} steps, {probes['train_chips']} "
+        "chips). Three disjoint splits per task (checked): the probes train on the train split "
+        "**less the selection images** (a held-out "
+        f"{probes['selection_fraction']:.0%} of its groups: HiRISE products, CTX tiles, THEMIS "
+        "crops); λ is chosen on the **selection** images; every table reports the "
+        "**validation** split. No row is selected on the split it is reported on (the EVL "
+        "rules read pretraining losses on train-split chips only).",
+        f"- Cells: mean ± half-width of the 95 % t-interval over all {n_pairs} (pretraining "
+        f"seed × probe seed) pairs. The pairs are not independent (probe seeds share an "
+        "encoder), so the per-pretraining-seed means are shown too: when they differ by more "
+        "than the interval, pretraining variance dominates.", "",
+        "| encoder | " + " | ".join(TASK_NAMES[t] for t in HEADLINE)
+        + " | Landmarks F1 macro | CTX IoU per image | THEMIS IoU per image |",
+        "|---|---|---|---|---|---|---|"]
+    for row in ENCODER_ROWS:
+        cells = [cell(scores(state, row, t)) for t in HEADLINE]
+        cells += [cell(scores(state, row, "landmarks", "f1_macro")),
+                  cell(scores(state, row, "ctx-craters", "iou_per_image_mean")),
+                  cell(scores(state, row, "themis-craters", "iou_per_image_mean"))]
+        lines.append(f"| {ROW_LABELS[row]} | " + " | ".join(cells) + " |")
+    b = state.get("baselines")
+    if b:
+        lines.append("| *trivial (majority class / all crater)* | "
+                     + " | ".join(f"{b[t][HEADLINE[t]]:.3f}" for t in HEADLINE)
+                     + f" | {b['landmarks']['f1_macro']:.3f} | "
+                     f"{b['ctx-craters']['iou_per_image_mean']:.3f} | "
+                     f"{b['themis-craters']['iou_per_image_mean']:.3f} |")
+    lines += ["", f"Rows by mean rank over the three tasks: {', '.join(rank_encoders(state))}.",
+              "", "### Per pretraining seed (mean over probe seeds)", "",
+              "| encoder | " + " | ".join(f"{TASK_NAMES[t]}, seed {s}" for t in HEADLINE
+                                          for s in seeds) + " |",
+              "|---|" + "---|" * (len(HEADLINE) * len(seeds))]
+    for row in ENCODER_ROWS:
+        lines.append(f"| {row} | " + " | ".join(
+            f"{np.mean(scores(state, row, t, seed=s)):.3f}" for t in HEADLINE for s in seeds)
+            + " |")
+    lines += ["", "### λ sweep of the EVL merge (task arithmetic, paper rule)", "",
+              "λ is chosen by the mean of the three headline scores on the selection images "
+              "(all seed pairs); the validation columns are reported, never used to choose.", "",
+              "| λ | selection: mean of 3 | selection: " + " | selection: ".join(
+                  TASK_NAMES[t] for t in HEADLINE) + " | validation: " + " | validation: ".join(
+                  TASK_NAMES[t] for t in HEADLINE) + " |",
+              "|---|---|" + "---|" * (2 * len(HEADLINE))]
+    for key in state["selection_scores"]:
+        mark = " **← chosen**" if float(key) == lam else ""
+        lines.append(f"| {key}{mark} | {state['selection_scores'][key]:.3f} | "
+                     + " | ".join(cell(sweep_scores(state, key, "sel", t)) for t in HEADLINE)
+                     + " | " + " | ".join(cell(sweep_scores(state, key, "val", t))
+                                          for t in HEADLINE) + " |")
+    lines += ["", "### EVL choices", ""]
+    for s, run in state["runs"].items():
+        lines.append(f"- pretraining seed {s}: paper rule chose "
+                     + ", ".join(f"{k} `{v}`" for k, v in run["evl_choice"].items()) + ".")
+    if full:
+        for s, run in state["runs"].items():
+            lines += ["", f"Selection reports, pretraining seed {s} (the rule is named in "
+                      "each report's first line; `*` the choice, `E` early stopping):", "",
+                      "```", run["evl_report"], "```"]
+    lines += ["", *reading(state)]
+    return lines
+
+
+def _verdict(a: tuple[float, float], b: tuple[float, float]) -> str:
+    if a[0] - a[1] > b[0] + b[1]:
+        return "higher, intervals disjoint"
+    if a[0] + a[1] < b[0] - b[1]:
+        return "lower, intervals disjoint"
+    return "within the intervals"
+
+
+def reading(state: dict[str, Any]) -> list[str]:
+    """The reading, computed from the state (so it cannot contradict the tables)."""
+    out = ["### Reading (computed from the numbers above)", ""]
+    base_rows = [r for r in ENCODER_ROWS if r != "evl-merge"]
+    for task in HEADLINE:
+        ci = {r: mean_ci(scores(state, r, task)) for r in ENCODER_ROWS}
+        best = max(ENCODER_ROWS, key=lambda r: ci[r][0])
+        pairs = [(a, b) for i, a in enumerate(ENCODER_ROWS) for b in ENCODER_ROWS[i + 1:]]
+        apart = [(a, b) for a, b in pairs if _verdict(ci[a], ci[b]) != "within the intervals"]
+        below = [r for r in ENCODER_ROWS if r != best and ci[r][0] + ci[r][1] < ci[best][0]
+                 - ci[best][1]]
+        near = [r for r in ENCODER_ROWS if r not in below and r != best]
+        out.append(
+            f"- **{TASK_NAMES[task]}**: best row {best} ({ci[best][0]:.3f} ± {ci[best][1]:.3f}); "
+            f"{len(apart)} of {len(pairs)} row pairs differ by more than their intervals. "
+            f"Clearly below the best: {', '.join(below) or 'none'}; within the best's "
+            f"interval: {', '.join(near) or 'none'}. "
+            "EVL merge vs " + "; ".join(
+                f"{r} {ci[r][0]:.3f}: {_verdict(ci['evl-merge'], ci[r])}" for r in base_rows)
+            + ".")
+        seed_means = {r: [np.mean(scores(state, r, task, seed=s)) for s in state["runs"]]
+                      for r in ENCODER_ROWS}
+        spread = np.mean([max(v) - min(v) for v in seed_means.values()])
+        half = np.mean([ci[r][1] for r in ENCODER_ROWS])
+        out.append(f"  Pretraining seeds: the per-seed means of a row differ by {spread:.3f} on "
+                   f"average, against a mean interval half-width of {half:.3f}"
+                   + (" — pretraining variance is as large as the intervals, so differences "
+                      "of that size are not findings." if spread >= half else "."))
+        b = state.get("baselines")
+        if b:
+            floor = b[task][HEADLINE[task]]
+            above = [r for r in ENCODER_ROWS if ci[r][0] - ci[r][1] > floor]
+            out.append(f"  Trivial score {floor:.3f}; rows whose whole interval is above it: "
+                       f"{', '.join(above) or 'none'}.")
+    lam = state["chosen_lam"]
+    val = {k: float(np.mean([np.mean(sweep_scores(state, k, "val", t)) for t in HEADLINE]))
+           for k in state["selection_scores"]}
+    best_val = max(val, key=val.get)
+    out += ["", f"- λ: chosen {lam:g} on the selection images; on the validation split the "
+            f"best λ would have been {best_val} (mean of 3 {val[best_val]:.3f} vs "
+            f"{val[f'{lam:g}']:.3f} at the chosen λ)"
+            + (" — the selection split picked the validation optimum." if best_val == f"{lam:g}"
+               else ", a difference the reported EVL row does not benefit from."),
+            "- The paper's merge ablation (CraterBinary mIoU: EVL .54, last .50, early stopping "
+            ".50): here " + "; ".join(
+                f"{TASK_NAMES[t]} EVL {np.mean(scores(state, 'evl-merge', t)):.3f}, last "
+                f"{np.mean(scores(state, 'last-merge', t)):.3f}, early stopping "
+                f"{np.mean(scores(state, 'early-stop-merge', t)):.3f}" for t in HEADLINE) + ".",
+            "",
+            "Deviation of the base: the paper continues every sensor run from one generic "
+            "ImageNet-supervised ViT; ImageNet weights cannot be downloaded here, so the base is "
+            "a short MAE run on all three sensors from random initialisation, and the sensor "
+            "runs' task vectors are small edits of a jointly trained model. Its effect "
+            + ("is measured by the extra row below." if state.get("random_base") else
+               "was not measured in this run: an EVL merge from a randomly initialised base "
+               "(no base pretraining) did not fit the one-core, 75-minute budget beside two "
+               "pretraining seeds; the `scratch` row bounds what no pretraining gives."),
+            "",
+            "What this run can and cannot say: every encoder saw a few thousand 64 px chips "
+            "(minutes of one CPU core, against MOMO's days of GPU on millions of tiles), so the "
+            "task vectors are short and merging has little to reconcile. Differences within the "
+            "intervals above are not evidence for or against the paper's ranking."]
+    return out
+
+
+def render_results(state: dict[str, Any], cards: dict[str, Any],
+                   sample_iou: float | None) -> str:
+    """docs/comparison.md: a header, the comparison section and the bundled models."""
     from momo_geo import __version__
 
-    table, pre, probes = state["table"], state["recipe"]["pretrain"], state["recipe"]["probes"]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads, no GPU")
-    ties = state["recipe"]["merges"].get("evl-ties", {})
-    lines = [
-        "# Results: MOMO's comparison in miniature, and the bundled default models",
-        "",
-        f"Generated by `{state['command']}` on {now} ({machine}; momo-geo {__version__}). "
-        f"Comparison wall time: **{state['seconds'] / 60:.1f} min**. Do not edit by hand: "
-        "rerun the command (`make reproduce`; `make models` rebuilds the bundles and re-renders "
-        "this page).",
-        "",
-        "Data: `../shared/data` (see its README): HiRISE landmark crops (Wagstaff et al., Zenodo "
-        "10.5281/zenodo.2538136), CTX tiles of the Mars Crater Catalogue (CC BY 4.0), THEMIS "
-        "crops with Robbins & Hynek boxes (Apache-2.0). Validation splits: landmarks by HiRISE "
-        "product_id, CTX by tile, THEMIS by crop; checked disjoint before training.",
-        "",
-        "## Set-up (sizes chosen to fit a shared 2-core CPU)",
-        "",
-        f"- Encoder: ViT-Tiny (192 wide, 12 blocks), patch 16, **{pre['img_size']} px chips**, "
-        "MAE mask ratio 0.75, light decoder (128 wide, 2 blocks). Pretraining is "
-        "`momo_geo.training.pipeline.run_momo` — the code `momo-geo pretrain | evl | merge` runs "
-        "— with the settings of `training/recipes/comparison.json`.",
-        f"- Pretraining chips from the *training* splits only (labels unused), "
-        f"{pre['pool_size']} per sensor, normalised per sensor, random flips and quarter turns, "
-        f"masks seeded per chip: base {pre['base_samples']} samples (all sensors), each "
-        f"single-sensor run {pre['sensor_samples']} (continued from base, a checkpoint every "
-        f"{pre['checkpoint_every']} samples), joint {state['joint_samples']} (all sensors from "
-        f"base, the three runs' compute), batch {pre['batch_size']}, AdamW lr "
-        f"{pre.get('lr', 'scaled')}, warm-up + cosine.",
-        f"- Merges: task arithmetic θ_base + {pre.get('lam', 0.5)}·Σ τ_s (MOMO's λ); TIES keeps "
-        f"the top {ties.get('trim', 0.2):.0%} of each task vector, elects signs, disjoint mean, "
-        f"λ = {ties.get('lam', 1.0)}.",
-        f"- Scoring protocol (every cell): frozen encoder, {probes['seeds']} seeds. Landmarks: a "
-        f"LayerNorm + linear classifier on mean-pooled tokens ({probes['steps_cls']} steps, "
-        "CE). Craters: a linear per-token probe on 4 block features (blocks 3, 6, 9, 12), "
-        f"upsampled to pixels, Dice+CE, {probes['steps_seg']} steps on {probes['train_chips']} "
-        f"fixed training chips. Validation images cut into non-overlapping {probes['img_size']} "
-        f"px tiles (THEMIS: the top-left {probes['themis_val_side']} px of each crop). Cells: "
-        "mean ± half-width of the 95 % t-interval over seeds.",
-        "",
-        "## The comparison",
-        "",
-        "| encoder | Landmarks F1 (weighted) | Landmarks F1 (macro) | CTX crater IoU | "
-        "CTX IoU per image | THEMIS crater IoU | THEMIS IoU per image |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name in ENCODER_ROWS:
-        r = table[name]
-        lines.append(f"| {name} | {cell(r['landmarks'], 'f1_weighted')} | "
-                     f"{cell(r['landmarks'], 'f1_macro')} | {cell(r['ctx-craters'], 'iou')} | "
-                     f"{cell(r['ctx-craters'], 'iou_per_image_mean')} | "
-                     f"{cell(r['themis-craters'], 'iou')} | "
-                     f"{cell(r['themis-craters'], 'iou_per_image_mean')} |")
-    if baselines:
-        b = baselines
-        lines.append(f"| *trivial (majority class / all crater)* | "
-                     f"{b['landmarks']['f1_weighted']:.3f} | {b['landmarks']['f1_macro']:.3f} | "
-                     f"{b['ctx-craters']['iou']:.3f} | "
-                     f"{b['ctx-craters']['iou_per_image_mean']:.3f} | "
-                     f"{b['themis-craters']['iou']:.3f} | "
-                     f"{b['themis-craters']['iou_per_image_mean']:.3f} |")
-    lines += ["", "Paper (ViT-B, full Mars-Bench, full fine-tuning), for scale only: Landmark F1 "
-              ".91, CraterBinary mIoU .54, ConeQuest .71; EVL / last-epoch / early-stopping "
-              "merge .54 / .50 / .50 on CraterBinary.", "",
-              f"Encoders by mean rank over the three tasks: {', '.join(rank_encoders(table))}.",
-              "", "## EVL checkpoint selection", "",
-              f"Validation loss of every checkpoint on {pre['val_size']} chips per sensor "
-              "(fixed masks), drawn from the training splits with a seed of their own (they are "
-              "not image-disjoint from the pretraining chips). The selection rule is named in "
-              "the report's first line: the paper's EVL rule compares each run's loss on its own "
-              "sensor's chips (`val_loss_SENSOR`), the min-spread rule the loss on all sensors' "
-              "chips; `*` marks the choice, `E` each sensor's early-stopping checkpoint. "
-              "Validation images play no part in the selection.", "",
-              "```", state["evl_report"], "```", ""]
-    lines += reading(table, baselines)
+    lines = ["# MOMO's comparison in miniature", "",
+             f"Rendered on {now} ({machine}; momo-geo {__version__}). Do not edit by hand: "
+             "`make reproduce` reruns it (`python training/reproduce.py --render-only` "
+             "re-renders from `docs/comparison.json`). The same section is in "
+             "[results.md](results.md).", "",
+             "Data: `../shared/data` (see its README): HiRISE landmark crops (Wagstaff et al., "
+             "Zenodo 10.5281/zenodo.2538136), CTX tiles of the Mars Crater Catalogue (CC BY "
+             "4.0), THEMIS crops with Robbins & Hynek boxes (Apache-2.0).", "",
+             *render_comparison(state, full=True)]
     lines += bundled_section(cards, sample_iou)
     return "\n".join(lines) + "\n"
 
@@ -368,61 +586,6 @@ def recipe_text(r: dict[str, Any], task: str) -> str:
             "slightly optimistic)")
 
 
-def reading(table: dict[str, Any], baselines: dict[str, dict[str, float]] | None = None
-            ) -> list[str]:
-    """The honest reading, computed from the table (so it cannot contradict it)."""
-    def score(name: str, task: str) -> tuple[float, float]:
-        metric = "f1_weighted" if task == "landmarks" else "iou"
-        return mean_ci([r[metric] for r in table[name][task]])
-
-    out = ["## Reading", ""]
-    for task in ("landmarks", "ctx-craters", "themis-craters"):
-        evl_m, evl_h = score("evl-merge", task)
-        rows = []
-        for other in ENCODER_ROWS:
-            if other == "evl-merge":
-                continue
-            m, h = score(other, task)
-            if evl_m - evl_h > m + h:
-                verdict = "EVL merge better"
-            elif evl_m + evl_h < m - h:
-                verdict = "EVL merge worse"
-            else:
-                verdict = "overlapping intervals"
-            rows.append(f"{other} {m:.3f} ({verdict})")
-        out.append(f"- **{task}**: EVL merge {evl_m:.3f} ± {evl_h:.3f}; " + "; ".join(rows) + ".")
-    out.append("")
-    for task in ("landmarks", "ctx-craters", "themis-craters") if baselines else ():
-        metric = "f1_weighted" if task == "landmarks" else "iou"
-        floor = baselines[task][metric]
-        above = [n for n in ENCODER_ROWS if score(n, task)[0] - score(n, task)[1] > floor]
-        out.append(f"- {task}: trivial score {floor:.3f}; rows clearly above it (whole "
-                   f"interval): {', '.join(above) if above else 'none'}.")
-    own = {"landmarks": "hirise-only", "ctx-craters": "ctx-only",
-           "themis-craters": "themis-only"}
-    for task, single in own.items():
-        best = max(ENCODER_ROWS, key=lambda n: score(n, task)[0])
-        s_m, _ = score(single, task)
-        b_m, _ = score("base", task)
-        out.append(f"- {task}: best row **{best}** ({score(best, task)[0]:.3f}); the "
-                   f"{single} encoder {'beats' if s_m > b_m else 'does not beat'} the base it "
-                   f"continued from ({s_m:.3f} vs {b_m:.3f}).")
-    for task in own:
-        e_m, n_m = score("evl-merge", task)[0], score("naive-merge", task)[0]
-        t_m = score("evl-ties", task)[0]
-        out.append(f"- {task}: EVL merge {e_m:.3f} vs naive (last-checkpoint) merge {n_m:.3f} "
-                   f"vs EVL + TIES {t_m:.3f}.")
-    out += ["", "What this run can and cannot say: the encoders saw one pass over a few "
-            "thousand 64 px chips (minutes of one CPU core, against MOMO's days of GPU on "
-            "millions of tiles), so their task vectors are short; merging has little to "
-            "reconcile and small differences between rows are within seed noise. A frozen "
-            "probe reads the representation directly, but the seeds vary only the head, not "
-            "pretraining, so the intervals understate the run-to-run variance of pretraining. "
-            "Where scratch is close to the pretrained rows, the pretraining budget, not the "
-            "merge, is the limit. The paper's ranking needs the paper's scale to be tested."]
-    return out
-
-
 def sample_scene_iou(work: Path) -> float | None:
     """IoU of the default crater model on the bundled synthetic sample scene."""
     import rasterio
@@ -442,7 +605,7 @@ def sample_scene_iou(work: Path) -> float | None:
     return tp / max(tp + fp + fn, 1)
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- run
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -456,11 +619,6 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
-def cell(results: list[dict[str, Any]], metric: str) -> str:
-    m, h = mean_ci([r[metric] for r in results])
-    return f"{m:.3f} ± {h:.3f}"
-
-
 def bundled_cards(weights_dir: Path) -> dict[str, Any]:
     """The cards of the bundled models that exist in ``weights_dir``."""
     cards = {}
@@ -471,10 +629,16 @@ def bundled_cards(weights_dir: Path) -> dict[str, Any]:
     return cards
 
 
-def load_data(data_root: Path) -> dict[str, TaskData]:
+def load_data(data_root: Path, fraction: float = 0.2, seed: int = 1) -> dict[str, TaskData]:
+    """Each task's train split less the selection images (``TASK``), the selection images
+    (``TASK:sel``, whole groups held out by :func:`momo_geo.training.task_data.hold_out`) and
+    the validation split (``TASK:val``)."""
+    from momo_geo.training.task_data import hold_out
+
     data: dict[str, TaskData] = {}
     for task, folder in TASK_FOLDERS.items():
-        data[task] = load_task_data(task, str(data_root / folder), "train")
+        train = load_task_data(task, str(data_root / folder), "train")
+        data[task], data[f"{task}:sel"] = hold_out(train, fraction, seed)
         data[f"{task}:val"] = load_task_data(task, str(data_root / folder), "val")
     check_splits(data)
     return data
@@ -482,22 +646,69 @@ def load_data(data_root: Path) -> dict[str, TaskData]:
 
 def comparison(recipe: dict[str, Any], data: dict[str, TaskData], data_root: Path, work: Path,
                threads: int, start: float) -> dict[str, Any]:
-    """Stages 1 and 2: the encoders and their probe scores (the state comparison.md renders)."""
-    encoders, evl_report, chosen = build_encoders(recipe, data_root, work, threads)
-    log(f"encoders built by the package pipeline: {chosen['seconds']}", start)
-    probes = recipe["probes"]
+    """Stages 1-3 for every pretraining seed: encoders, the λ sweep (selection and validation),
+    λ chosen on the selection images, the other merges, every row probed (the state)."""
+    probes, size = recipe["probes"], recipe["probes"]["img_size"]
+    lams = recipe["sweep"]["lams"]
     inputs = probe_inputs(data, probes)
-    table = {}
-    for name in ENCODER_ROWS:
-        t = time.perf_counter()
-        table[name] = probe_encoder(encoder_state(encoders[name], probes["img_size"]), inputs,
-                                    probes)
-        log(f"probed {name}: " + ", ".join(
-            f"{task} {cell(r, 'f1_weighted' if task == 'landmarks' else 'iou')}"
-            for task, r in table[name].items()) + f" ({time.perf_counter() - t:.0f} s)", start)
-    return {"table": table, "evl_report": evl_report, "evl_choice": chosen["evl_choice"],
+    log("probe inputs: " + ", ".join(f"{t} {s} {len(v[s][0])}" for t, v in inputs.items()
+                                     for s in ("train", "sel", "val")), start)
+    runs: dict[str, Any] = {}
+    for seed in recipe["pretrain_seeds"]:
+        encoders, report, chosen = build_encoders(recipe, data_root, work / f"seed{seed}",
+                                                  threads, seed=seed)
+        log(f"seed {seed}: encoders built by the package pipeline: {chosen['seconds']}", start)
+        sweep = {}
+        for lam in lams:
+            res = probe_encoder(encoder_state(encoders[sweep_name(lam)], size), inputs, probes,
+                                ("sel", "val"))
+            sweep[f"{lam:g}"] = res
+            log(f"seed {seed}: λ {lam:g}: " + ", ".join(
+                f"{t} sel {np.mean([r[HEADLINE[t]] for r in res['sel'][t]]):.3f} val "
+                f"{np.mean([r[HEADLINE[t]] for r in res['val'][t]]):.3f}" for t in HEADLINE),
+                start)
+        runs[str(seed)] = {"sweep": sweep, "evl_report": report,
+                           "evl_choice": chosen["evl_choice"], "seconds": chosen["seconds"],
+                           "table": {}}
+    lam, selection_scores = choose_lambda(runs, lams)
+    log(f"λ chosen on the selection images: {lam:g} ({selection_scores})", start)
+    for seed in recipe["pretrain_seeds"]:
+        sw = work / f"seed{seed}"
+        out = sw / "momo"
+        encoders: dict[str, Path | None] = {"scratch": None, "base": out / "base" /
+                                             "encoder.bundle"}
+        for sensor in SENSORS:
+            encoders[f"{sensor}-only"] = out / sensor / "encoder.bundle"
+        encoders["joint"] = out / "joint" / "encoder.bundle"
+        encoders.update(merge_rows(recipe, out, sw, lam))
+        table = runs[str(seed)]["table"]
+        for name in ENCODER_ROWS:
+            if name == "evl-merge":
+                table[name] = runs[str(seed)]["sweep"][f"{lam:g}"]["val"]
+                continue
+            t = time.perf_counter()
+            table[name] = probe_encoder(encoder_state(encoders[name], size, seed), inputs,
+                                        probes)["val"]
+            log(f"seed {seed}: probed {name}: " + ", ".join(
+                f"{task} {cell([r[HEADLINE[task]] for r in rs])}"
+                for task, rs in table[name].items()) + f" ({time.perf_counter() - t:.0f} s)",
+                start)
+    return {"runs": runs, "chosen_lam": lam, "selection_scores": selection_scores,
             "recipe": recipe, "joint_samples": recipe["pretrain"].get(
-                "joint_samples", 3 * recipe["pretrain"]["sensor_samples"])}
+                "joint_samples", 3 * recipe["pretrain"]["sensor_samples"]),
+            "splits": {t: {s: len(data[t + k].images) for s, k in
+                           (("train", ""), ("sel", ":sel"), ("val", ":val"))}
+                       for t in TASK_FOLDERS}}
+
+
+def write_results_page(state: dict[str, Any], results: Path) -> None:
+    """docs/results.md: its comparison section re-rendered from ``state`` (the rest of the
+    page is training/report_models.py's)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from training.report_models import write_comparison_section
+
+    write_comparison_section(results, state)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,22 +721,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY.PATH=VALUE", help="override a recipe value (repeatable)")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite docs/comparison.md from the last run's state.json in --work "
-                             "and the bundled models' cards")
+                        help="re-render comparison.md and results.md from the last run's "
+                             "state (docs/comparison.json; with --quick, --work/state.json)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared CPU more threads fight and crawl)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     work, data_root = Path(args.work), Path(args.data)
-    results_path = work / "comparison.md" if args.quick else ROOT / "docs" / "comparison.md"
+    docs = work if args.quick else ROOT / "docs"
+    state_path = docs / ("state.json" if args.quick else "comparison.json")
     weights_dir = ROOT / "momo_geo" / "weights"
-    data = load_data(data_root)
-    baselines = trivial_baselines(data)
     if args.render_only:
-        state_path = work / "state.json"
         if not state_path.is_file():
-            print(f"Error: no comparison in {work} (state.json); run `make reproduce` first",
+            print(f"Error: no comparison state {state_path}; run `make reproduce` first",
                   file=sys.stderr)
             return 1
         state = json.loads(state_path.read_text())
@@ -535,16 +744,27 @@ def main(argv: list[str] | None = None) -> int:
             recipe = merged(recipe, recipe.get("quick", {}))
         for item in args.overrides:
             apply_override(recipe, item)
+        probes = recipe["probes"]
+        data = load_data(data_root, probes["selection_fraction"], probes.get("selection_seed", 1))
         command = "python training/reproduce.py" + (" --quick" if args.quick else "")
-        log(f"{command}: data {data_root}, recipe {json.dumps(recipe['pretrain'])}", start)
+        log(f"{command}: data {data_root}, pretraining seeds {recipe['pretrain_seeds']}, "
+            f"pretrain {json.dumps(recipe['pretrain'])}, probes {json.dumps(probes)}", start)
         work.mkdir(parents=True, exist_ok=True)
         state = comparison(recipe, data, data_root, work, args.threads, start)
-        state.update(command=command, seconds=time.perf_counter() - start)
-        (work / "state.json").write_text(json.dumps(state))
-    sample_iou = None if args.quick else sample_scene_iou(work)
-    text = render_results(state, bundled_cards(weights_dir), sample_iou, baselines)
-    _write_atomic(results_path, text)
-    log(f"wrote {results_path}", start)
+        state.update(command=command, seconds=time.perf_counter() - start,
+                     baselines=trivial_baselines(data))
+        _write_atomic(state_path, json.dumps(state, indent=1) + "\n")
+        log(f"wrote {state_path}", start)
+    sample_iou = None
+    if not args.quick:
+        try:
+            sample_iou = sample_scene_iou(work)
+        except Exception as exc:  # noqa: BLE001 - the comparison must still be written
+            print(f"sample scene not mapped: {exc}", file=sys.stderr)
+    _write_atomic(docs / "comparison.md",
+                  render_results(state, bundled_cards(weights_dir), sample_iou))
+    write_results_page(state, docs / "results.md")
+    log(f"wrote {docs / 'comparison.md'} and {docs / 'results.md'}", start)
     return 0
 
 
