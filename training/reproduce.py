@@ -1,27 +1,30 @@
-"""The paper's comparison in miniature, on the package's one pretraining pipeline.
+"""The paper's experiment in miniature (issue 12), on the package's one pretraining pipeline.
 
-    python training/reproduce.py            # or: make reproduce (about half an hour on 2 cores)
-    python training/reproduce.py --quick    # a smoke run (minutes), writes to build/ only
-    python training/reproduce.py --render-only   # rewrite docs/comparison.md from the last run
+    python training/reproduce.py            # or: make reproduce (about an hour on one core)
+    python training/reproduce.py --quick    # a smoke run (minutes), writes to --work only
+    python training/reproduce.py --render-only   # re-render from docs/comparison.json
 
 The settings live in ``training/recipes/comparison.json`` (``--quick`` applies its ``quick``
-part; ``--set KEY.PATH=VALUE`` overrides any value). Stages (seeds fixed; each prints its time):
+part; ``--set KEY.PATH=VALUE`` overrides any value). Stages, once per pretraining seed
+(``pretrain_seeds``: the seed sets every run's chips, masks and the base's initialisation):
 
-1. Encoders, all from :mod:`momo_geo.training` — the code ``momo-geo pretrain | evl | merge``
-   runs: :func:`momo_geo.training.pipeline.run_momo` trains the **base** (all sensors), one
-   continuation per sensor (**HiRISE-only**, **CTX-only**, **THEMIS-only**, validation loss at
-   every checkpoint on one common all-sensor set), the **joint** baseline (all sensors from the
-   base, the compute of the three runs together), selects checkpoints by EVL and merges them
-   (**EVL merge**); :func:`momo_geo.merge.recipe.merge_checkpoints` adds the **naive merge**
-   (last checkpoints) and **EVL + TIES**. Plus **scratch** (a random encoder).
-2. Each encoder is scored on the three tasks (landmarks, CTX craters, THEMIS craters) with the
-   frozen-encoder protocol of :mod:`momo_geo.training.probes`, several seeds per cell: a linear
-   classifier on the pooled features, a linear per-token crater probe (Dice+CE), both trained
-   on cached features; validation images cut into non-overlapping tiles.
-3. ``docs/comparison.md``: the table (mean ± 95 % t-interval over seeds), the EVL selection report,
-   the bundled models' validation metrics as their cards record them (``make models`` builds
-   the bundles from ``training/recipes/{crater-seg,landmarks}.json``), the sample-scene IoU of
-   the default crater model, the command, date, machine and an honest reading.
+1. Encoders, all from :mod:`momo_geo.training` and :mod:`momo_geo.merge` — the code
+   ``momo-geo pretrain | evl | merge`` runs: :func:`momo_geo.training.pipeline.run_momo` trains
+   the **base** (MAE on all sensors), one continuation per sensor (**HiRISE-only**,
+   **CTX-only**, **THEMIS-only**; each logs its own-sensor loss ``val_loss_SENSOR`` and the
+   common all-sensor ``val_loss`` at every checkpoint) and the **joint** baseline;
+   :func:`momo_geo.merge.evl.select_checkpoints` + :func:`momo_geo.merge.recipe.merge_checkpoints`
+   build the λ sweep of the **EVL merge** (paper rule) and the other merges: **last
+   checkpoints**, **early stopping**, **EVL min-spread**, **MagMax**, **TIES**. Plus
+   **scratch** (a random encoder).
+2. The λ sweep is probed on the *selection* images (whole groups held out of each task's train
+   split; the probes train on the rest) and λ is chosen there; every row, the chosen EVL merge
+   included, is reported on the *validation* split.
+3. Probes: frozen encoder, several probe seeds per cell (:mod:`momo_geo.training.probes`).
+
+Outputs: ``docs/comparison.json`` (the state), ``docs/comparison.md`` and the comparison section
+of ``docs/results.md`` (both rendered by :func:`render_comparison`; the rest of results.md is
+``training/report_models.py``'s).
 """
 
 from __future__ import annotations
@@ -178,21 +181,24 @@ def probe_inputs(data: dict[str, TaskData], probes: dict[str, Any]) -> dict[str,
 
     size, grey = probes["img_size"], Recipe(in_chans=1)
     rng = np.random.default_rng(7)
-    lm = data["landmarks"]
-    inputs: dict[str, Any] = {"landmarks": {
-        "train": (normalise(resize_crops(lm.images, size), grey), torch.tensor(lm.targets))}}
-    for split in ("val", "sel"):
-        part = data[f"landmarks:{split}"]
-        inputs["landmarks"][split] = (normalise(resize_crops(part.images, size), grey),
-                                      np.array(part.targets))
+
+    def crops(split: str) -> tuple[torch.Tensor, np.ndarray]:
+        part = data["landmarks" + split]
+        keep = np.arange(len(part.images))
+        if probes.get("max_crops") and len(keep) > probes["max_crops"]:  # --quick only
+            keep = np.sort(np.random.default_rng(3).permutation(keep)[:probes["max_crops"]])
+        return (normalise(resize_crops([part.images[i] for i in keep], size), grey),
+                np.asarray(part.targets)[keep])
+
+    x, y = crops("")
+    inputs: dict[str, Any] = {"landmarks": {"train": (x, torch.tensor(y)),
+                                            "val": crops(":val"), "sel": crops(":sel")}}
     for task in ("ctx-craters", "themis-craters"):
         raw, mask, _ = crater_chips(data[task], probes["train_chips"], size, rng)
         inputs[task] = {"train": (normalise(raw, grey), mask)}
         for split in ("val", "sel"):
             side = probes["themis_val_side"] if task == "themis-craters" else probes.get(
-                "val_side")
-            if split == "sel":
-                side = probes.get("sel_side", side)
+                "sel_side" if split == "sel" else "val_side")
             vraw, vmask, owner = grid_tiles(data[f"{task}:{split}"], size, side)
             inputs[task][split] = (normalise(vraw, grey), (vmask, np.array(owner)))
     return inputs
