@@ -205,7 +205,8 @@ def test_comparison_render_has_every_row_the_sweep_and_both_seeds(tmp_path) -> N
         next(line for line in sweep if line.startswith(f"| {lam:g} "))]
     for seed in ("0", "1"):
         assert f"seed {seed} |" in text and f"pretraining seed {seed}:" in text
-    assert "95 % t-interval over all 4 (pretraining seed × probe seed) pairs" in text
+    pairs = 2 * state["recipe"]["probes"]["seeds"]
+    assert f"95 % t-interval over all {pairs} (pretraining seed × probe seed) pairs" in text
     assert "row pairs differ by more than their intervals" in text
     # the selection score chose λ: it is the best of the selection column, whatever validation says
     assert state["selection_scores"][f"{lam:g}"] == max(state["selection_scores"].values())
