@@ -32,6 +32,16 @@ import torch
 from momo_geo import __version__
 from momo_geo.bundle import Bundle, ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
+from momo_geo.inference.coarse import (
+    MIN_COARSE_SIDE,
+    CoarsePass,
+    add_coarse,
+    add_coarse_scene,
+    coarse_image,
+    factor_of,
+    kept_features,
+    upsample_rows,
+)
 from momo_geo.inference.fit import assumed_mars_notice, open_mappable
 from momo_geo.inference.floor import (
     background_class,
@@ -334,6 +344,54 @@ def _tiling(card: ModelCard, options: MapOptions) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------
+# the coarse pass (:mod:`momo_geo.inference.coarse`)
+
+
+def coarse_probabilities(source: RasterSource | ArraySource, width: int, height: int,
+                         predictor: Predictor, k: int, options: MapOptions,
+                         stretch: tuple[float, float] | None,
+                         cancel: Cancel | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's probabilities ``(K, h, w)`` and validity on the scene's ``k`` x ``k`` block
+    means (stretched with the scene's own range), or ``None`` when that grid is too small to
+    hold a feature the fine pass cannot see."""
+    grey, valid = coarse_image(source, height, width, k)
+    h, w = grey.shape
+    if min(h, w) < MIN_COARSE_SIDE or not valid.any():
+        return None
+    card = predictor.card
+    probs = np.full((card.num_classes, h, w), NODATA_PROB, np.float32)
+
+    def write_rows(row0: int, cls: np.ndarray, conf: np.ndarray, p: np.ndarray | None) -> None:
+        probs[:, row0:row0 + len(cls)] = p
+
+    grid = _grid(card, w, h, *_tiling(card, options), 1.0)
+    _run_tiles(ArraySource(grey, valid, "mean", stretch), w, h, predictor, grid, write_rows,
+               options=options, keep_probabilities=True, progress=None, cancel=cancel)
+    return probs, valid
+
+
+def _coarse_kept(source: RasterSource | ArraySource, width: int, height: int,
+                 predictor: Predictor, options: MapOptions, gsd_factor: float,
+                 stretch: tuple[float, float] | None, cancel: Cancel | None = None
+                 ) -> tuple[np.ndarray, int, int] | None:
+    """The card's coarse pass: (kept feature probabilities on the coarse grid, fine pixels per
+    coarse pixel, the feature's class id), or ``None`` (no pass, or nothing to add)."""
+    card = predictor.card
+    spec = CoarsePass.of(card)
+    background = background_class(card)
+    if spec is None or background is None:
+        return None
+    k = factor_of(spec, gsd_factor)
+    coarse = coarse_probabilities(source, width, height, predictor, k, options, stretch, cancel)
+    if coarse is None:
+        return None
+    feature = card.class_names.index(spec.feature)
+    kept = kept_features(*coarse, feature, background, spec.min_confidence,
+                         spec.min_diameter * gsd_factor / k)
+    return (kept, k, feature) if kept.any() else None
+
+
+# --------------------------------------------------------------------------------------------
 # in-memory arrays (evaluation)
 
 
@@ -373,6 +431,11 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
     floors = class_floors(card)
     if floors:
         erase_weak(classes, confidence, floors, background_class(card), per_tile(card))
+    if options.coarse:
+        coarse = _coarse_kept(source, w, h, predictor, options, 1.0, source.value_range())
+        if coarse is not None:
+            kept, k, feature = coarse
+            add_coarse(classes, confidence, upsample_rows(kept, k, 0, h, w), feature)
     if probs is not None:
         return classes, confidence, probs
     return classes, confidence
@@ -584,6 +647,8 @@ def _map_reserved(info: Scene, outputs: OutputSet,
                                                      pixelwise=per_tile(card)).items():
                 writer.counts[class_id] -= pixels
                 writer.counts[background] += pixels
+        if options.coarse:
+            _coarse_scene(info, frame, options, predictor, factor, source, writer, cancel)
         _poll(cancel)
         with writing("class mask", mask_out):
             write_cog(writer.mask_path, outputs.path(mask_out))
@@ -601,6 +666,21 @@ def _map_reserved(info: Scene, outputs: OutputSet,
     loop_seconds = result.inference_seconds
     result.tiles_per_s = predicted / loop_seconds if loop_seconds > 0 else math.inf
     return result
+
+
+def _coarse_scene(info: Scene, frame: Frame | None, options: MapOptions, predictor: Predictor,
+                  factor: float, source: RasterSource, writer: _MaskWriter,
+                  cancel: Cancel | None) -> None:
+    """The card's coarse pass over the whole scene, added to the staged mask (and counts)."""
+    full = RasterSource(str(info.path), predictor.card.bands, None, frame, options.nodata)
+    coarse = _coarse_kept(full, info.width, info.height, predictor, options, factor,
+                          source.value_range(), cancel)
+    if coarse is None:
+        return
+    kept, k, feature = coarse
+    former = add_coarse_scene(writer.mask_path, writer.conf_path, kept, k, feature)
+    writer.counts -= former
+    writer.counts[feature] += int(former.sum())
 
 
 def _count_pixels(result: MapResult, writer: _MaskWriter, card: ModelCard, info: Scene) -> None:

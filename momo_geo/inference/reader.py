@@ -102,7 +102,10 @@ class ArraySource:
     """Tiles from an in-memory ``(H, W)`` or ``(C, H, W)`` array."""
 
     def __init__(self, image: np.ndarray, valid: np.ndarray | None = None,
-                 bands: str = "mean") -> None:
+                 bands: str = "mean", stretch: tuple[float, float] | None = None) -> None:
+        self.stretch = stretch
+        """A scene-wide stretch range to use instead of the image's own (a coarse copy of a
+        scene is stretched as the scene is)."""
         image = np.asarray(image)
         if image.ndim == 2:
             image = image[None]
@@ -126,6 +129,8 @@ class ArraySource:
 
     def value_range(self) -> tuple[float, float]:
         """The scene-wide stretch range (:func:`momo_geo.preprocess.scene_range`) of the image."""
+        if self.stretch is not None:
+            return self.stretch
         return scene_range(_grey(self.image, self.bands, self.valid), self.valid)
 
     def read(self, plan: TilePlan) -> TileData:
