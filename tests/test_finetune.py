@@ -167,3 +167,26 @@ def test_classifier_conv_stem_is_recorded_in_the_card_and_rebuilds(tmp_path):
         assert torch.allclose(rebuilt(x), model(x))
     plain = create_model(task_card("landmarks", Recipe(input_size=32)))
     assert plain.stem is None and "stem_dim" not in task_card("landmarks", Recipe()).architecture
+
+
+def test_weight_averaging_keeps_a_recent_average_not_the_last_step(themis_like, tmp_path):
+    recipe = dict(input_size=32, epochs=2, chips=64, batch_size=16, seed=5, select_fraction=0)
+    plain = load_bundle(finetune("themis-craters", str(themis_like), tmp_path / "p.bundle",
+                                 recipe=Recipe(**recipe))[0])
+    averaged = load_bundle(finetune("themis-craters", str(themis_like), tmp_path / "e.bundle",
+                                    recipe=Recipe(**recipe, ema=0.8))[0])
+    from momo_geo.models import create_model
+
+    torch.manual_seed(5)
+    init = create_model(plain.card).state_dict()
+
+    def distance(a: dict, b: dict) -> float:
+        return sum(float((a[k].float() - b[k].float()).norm()) for k in a
+                   if a[k].is_floating_point())
+
+    last = plain.state_dict
+    assert averaged.card.training["recipe"]["ema"] == 0.8
+    assert 0 < distance(averaged.state_dict, last) < distance(init, last)
+    with pytest.raises(Exception, match="ema"):
+        finetune("themis-craters", str(themis_like), tmp_path / "x.bundle",
+                 recipe=Recipe(**recipe, ema=1.5))

@@ -13,6 +13,7 @@ it field for field (:meth:`Recipe.from_dict`). Chips and augmentation: :mod:`.ta
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -107,6 +108,10 @@ class Recipe:
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``bf16-mixed`` on a GPU."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, updated after every step; the
+    average is what the learning curve scores and the bundle keeps (0: off, the last weights).
+    Small noisy data make the last step's weights a lottery; the average smooths it."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes recorded in the card (e.g. how many synthetic fields joined the data)."""
 
@@ -221,11 +226,17 @@ def _finetune_module_class() -> type:
         cosine over ``total_steps``, per-batch (crater) or per-chip (landmark) augmentation."""
 
         def __init__(self, model: torch.nn.Module, recipe: Recipe, total_steps: int,
-                     class_weight: torch.Tensor | None = None) -> None:
+                     class_weight: torch.Tensor | None = None,
+                     average: torch.nn.Module | None = None) -> None:
             super().__init__()
             self.model, self.recipe, self.total_steps = model, recipe, total_steps
             self.loss = make_loss(recipe.loss, class_weight)
             self.gen = torch.Generator().manual_seed(recipe.seed)
+            self.average = [average]  # a list: not a submodule Lightning would move or train
+
+        def on_train_batch_end(self, *_: Any) -> None:
+            if self.average[0] is not None:
+                self.average[0].update_parameters(self.model)
 
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
@@ -277,8 +288,11 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
         freeze_encoder(model, recipe.frozen)
     chips = EpochChips(task, data, recipe, normalization)
     steps = chips.batches_per_epoch() * recipe.epochs
-    module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight)
+    average = weight_average(model, recipe.ema)
+    module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight, average)
     loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)
+    if curve is not None and average is not None:
+        curve = _scored_with(model, average, curve)
     callbacks = [] if curve is None else [_curve_callback(L, curve, recipe)]
     trainer = L.Trainer(accelerator=recipe.accelerator, devices=1, precision=recipe.precision,
                         max_epochs=recipe.epochs, max_steps=steps, callbacks=callbacks,
@@ -287,7 +301,36 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
                         limit_train_batches=chips.batches_per_epoch())
     start = time.perf_counter()
     trainer.fit(module, loader)
+    if average is not None:
+        model.load_state_dict(average.module.state_dict())
     return time.perf_counter() - start
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> torch.nn.Module | None:
+    """An exponential moving average of ``model``'s weights and buffers (``None`` for decay 0)."""
+    if not decay:
+        return None
+    if not 0 < decay < 1:
+        raise MomoGeoError(f"fine-tuning recipe: ema must be 0 (off) or between 0 and 1, "
+                           f"not {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _scored_with(model: torch.nn.Module, average: torch.nn.Module,
+                 curve: Callable[[int], None]) -> Callable[[int], None]:
+    """``curve`` run on the averaged weights (put back afterwards): the curve scores what the
+    bundle will keep."""
+    def scored(epoch: int) -> None:
+        current = copy.deepcopy(model.state_dict())
+        model.load_state_dict(average.module.state_dict())
+        try:
+            curve(epoch)
+        finally:
+            model.load_state_dict(current)
+
+    return scored
 
 
 def _curve_callback(L: Any, curve: Callable[[int], None], recipe: Recipe) -> Any:
