@@ -78,8 +78,8 @@ class ModelCard:
     min_confidence: dict[str, float] = field(default_factory=dict)
     """Class name -> confidence floor: mapped features whose mean confidence is below it are
     erased (:mod:`momo_geo.inference.floor`); chosen on held-out selection images."""
-    coarse_pass: dict[str, Any] | None = None
-    """A second pass at a lower resolution for features larger than the model's view:
+    coarse_passes: list[dict[str, Any]] = field(default_factory=list)
+    """Further passes at lower resolutions for features larger than the model's view, each
     ``{"class", "scale", "min_diameter", "min_confidence"}`` (:mod:`momo_geo.inference.coarse`);
     chosen on held-out selection images."""
     merge: dict[str, Any] | None = None
@@ -108,7 +108,7 @@ class ModelCard:
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
         _check_classes(self.classes)
         _check_floors(self.min_confidence, self.class_names)
-        check_coarse_pass(self.coarse_pass, self.class_names, self.task)
+        check_coarse_passes(self.coarse_passes, self.class_names, self.task)
         _check_normalization(self.normalization, self.in_chans)
         _check_sizes(self)
         if self.weights_sha256 and not _is_hex(self.weights_sha256, 64):
@@ -190,16 +190,23 @@ def _check_floors(floors: Any, names: list[str]) -> None:
                                f"0 to 1, not {floor!r}")
 
 
-def check_coarse_pass(spec: Any, names: list[str], task: str) -> None:
-    """``coarse_pass`` (:mod:`momo_geo.inference.coarse`): a segmentation card, one of its
-    classes, a scale of 1/2, 1/3, 1/4 ..., a size and a floor in range."""
-    if spec is None:
-        return
-    if task != "segmentation" or not isinstance(spec, dict):
-        raise MomoGeoError("model card: coarse_pass is a dict, and only for segmentation models")
+def check_coarse_passes(passes: Any, names: list[str], task: str) -> None:
+    """``coarse_passes`` (:mod:`momo_geo.inference.coarse`): only for a segmentation card; each
+    names one of its classes, a scale of 1/2, 1/3, 1/4 ..., a size and a floor in range."""
+    if not isinstance(passes, list):
+        raise MomoGeoError(f"model card: coarse_passes must be a list, not {passes!r}")
+    if passes and task != "segmentation":
+        raise MomoGeoError("model card: coarse_passes are only for segmentation models")
+    for spec in passes:
+        _check_coarse_pass(spec, names)
+
+
+def _check_coarse_pass(spec: Any, names: list[str]) -> None:
+    if not isinstance(spec, dict):
+        raise MomoGeoError(f"model card: a coarse pass is a dict, not {spec!r}")
     unknown = sorted(set(spec) - {"class", "scale", "min_diameter", "min_confidence"})
     if unknown or spec.get("class") not in names:
-        raise MomoGeoError(f"model card: coarse_pass needs one of the card's classes "
+        raise MomoGeoError(f"model card: a coarse pass needs one of the card's classes "
                            f"({', '.join(names)}) and only the keys class, scale, min_diameter "
                            "and min_confidence")
     scale, diameter = spec.get("scale"), spec.get("min_diameter")
@@ -207,7 +214,7 @@ def check_coarse_pass(spec: Any, names: list[str], task: str) -> None:
     if not all(_number(v) for v in (scale, diameter, floor)) or not (
             0 < scale < 1 and abs(1 / scale - round(1 / scale)) < 1e-6 and diameter >= 0
             and 0 <= floor <= 1):
-        raise MomoGeoError("model card: coarse_pass needs a scale of 1/2, 1/3, 1/4 ..., "
+        raise MomoGeoError("model card: a coarse pass needs a scale of 1/2, 1/3, 1/4 ..., "
                            f"min_diameter >= 0 and min_confidence from 0 to 1, not {spec!r}")
 
 

@@ -16,7 +16,13 @@ from momo_geo.errors import MomoGeoError
 from momo_geo.inference import map_scene, predict_array
 from momo_geo.inference.coarse import add_coarse, add_coarse_scene, block_mean, upsample_rows
 from momo_geo.inference.engine import Predictor
-from momo_geo.training.calibrate import calibrate_bundle, coarse_sweep, floor_sweep
+from momo_geo.inference.floor import background_class
+from momo_geo.training.calibrate import (
+    calibrate_bundle,
+    coarse_sweep,
+    floor_sweep,
+    selection_maps,
+)
 from momo_geo.training.task_data import TaskData
 
 COARSE = {"class": "crater", "scale": 0.25, "min_diameter": 48, "min_confidence": 0.7}
@@ -51,7 +57,7 @@ def test_the_coarse_pass_maps_the_large_crater_the_fine_pass_drops(tmp_path):
     image, _, bright, faint, inside = big_crater_scene()
     bundle = threshold_bundle(tmp_path / "b", tile_size=96, tile_overlap=16,
                               value_scaling="scene_percentile", min_confidence=FLOOR,
-                              coarse_pass=COARSE)
+                              coarse_passes=[COARSE])
     fine, _ = predict_array(bundle, image, coarse=False)
     both, _ = predict_array(bundle, image)
     assert share(fine, inside) < 0.6 and share(both, inside) > 0.95
@@ -119,8 +125,8 @@ def test_block_means_count_only_valid_pixels():
 ])
 def test_a_bad_coarse_pass_is_refused_when_the_card_is_read(spec):
     fields = threshold_bundle().card.to_dict()
-    fields["coarse_pass"] = spec
-    with pytest.raises(MomoGeoError, match="coarse_pass"):
+    fields["coarse_passes"] = [spec]
+    with pytest.raises(MomoGeoError, match="coarse pass"):
         ModelCard.from_dict(fields)
 
 
@@ -143,7 +149,9 @@ def test_the_coarse_pass_is_chosen_on_selection_images(tmp_path):
                      value_scaling="scene_percentile")
     predictor = Predictor(load_bundle(tmp_path / "b"), "cpu")
     floors = floor_sweep(predictor, select)
-    swept = coarse_sweep(predictor, select, 0.95, diameters=(16, 48), floors=(0.5, 0.7))
+    maps = selection_maps(predictor, select, 0.95, scales=(0.5, 0.25))
+    swept = coarse_sweep(maps, 1, background_class(predictor.card), scales=(0.5, 0.25),
+                         diameters=(16, 48), floors=(0.5, 0.7))
     fine_only = next(r for r in floors if r["floor"] == 0.95)
     assert swept[0]["scale"] is None
     for key in ("crater_f1", "iou"):
@@ -153,6 +161,8 @@ def test_the_coarse_pass_is_chosen_on_selection_images(tmp_path):
 
     calibration = calibrate_bundle(tmp_path / "b", select)
     card = json.loads((tmp_path / "b" / "card.json").read_text())
-    assert card["coarse_pass"] == calibration["coarse"]["chosen"]
-    assert card["coarse_pass"]["class"] == "crater"
+    assert card["coarse_passes"] == calibration["coarse"]["chosen"]
+    assert 1 <= len(card["coarse_passes"]) <= 2
+    assert card["coarse_passes"][0]["class"] == "crater"
+    assert len({p["scale"] for p in card["coarse_passes"]}) == len(card["coarse_passes"])
     load_bundle(tmp_path / "b")  # still a valid card

@@ -3,7 +3,7 @@
 A crater model trained on 160 px chips sees a 50 km THEMIS crater (500 px at 100 m/px) or a
 700 m CTX crater (120 px at 6 m/px) only in pieces: it outlines parts of the floor and rim,
 or nothing. Read at a quarter of the resolution, the same crater is an ordinary 30-120 px
-crater the model knows. So a card may ask for a coarse pass (``coarse_pass`` in the card):
+crater the model knows. So a card may ask for coarse passes (``coarse_passes``), each:
 
 1. the scene is read at ``scale`` of the fine pass's resolution and mapped by the same model;
 2. the coarse map gets its own confidence floor (``min_confidence``), and of what is left only
@@ -39,7 +39,8 @@ MIN_COARSE_SIDE = 32
 
 @dataclass(frozen=True)
 class CoarsePass:
-    """The card's ``coarse_pass``: ``{"class", "scale", "min_diameter", "min_confidence"}``."""
+    """One of the card's ``coarse_passes``: ``{"class", "scale", "min_diameter",
+    "min_confidence"}``."""
 
     feature: str
     """The class the coarse pass maps (e.g. ``crater``)."""
@@ -52,13 +53,11 @@ class CoarsePass:
     """Floor on a coarse feature's mean probability (0.5: none)."""
 
     @classmethod
-    def of(cls, card: Any) -> CoarsePass | None:
-        """The card's coarse pass, or ``None`` (no ``coarse_pass``)."""
-        spec = getattr(card, "coarse_pass", None)
-        if not spec:
-            return None
-        return cls(spec["class"], float(spec["scale"]), float(spec["min_diameter"]),
-                   float(spec.get("min_confidence", 0.5)))
+    def of(cls, card: Any) -> list[CoarsePass]:
+        """The card's coarse passes (``coarse_passes``; often none)."""
+        return [cls(spec["class"], float(spec["scale"]), float(spec["min_diameter"]),
+                    float(spec.get("min_confidence", 0.5)))
+                for spec in getattr(card, "coarse_passes", None) or []]
 
     def to_dict(self) -> dict[str, Any]:
         return {"class": self.feature, "scale": self.scale, "min_diameter": self.min_diameter,

@@ -373,22 +373,24 @@ def coarse_probabilities(source: RasterSource | ArraySource, width: int, height:
 def _coarse_kept(source: RasterSource | ArraySource, width: int, height: int,
                  predictor: Predictor, options: MapOptions, gsd_factor: float,
                  stretch: tuple[float, float] | None, cancel: Cancel | None = None
-                 ) -> tuple[np.ndarray, int, int] | None:
-    """The card's coarse pass: (kept feature probabilities on the coarse grid, fine pixels per
-    coarse pixel, the feature's class id), or ``None`` (no pass, or nothing to add)."""
+                 ) -> list[tuple[np.ndarray, int, int]]:
+    """The card's coarse passes, each as (kept feature probabilities on its coarse grid, fine
+    pixels per coarse pixel, the feature's class id); passes that add nothing are left out."""
     card = predictor.card
-    spec = CoarsePass.of(card)
     background = background_class(card)
-    if spec is None or background is None:
-        return None
-    k = factor_of(spec, gsd_factor)
-    coarse = coarse_probabilities(source, width, height, predictor, k, options, stretch, cancel)
-    if coarse is None:
-        return None
-    feature = card.class_names.index(spec.feature)
-    kept = kept_features(*coarse, feature, background, spec.min_confidence,
-                         spec.min_diameter * gsd_factor / k)
-    return (kept, k, feature) if kept.any() else None
+    out = []
+    for spec in CoarsePass.of(card) if background is not None else []:
+        k = factor_of(spec, gsd_factor)
+        coarse = coarse_probabilities(source, width, height, predictor, k, options, stretch,
+                                      cancel)
+        if coarse is None:
+            continue
+        feature = card.class_names.index(spec.feature)
+        kept = kept_features(*coarse, feature, background, spec.min_confidence,
+                             spec.min_diameter * gsd_factor / k)
+        if kept.any():
+            out.append((kept, k, feature))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,9 +434,8 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
     if floors:
         erase_weak(classes, confidence, floors, background_class(card), per_tile(card))
     if options.coarse:
-        coarse = _coarse_kept(source, w, h, predictor, options, 1.0, source.value_range())
-        if coarse is not None:
-            kept, k, feature = coarse
+        for kept, k, feature in _coarse_kept(source, w, h, predictor, options, 1.0,
+                                             source.value_range()):
             add_coarse(classes, confidence, upsample_rows(kept, k, 0, h, w), feature)
     if probs is not None:
         return classes, confidence, probs
@@ -671,16 +672,13 @@ def _map_reserved(info: Scene, outputs: OutputSet,
 def _coarse_scene(info: Scene, frame: Frame | None, options: MapOptions, predictor: Predictor,
                   factor: float, source: RasterSource, writer: _MaskWriter,
                   cancel: Cancel | None) -> None:
-    """The card's coarse pass over the whole scene, added to the staged mask (and counts)."""
+    """The card's coarse passes over the whole scene, added to the staged mask (and counts)."""
     full = RasterSource(str(info.path), predictor.card.bands, None, frame, options.nodata)
-    coarse = _coarse_kept(full, info.width, info.height, predictor, options, factor,
-                          source.value_range(), cancel)
-    if coarse is None:
-        return
-    kept, k, feature = coarse
-    former = add_coarse_scene(writer.mask_path, writer.conf_path, kept, k, feature)
-    writer.counts -= former
-    writer.counts[feature] += int(former.sum())
+    for kept, k, feature in _coarse_kept(full, info.width, info.height, predictor, options,
+                                         factor, source.value_range(), cancel):
+        former = add_coarse_scene(writer.mask_path, writer.conf_path, kept, k, feature)
+        writer.counts -= former
+        writer.counts[feature] += int(former.sum())
 
 
 def _count_pixels(result: MapResult, writer: _MaskWriter, card: ModelCard, info: Scene) -> None:

@@ -12,6 +12,7 @@ F1, the criterion its recipe is chosen by.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,25 +63,31 @@ def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
             for floor, row, px in zip(floors, counts, pixels, strict=True)]
 
 
-COARSE_SCALES = (0.5, 0.25)
-COARSE_DIAMETERS = (16, 24, 32, 48)
+COARSE_SCALES = (0.5, 0.25, 0.125)
+COARSE_DIAMETERS = (16, 32, 64)
 """Smallest coarse feature kept (model pixels): about the crater sizes the fine pass, trained on
 160 px chips, starts to see only in part."""
-COARSE_FLOORS = (0.5, 0.6, 0.7, 0.8)
+COARSE_FLOORS = (0.5, 0.7)
+MAX_COARSE_PASSES = 2
 
 
-def coarse_sweep(predictor: Any, select: Any, floor: float,
-                 scales: tuple[float, ...] = COARSE_SCALES,
-                 diameters: tuple[float, ...] = COARSE_DIAMETERS,
-                 floors: tuple[float, ...] = COARSE_FLOORS,
-                 min_diameter: float = MIN_DIAMETER_PX) -> list[dict[str, Any]]:
-    """Crater precision, recall, F1 and pixel IoU (pooled) on ``select`` for the fine pass alone
-    at ``floor`` (the first row, ``scale`` None) and with each coarse pass
-    (:mod:`momo_geo.inference.coarse`): every scale, smallest diameter and coarse floor. One
-    fine map and one coarse probability map per scale and image, as the engine makes them."""
+@dataclass
+class SelectionMaps:
+    """What the coarse-pass sweep needs of one selection image: the fine pass's classes at the
+    chosen floor, the coarse probabilities and validity per scale, and the truth."""
+
+    classes: np.ndarray
+    coarse: dict[float, tuple[np.ndarray, np.ndarray] | None]
+    truth: Circles
+    truth_px: np.ndarray
+
+
+def selection_maps(predictor: Any, select: Any, floor: float,
+                   scales: tuple[float, ...] = COARSE_SCALES) -> list[SelectionMaps]:
+    """One fine map (raw, then ``floor``) and one coarse probability map per scale for every
+    selection image, made as the engine makes them."""
     from momo_geo.evaluate import crater_class
     from momo_geo.inference import predict_array
-    from momo_geo.inference.coarse import add_coarse, kept_features, upsample_rows
     from momo_geo.inference.engine import coarse_probabilities
     from momo_geo.inference.floor import background_class, erase_weak
     from momo_geo.inference.options import MapOptions
@@ -88,51 +95,94 @@ def coarse_sweep(predictor: Any, select: Any, floor: float,
 
     card = predictor.card
     positive, background = crater_class(card), background_class(card)
-    combos = [(None, 0.0, 0.5)] + [(s, d, f) for s in scales for d in diameters for f in floors]
-    counts = np.zeros((len(combos), 3), np.int64)
-    pixels = np.zeros((len(combos), 2), np.int64)
+    maps = []
     for image, target, circles in zip(select.images, select.targets, select.circles,
                                       strict=True):
-        classes, confidence, probs = predict_array(None, image, predictor=predictor,
-                                                   probabilities=True, coarse=False)
+        _, _, probs = predict_array(None, image, predictor=predictor, probabilities=True,
+                                    coarse=False)
         classes = np.where(probs[0] >= 0, probs.argmax(axis=0), 255).astype(np.uint8)
-        confidence = probs.max(axis=0)
         if floor > 0.5:
-            erase_weak(classes, confidence, {positive: floor}, background)
+            erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
         source = ArraySource(image)
         h, w = classes.shape
         coarse = {s: coarse_probabilities(source, w, h, predictor, round(1 / s), MapOptions(),
                                           source.value_range()) for s in scales}
         x, y, d = np.asarray(circles, dtype=np.float64).reshape(-1, 3).T
-        truth = Circles.of(x, y, d)
-        truth_px = np.asarray(target) == positive
-        for k, (scale, diameter, coarse_floor) in enumerate(combos):
-            merged = classes.copy()
-            if scale is not None and coarse[scale] is not None:
-                factor = round(1 / scale)
-                kept = kept_features(*coarse[scale], positive, background, coarse_floor,
-                                     diameter / factor)
-                add_coarse(merged, None, upsample_rows(kept, factor, 0, h, w), positive)
-            match = match_craters(mask_to_circles(merged, positive), truth, min_diameter)
+        maps.append(SelectionMaps(classes, coarse, Circles.of(x, y, d),
+                                  np.asarray(target) == positive))
+    return maps
+
+
+def with_passes(item: SelectionMaps, passes: list[dict[str, Any]], feature: int,
+                background: int) -> np.ndarray:
+    """The fine classes of ``item`` with each coarse pass of ``passes`` added, as the engine
+    adds them."""
+    from momo_geo.inference.coarse import add_coarse, kept_features, upsample_rows
+
+    merged = item.classes.copy()
+    h, w = merged.shape
+    for spec in passes:
+        coarse = item.coarse.get(spec["scale"])
+        if coarse is None:
+            continue
+        k = round(1 / spec["scale"])
+        kept = kept_features(*coarse, feature, background, spec["min_confidence"],
+                             spec["min_diameter"] / k)
+        add_coarse(merged, None, upsample_rows(kept, k, 0, h, w), feature)
+    return merged
+
+
+def coarse_sweep(maps: list[SelectionMaps], feature: int, background: int,
+                 chosen: list[dict[str, Any]] | None = None,
+                 scales: tuple[float, ...] = COARSE_SCALES,
+                 diameters: tuple[float, ...] = COARSE_DIAMETERS,
+                 floors: tuple[float, ...] = COARSE_FLOORS,
+                 min_diameter: float = MIN_DIAMETER_PX) -> list[dict[str, Any]]:
+    """Crater precision, recall, F1 and pixel IoU (pooled) on the selection ``maps`` with the
+    passes already ``chosen`` (the first row, ``scale`` None) and with each further pass: every
+    scale not yet used, smallest diameter and coarse floor."""
+    chosen = list(chosen or [])
+    used = {spec["scale"] for spec in chosen}
+    combos = [None] + [{"scale": s, "min_diameter": d, "min_confidence": f}
+                       for s in scales if s not in used for d in diameters for f in floors]
+    counts = np.zeros((len(combos), 3), np.int64)
+    pixels = np.zeros((len(combos), 2), np.int64)
+    for item in maps:
+        for k, spec in enumerate(combos):
+            merged = with_passes(item, chosen + ([spec] if spec else []), feature, background)
+            match = match_craters(mask_to_circles(merged, feature), item.truth, min_diameter)
             counts[k] += (match.tp, match.fp, match.fn)
-            pred = merged == positive
-            pixels[k] += ((pred & truth_px).sum(), (pred | truth_px).sum())
-    return [{"scale": scale, "min_diameter": diameter, "min_confidence": coarse_floor,
+            pred = merged == feature
+            pixels[k] += ((pred & item.truth_px).sum(), (pred | item.truth_px).sum())
+    return [{**(spec or {"scale": None}),
              **{key: round(value, 4) for key, value in crater_metrics(row).items()},
              "iou": round(float(px[0] / px[1]) if px[1] else 0.0, 4)}
-            for (scale, diameter, coarse_floor), row, px in zip(combos, counts, pixels,
-                                                                 strict=True)]
+            for spec, row, px in zip(combos, counts, pixels, strict=True)]
 
 
-def choose_coarse_pass(sweep: list[dict[str, Any]], feature: str) -> dict[str, Any] | None:
-    """The coarse pass of the best crater F1 + pixel IoU (the crater arms' selection
-    criterion), or ``None`` when the fine pass alone is best (ties go to the simpler: no pass,
-    then the sweep's order)."""
-    best = max(sweep, key=lambda row: row["crater_f1"] + row["iou"])
-    if best["scale"] is None:
-        return None
-    return {"class": feature, "scale": best["scale"], "min_diameter": best["min_diameter"],
-            "min_confidence": best["min_confidence"]}
+def choose_coarse_passes(predictor: Any, select: Any, floor: float, feature_name: str
+                         ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """Coarse passes chosen greedily by crater F1 + pixel IoU (the crater arms' selection
+    criterion): the best pass, then the best further pass at another scale, while one
+    improves on what is chosen (ties go to fewer passes). Returns (passes, the sweeps)."""
+    from momo_geo.evaluate import crater_class
+    from momo_geo.inference.floor import background_class
+
+    card = predictor.card
+    feature, background = crater_class(card), background_class(card)
+    maps = selection_maps(predictor, select, floor)
+    chosen: list[dict[str, Any]] = []
+    sweeps = []
+    for _ in range(MAX_COARSE_PASSES):
+        sweep = coarse_sweep(maps, feature, background, chosen)
+        sweeps.append(sweep)
+        best = max(sweep, key=lambda row: row["crater_f1"] + row["iou"])
+        if best["scale"] is None:
+            break
+        chosen.append({"class": feature_name, "scale": best["scale"],
+                       "min_diameter": best["min_diameter"],
+                       "min_confidence": best["min_confidence"]})
+    return chosen, sweeps
 
 
 TILE_FLOORS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -174,7 +224,7 @@ def choose_floor(sweep: list[dict[str, float]], key: str = "crater_f1") -> float
 def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict[str, Any]:
     """Sweep the floors of a saved bundle on ``select`` and record the chosen one in its card
     (``min_confidence``, and the sweep under ``training.calibration``); for a crater model
-    then (``coarse``) the coarse pass at that floor (``coarse_pass``, or none)."""
+    then (``coarse``) its coarse passes at that floor (``coarse_passes``, maybe none)."""
     import json
 
     from momo_geo.bundle import load_bundle
@@ -185,7 +235,7 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
 
     bundle = load_bundle(str(path))
     bundle.card.min_confidence = {}  # sweep the raw maps, whatever was chosen before
-    bundle.card.coarse_pass = None
+    bundle.card.coarse_passes = []
     predictor = Predictor(bundle, "cpu")
     if bundle.card.task == "classification":
         sweep = tile_floor_sweep(predictor, select)
@@ -199,14 +249,14 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
         criterion, floors = "crater_f1", ({names[0]: floor} if floor > 0.5 else {})
     calibration = {"criterion": f"{criterion} on the selection images", "class": names,
                    "floor": floor, "selection_images": len(select.images), "sweep": sweep}
-    coarse_pass = None
+    passes: list[dict[str, Any]] = []
     if bundle.card.task == "segmentation" and coarse:
-        swept = coarse_sweep(predictor, select, floor)
-        coarse_pass = choose_coarse_pass(swept, names[0])
+        passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0])
         calibration["coarse"] = {"criterion": "crater_f1 + iou on the selection images, at the "
-                                 "chosen floor", "chosen": coarse_pass, "sweep": swept}
+                                 "chosen floor; passes added greedily", "chosen": passes,
+                                 "sweeps": sweeps}
     training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
     training["calibration"] = calibration
     set_card_fields(Path(path), min_confidence={n: f for n, f in floors.items() if f > 0},
-                    coarse_pass=coarse_pass, training=training)
+                    coarse_passes=passes, training=training)
     return calibration
