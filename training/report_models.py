@@ -56,7 +56,23 @@ def selection_point(card: dict[str, Any]) -> dict[str, Any]:
     if point and calibration:
         chosen = next(r for r in calibration["sweep"] if r["floor"] == calibration["floor"])
         point.update({k: v for k, v in chosen.items() if k not in ("floor", "score")})
+        final = coarse_result(calibration)
+        if final:
+            point.update({k: v for k, v in final.items() if k in chosen})
     return point
+
+
+def coarse_result(calibration: dict[str, Any]) -> dict[str, Any] | None:
+    """Selection scores with the coarse passes chosen (None: the card has no coarse sweep).
+    Passes are added greedily, so sweep ``i`` starts from the first ``i`` passes: its first row
+    is the final state when the search stopped early, else the last sweep's best row is."""
+    coarse = calibration.get("coarse")
+    if not coarse:
+        return None
+    chosen, sweeps = coarse["chosen"], coarse["sweeps"]
+    if len(sweeps) > len(chosen):
+        return sweeps[len(chosen)][0]
+    return max(sweeps[-1], key=lambda row: row["crater_f1"] + row["iou"])
 
 
 def selection_score(card: dict[str, Any], criterion: list[str]) -> float | None:
@@ -137,6 +153,26 @@ def floor_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
         cells = [f"{none[k]:.3f} → {chosen[k]:.3f}" for k in
                  ("crater_f1", "crater_precision", "crater_recall", "iou")]
         lines.append(f"| {name} | {calibration['floor']:.2f} | {' | '.join(cells)} |")
+    return lines
+
+
+def coarse_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
+    """Each crater arm's coarse passes (:mod:`momo_geo.inference.coarse`), chosen on its
+    selection images at its floor: the fine pass alone against fine + coarse passes."""
+    lines = ["| arm | coarse passes (scale, smallest diameter px, floor) | selection F1 "
+             "(fine → with passes) | precision | recall | pixel IoU |",
+             "|---|---|---|---|---|---|"]
+    for name, card in cards.items():
+        calibration = card["training"].get("calibration") or {}
+        final = coarse_result(calibration)
+        if final is None:
+            continue
+        fine = calibration["coarse"]["sweeps"][0][0]
+        passes = "; ".join(f"1/{round(1 / p['scale'])}, {p['min_diameter']:g}, "
+                           f"{p['min_confidence']:.2f}" for p in calibration["coarse"]["chosen"])
+        cells = [f"{fine[k]:.3f} → {final[k]:.3f}" for k in
+                 ("crater_f1", "crater_precision", "crater_recall", "iou")]
+        lines.append(f"| {name} | {passes or 'none'} | {' | '.join(cells)} |")
     return lines
 
 
@@ -307,6 +343,13 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "confident). An arm without a row has no floor (built before floors existed "
             "and not calibrated since: `training/calibrate_floor.py`).", "",
             *floor_rows(crater_arms), "",
+            "## Coarse passes (crater arms)", "",
+            "After its floor, a crater arm may map the scene again at 1/2, 1/4 or 1/8 of its "
+            "resolution and add the large craters it finds there, which the fine pass sees "
+            "only in pieces ([mapping.md](mapping.md#how-it-works)). Passes, their smallest "
+            "diameter and their floor are chosen greedily on the selection images by crater "
+            "F1 + pixel IoU; an arm without a row was not calibrated for them.", "",
+            *coarse_rows(crater_arms), "",
             "## Learning curves", "",
             "![Selection score against training minutes](img/learning_curves.png)", "",
             *curve_rows(arms), "", *reading(arms), "", *comparison_section()]
