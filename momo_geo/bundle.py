@@ -204,18 +204,22 @@ def check_coarse_passes(passes: Any, names: list[str], task: str) -> None:
 def _check_coarse_pass(spec: Any, names: list[str]) -> None:
     if not isinstance(spec, dict):
         raise MomoGeoError(f"model card: a coarse pass is a dict, not {spec!r}")
-    unknown = sorted(set(spec) - {"class", "scale", "min_diameter", "min_confidence"})
+    unknown = sorted(set(spec) - {"class", "scale", "min_diameter", "min_confidence",
+                                  "max_residual"})
     if unknown or spec.get("class") not in names:
         raise MomoGeoError(f"model card: a coarse pass needs one of the card's classes "
-                           f"({', '.join(names)}) and only the keys class, scale, min_diameter "
-                           "and min_confidence")
+                           f"({', '.join(names)}) and only the keys class, scale, min_diameter, "
+                           "min_confidence and max_residual")
     scale, diameter = spec.get("scale"), spec.get("min_diameter")
-    floor = spec.get("min_confidence", 0.5)
-    if not all(_number(v) for v in (scale, diameter, floor)) or not (
+    floor, residual = spec.get("min_confidence", 0.5), spec.get("max_residual", 1.0)
+    if residual is None:
+        residual = 1.0
+    if not all(_number(v) for v in (scale, diameter, floor, residual)) or not (
             0 < scale < 1 and abs(1 / scale - round(1 / scale)) < 1e-6 and diameter >= 0
-            and 0 <= floor <= 1):
+            and 0 <= floor <= 1 and residual > 0):
         raise MomoGeoError("model card: a coarse pass needs a scale of 1/2, 1/3, 1/4 ..., "
-                           f"min_diameter >= 0 and min_confidence from 0 to 1, not {spec!r}")
+                           f"min_diameter >= 0, min_confidence from 0 to 1 and max_residual > 0, "
+                           f"not {spec!r}")
 
 
 def _number(value: Any) -> bool:

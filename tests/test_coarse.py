@@ -14,7 +14,13 @@ from test_engine import MARS_EQC, threshold_bundle, write_scene
 from momo_geo.bundle import ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
 from momo_geo.inference import map_scene, predict_array
-from momo_geo.inference.coarse import add_coarse, add_coarse_scene, block_mean, upsample_rows
+from momo_geo.inference.coarse import (
+    add_coarse,
+    add_coarse_scene,
+    block_mean,
+    kept_features,
+    upsample_rows,
+)
 from momo_geo.inference.engine import Predictor
 from momo_geo.inference.floor import background_class
 from momo_geo.training.calibrate import (
@@ -122,6 +128,7 @@ def test_block_means_count_only_valid_pixels():
     {"class": "crater", "scale": 0.25, "min_diameter": -1},
     {"class": "crater", "scale": 0.25, "min_diameter": 48, "min_confidence": 2},
     {"class": "crater", "scale": 0.25, "min_diameter": 48, "floor": 0.7},
+    {"class": "crater", "scale": 0.25, "min_diameter": 48, "max_residual": 0},
 ])
 def test_a_bad_coarse_pass_is_refused_when_the_card_is_read(spec):
     fields = threshold_bundle().card.to_dict()
@@ -166,3 +173,17 @@ def test_the_coarse_pass_is_chosen_on_selection_images(tmp_path):
     assert card["coarse_passes"][0]["class"] == "crater"
     assert len({p["scale"] for p in card["coarse_passes"]}) == len(card["coarse_passes"])
     load_bundle(tmp_path / "b")  # still a valid card
+
+
+def test_the_roundness_gate_keeps_a_crater_and_drops_an_albedo_streak():
+    rows, cols = np.indices((80, 120))
+    disc = np.hypot(cols - 30, rows - 40) < 14
+    streak = (np.abs((cols - 85) - 0.4 * (rows - 40)) < 5) & (np.abs(rows - 40) < 30)
+    probs = np.zeros((2, 80, 120), np.float32)
+    probs[1] = np.where(disc | streak, 0.9, 0.1)
+    probs[0] = 1 - probs[1]
+    valid = np.ones((80, 120), bool)
+    any_shape = kept_features(probs, valid, 1, 0, 0.7, 8)
+    round_only = kept_features(probs, valid, 1, 0, 0.7, 8, max_residual=0.15)
+    assert (any_shape[disc] > 0.5).all() and (any_shape[streak] > 0.5).all()
+    assert (round_only[disc] > 0.5).all() and not (round_only[streak] > 0).any()

@@ -8,7 +8,8 @@ crater the model knows. So a card may ask for coarse passes (``coarse_passes``),
 1. the scene is read at ``scale`` of the fine pass's resolution and mapped by the same model;
 2. the coarse map gets its own confidence floor (``min_confidence``), and of what is left only
    features at least ``min_diameter`` model pixels across (equal-area circle, measured on the
-   fine pass's grid) are kept: small craters are the fine pass's business, where it sees more;
+   fine pass's grid) and, with ``max_residual``, round enough are kept: small craters are the
+   fine pass's business, where it sees more, and a large dark albedo patch is not a crater;
 3. the kept features' probabilities are resampled (bilinear) to the scene grid and every pixel
    above 0.5 joins the feature class, after the fine pass's own floor, so a large crater the
    fine pass found in doubtful pieces is mapped whole.
@@ -40,7 +41,7 @@ MIN_COARSE_SIDE = 32
 @dataclass(frozen=True)
 class CoarsePass:
     """One of the card's ``coarse_passes``: ``{"class", "scale", "min_diameter",
-    "min_confidence"}``."""
+    "min_confidence", "max_residual"}``."""
 
     feature: str
     """The class the coarse pass maps (e.g. ``crater``)."""
@@ -51,17 +52,16 @@ class CoarsePass:
     """Smallest coarse feature kept, in model pixels on the fine pass's grid."""
     min_confidence: float
     """Floor on a coarse feature's mean probability (0.5: none)."""
+    max_residual: float | None = None
+    """Only features this round (circle-fit residual; ``None``: any shape)."""
 
     @classmethod
     def of(cls, card: Any) -> list[CoarsePass]:
         """The card's coarse passes (``coarse_passes``; often none)."""
         return [cls(spec["class"], float(spec["scale"]), float(spec["min_diameter"]),
-                    float(spec.get("min_confidence", 0.5)))
+                    float(spec.get("min_confidence", 0.5)), spec.get("max_residual"))
                 for spec in getattr(card, "coarse_passes", None) or []]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"class": self.feature, "scale": self.scale, "min_diameter": self.min_diameter,
-                "min_confidence": self.min_confidence}
 
 
 def factor_of(spec: CoarsePass, gsd_factor: float = 1.0) -> int:
@@ -113,10 +113,13 @@ def coarse_image(source: Any, height: int, width: int, k: int, band: int = 128
 
 
 def kept_features(probs: np.ndarray, valid: np.ndarray, feature: int, background: int,
-                  floor: float, min_diameter: float) -> np.ndarray:
+                  floor: float, min_diameter: float, max_residual: float | None = None
+                  ) -> np.ndarray:
     """The coarse pass's verdict on its own grid: the feature probability where a kept feature
     lies, 0 elsewhere. ``probs``: ``(K, h, w)`` coarse probabilities; ``valid``: ``(h, w)``;
-    ``floor`` on a feature's mean probability; ``min_diameter`` in coarse pixels."""
+    ``floor`` on a feature's mean probability; ``min_diameter`` in coarse pixels;
+    ``max_residual``: the roundest features only (RMS distance of the outline from its fitted
+    circle over the radius, as the vector layer's fit column; ``None``: any shape)."""
     from momo_geo.inference.floor import erase_weak
 
     classes = np.where(valid, probs.argmax(axis=0), NODATA_CLASS).astype(np.uint8)
@@ -127,7 +130,22 @@ def kept_features(probs: np.ndarray, valid: np.ndarray, feature: int, background
         return np.zeros(classes.shape, np.float32)
     area = ndimage.sum_labels(np.ones(classes.shape), labels, np.arange(1, n + 1))
     keep = np.concatenate([[False], 2 * np.sqrt(area / np.pi) >= min_diameter])[labels]
+    if max_residual is not None and keep.any():
+        keep &= round_enough(keep, max_residual)
     return np.where(keep, probs[feature], 0.0).astype(np.float32)
+
+
+def round_enough(mask: np.ndarray, max_residual: float) -> np.ndarray:
+    """Pixels of ``mask`` in features whose outline fits a circle within ``max_residual``
+    (:func:`momo_geo.metrics.mask_to_circles`, whose labelling of the hole-filled mask this
+    repeats): a crater is round, an albedo patch or a wall fragment is not."""
+    from momo_geo.metrics import mask_to_circles
+
+    filled = ndimage.binary_fill_holes(mask)
+    labels, _ = ndimage.label(filled)
+    residual = mask_to_circles(filled.astype(np.uint8), 1).residual
+    good = np.nan_to_num(residual, nan=np.inf) <= max_residual
+    return np.concatenate([[False], good])[labels]
 
 
 def upsample_rows(kept: np.ndarray, k: int, row0: int, rows: int, width: int) -> np.ndarray:

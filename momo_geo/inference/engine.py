@@ -387,7 +387,7 @@ def _coarse_kept(source: RasterSource | ArraySource, width: int, height: int,
             continue
         feature = card.class_names.index(spec.feature)
         kept = kept_features(*coarse, feature, background, spec.min_confidence,
-                             spec.min_diameter * gsd_factor / k)
+                             spec.min_diameter * gsd_factor / k, spec.max_residual)
         if kept.any():
             out.append((kept, k, feature))
     return out
