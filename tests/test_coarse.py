@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
-from test_engine import MARS_EQC, threshold_bundle, write_scene
+from test_engine import threshold_bundle, write_scene
+from test_floor import write_staged
 
 from momo_geo.bundle import ModelCard, load_bundle
 from momo_geo.errors import MomoGeoError
@@ -93,13 +93,7 @@ def test_scene_addition_equals_array_addition_across_block_seams(tmp_path):
     kept = np.zeros((51, 38), np.float32)
     kept[10:30, 5:25] = rng.uniform(0.3, 1.0, (20, 20))
     kept[0:4, :] = 0.9
-    profile = dict(driver="GTiff", width=150, height=203, count=1, crs=MARS_EQC,
-                   transform=from_origin(0, 0, 25, 25), tiled=True, blockxsize=64,
-                   blockysize=64)
-    with rasterio.open(tmp_path / "mask.tif", "w", dtype="uint8", **profile) as dst:
-        dst.write(classes, 1)
-    with rasterio.open(tmp_path / "conf.tif", "w", dtype="float32", **profile) as dst:
-        dst.write(confidence, 1)
+    write_staged(tmp_path, classes, confidence)
     expected, expected_conf = classes.copy(), confidence.copy()
     former = add_coarse(expected, expected_conf, upsample_rows(kept, 4, 0, 203, 150), 1)
     assert former.sum() > 0 and former[1] == 0 and former[255] == 0

@@ -39,6 +39,19 @@ def discs(size: int = 192, seed: int = 0) -> tuple[np.ndarray, list[tuple[float,
     return np.clip(image, 0, 255).astype(np.uint8), bright, faint
 
 
+def write_staged(folder, classes: np.ndarray, confidence: np.ndarray) -> None:
+    """``mask.tif`` and ``conf.tif`` in ``folder``: a staged class mask and its confidence, in
+    64 px blocks (so block seams cut the features)."""
+    h, w = classes.shape
+    profile = dict(driver="GTiff", width=w, height=h, count=1, crs=MARS_EQC,
+                   transform=from_origin(0, 0, 25, 25), tiled=True, blockxsize=64,
+                   blockysize=64)
+    with rasterio.open(folder / "mask.tif", "w", dtype="uint8", **profile) as dst:
+        dst.write(classes, 1)
+    with rasterio.open(folder / "conf.tif", "w", dtype="float32", **profile) as dst:
+        dst.write(confidence, 1)
+
+
 def test_weak_features_are_erased_whole():
     classes = np.zeros((40, 40), np.uint8)
     confidence = np.full((40, 40), 0.9, np.float32)
@@ -59,13 +72,7 @@ def test_scene_erasure_equals_array_erasure_across_block_seams(tmp_path):
     classes[ndimage.gaussian_filter(rng.random((300, 260)), 3) > 0.56] = 2
     confidence = ndimage.gaussian_filter(rng.random((300, 260)), 6).astype(np.float32)
     confidence = 0.5 + 0.5 * (confidence - confidence.min()) / np.ptp(confidence)
-    profile = dict(driver="GTiff", width=260, height=300, count=1, crs=MARS_EQC,
-                   transform=from_origin(0, 0, 25, 25), tiled=True, blockxsize=64,
-                   blockysize=64)
-    with rasterio.open(tmp_path / "mask.tif", "w", dtype="uint8", **profile) as dst:
-        dst.write(classes, 1)
-    with rasterio.open(tmp_path / "conf.tif", "w", dtype="float32", **profile) as dst:
-        dst.write(confidence, 1)
+    write_staged(tmp_path, classes, confidence)
     floors = {1: 0.75, 2: 0.7}
     expected = classes.copy()
     n = erase_weak(expected, confidence, floors, background=0)
