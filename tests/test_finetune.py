@@ -170,7 +170,7 @@ def test_classifier_conv_stem_is_recorded_in_the_card_and_rebuilds(tmp_path):
 
 
 def test_weight_averaging_keeps_a_recent_average_not_the_last_step(themis_like, tmp_path):
-    recipe = dict(input_size=32, epochs=2, chips=64, batch_size=16, seed=5, select_fraction=0)
+    recipe = dict(input_size=32, epochs=1, chips=48, batch_size=16, seed=5, select_fraction=0)
     plain = load_bundle(finetune("themis-craters", str(themis_like), tmp_path / "p.bundle",
                                  recipe=Recipe(**recipe))[0])
     averaged = load_bundle(finetune("themis-craters", str(themis_like), tmp_path / "e.bundle",
