@@ -56,9 +56,9 @@ class MapOptions:
                              choices=PRECISIONS)
     blend: str = _option("crop", "crop: each pixel from the tile whose centre holds it; smooth: "
                          "weighted blend of overlapping tiles' probabilities.", choices=BLENDS)
-    coarse: bool = _option(True, "Run the model card's coarse pass, if it has one: the scene "
-                           "is also mapped at a lower resolution for craters larger than the "
-                           "model's view (--no-coarse: one resolution only).")
+    coarse: bool = _option(True, "Run the model card's coarse passes, if it has any: the "
+                           "scene is also mapped at lower resolutions for craters larger than "
+                           "the model's view (--no-coarse: one resolution only).")
     min_area: float = _option(0.0, "Drop features smaller than this many m² (measured on Mars).",
                               minimum=0.0)
     simplify: float = _option(0.0, "Simplify outlines with this tolerance in metres "
