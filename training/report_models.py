@@ -159,7 +159,7 @@ def floor_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
 def coarse_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
     """Each crater arm's coarse passes (:mod:`momo_geo.inference.coarse`), chosen on its
     selection images at its floor: the fine pass alone against fine + coarse passes."""
-    lines = ["| arm | coarse passes (scale, smallest diameter px, floor) | selection F1 "
+    lines = ["| arm | coarse passes (scale, smallest diameter px, floor, roundness) | selection F1 "
              "(fine → with passes) | precision | recall | pixel IoU |",
              "|---|---|---|---|---|---|"]
     for name, card in cards.items():
@@ -168,8 +168,10 @@ def coarse_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
         if final is None:
             continue
         fine = calibration["coarse"]["sweeps"][0][0]
-        passes = "; ".join(f"1/{round(1 / p['scale'])}, {p['min_diameter']:g}, "
-                           f"{p['min_confidence']:.2f}" for p in calibration["coarse"]["chosen"])
+        passes = "; ".join(
+            f"1/{round(1 / p['scale'])}, {p['min_diameter']:g}, {p['min_confidence']:.2f}, "
+            + (f"residual ≤ {p['max_residual']:g}" if p.get("max_residual") else "any shape")
+            for p in calibration["coarse"]["chosen"])
         cells = [f"{fine[k]:.3f} → {final[k]:.3f}" for k in
                  ("crater_f1", "crater_precision", "crater_recall", "iou")]
         lines.append(f"| {name} | {passes or 'none'} | {' | '.join(cells)} |")
