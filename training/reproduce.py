@@ -454,6 +454,10 @@ def _verdict(a: tuple[float, float], b: tuple[float, float]) -> str:
     return "within the intervals"
 
 
+TRIVIAL_MARGIN = 0.01
+"""A task whose best row is closer than this to the trivial score says nothing about rows."""
+
+
 def reading(state: dict[str, Any]) -> list[str]:
     """The reading, computed from the state (so it cannot contradict the tables)."""
     out = ["### Reading (computed from the numbers above)", ""]
@@ -488,6 +492,11 @@ def reading(state: dict[str, Any]) -> list[str]:
             above = [r for r in ENCODER_ROWS if ci[r][0] - ci[r][1] > floor]
             out.append(f"  Trivial score {floor:.3f}; rows whose whole interval is above it: "
                        f"{', '.join(above) or 'none'}.")
+            if ci[best][0] - floor < TRIVIAL_MARGIN:
+                out.append(f"  Every row is within {TRIVIAL_MARGIN} of the trivial score: the "
+                           "probe learned next to nothing from any encoder (it answers the "
+                           "majority class / the crater prior), so the pairs that \"differ\" "
+                           "above differ in the third decimal and rank nothing.")
     lam = state["chosen_lam"]
     val = {k: float(np.mean([np.mean(sweep_scores(state, k, "val", t)) for t in HEADLINE]))
            for k in state["selection_scores"]}
