@@ -220,3 +220,21 @@ def test_comparison_render_has_every_row_the_sweep_and_both_seeds(tmp_path) -> N
     assert page.startswith("# Results\n\nthe models' page\n")
     assert page.count(report_models.COMPARISON_MARK) == 1
     assert page.count("## The encoder comparison") == 1 and "← chosen" in page
+
+
+def test_the_random_base_row_is_rendered_and_read_when_it_was_run() -> None:
+    from training import reproduce
+
+    state = fake_comparison_state()
+    assert "was not measured" in "\n".join(reproduce.render_comparison(state))
+    rng = __import__("random").Random(1)
+    for run in state["runs"].values():
+        run["table"][reproduce.RANDOM_BASE] = {
+            t: [{k: rng.random() for k in keys} for _ in range(3)]
+            for t, keys in reproduce.KEEP.items()}
+    state["random_base"] = {"base_samples": 64}
+    text = "\n".join(reproduce.render_comparison(state))
+    label = reproduce.ROW_LABELS[reproduce.RANDOM_BASE]
+    assert f"| {label} |" in text and f"| {reproduce.RANDOM_BASE} |" in text
+    assert "was measured (row *EVL merge from a random base*" in text
+    assert "from the MAE base vs" in text and "was not measured" not in text

@@ -332,7 +332,8 @@ def cell(values: list[float]) -> str:
 
 def rank_encoders(state: dict[str, Any]) -> list[str]:
     """Rows by mean rank over the three tasks' headline metric."""
-    names = list(ENCODER_ROWS)
+    rows = rows_of(state)
+    names = list(rows)
     ranks = np.zeros(len(names))
     for task in HEADLINE:
         means = [-np.mean(scores(state, n, task)) for n in names]
@@ -350,12 +351,14 @@ ROW_LABELS = {
     "last-merge": "merge of last checkpoints", "early-stop-merge":
     "merge of early-stopping checkpoints", "evl-merge": "EVL merge (paper rule, chosen λ)",
     "evl-min-spread": "EVL (min-spread rule)", "magmax": "MagMax (EVL checkpoints)",
-    "ties": "TIES (EVL checkpoints)"}
+    "ties": "TIES (EVL checkpoints)",
+    "evl-merge-random-base": "EVL merge from a random base (sensor runs from one batch of MAE)"}
 
 
 def render_comparison(state: dict[str, Any], full: bool = False) -> list[str]:
     """The comparison section (docs/comparison.md and docs/results.md) from a run's state
     (docs/comparison.json); ``full`` adds the EVL selection reports."""
+    rows = rows_of(state)
     recipe, seeds = state["recipe"], list(state["runs"])
     pre, probes, merges = recipe["pretrain"], recipe["probes"], recipe["merges"]
     lam = state["chosen_lam"]
@@ -398,7 +401,7 @@ def render_comparison(state: dict[str, Any], full: bool = False) -> list[str]:
         "| encoder | " + " | ".join(TASK_NAMES[t] for t in HEADLINE)
         + " | Landmarks F1 macro | CTX IoU per image | THEMIS IoU per image |",
         "|---|---|---|---|---|---|---|"]
-    for row in ENCODER_ROWS:
+    for row in rows:
         cells = [cell(scores(state, row, t)) for t in HEADLINE]
         cells += [cell(scores(state, row, "landmarks", "f1_macro")),
                   cell(scores(state, row, "ctx-craters", "iou_per_image_mean")),
@@ -416,7 +419,7 @@ def render_comparison(state: dict[str, Any], full: bool = False) -> list[str]:
               "| encoder | " + " | ".join(f"{TASK_NAMES[t]}, seed {s}" for t in HEADLINE
                                           for s in seeds) + " |",
               "|---|" + "---|" * (len(HEADLINE) * len(seeds))]
-    for row in ENCODER_ROWS:
+    for row in rows:
         lines.append(f"| {row} | " + " | ".join(
             f"{np.mean(scores(state, row, t, seed=s)):.3f}" for t in HEADLINE for s in seeds)
             + " |")
@@ -460,16 +463,17 @@ TRIVIAL_MARGIN = 0.01
 
 def reading(state: dict[str, Any]) -> list[str]:
     """The reading, computed from the state (so it cannot contradict the tables)."""
+    rows = rows_of(state)
     out = ["### Reading (computed from the numbers above)", ""]
-    base_rows = [r for r in ENCODER_ROWS if r != "evl-merge"]
+    base_rows = [r for r in rows if r != "evl-merge"]
     for task in HEADLINE:
-        ci = {r: mean_ci(scores(state, r, task)) for r in ENCODER_ROWS}
-        best = max(ENCODER_ROWS, key=lambda r: ci[r][0])
-        pairs = [(a, b) for i, a in enumerate(ENCODER_ROWS) for b in ENCODER_ROWS[i + 1:]]
+        ci = {r: mean_ci(scores(state, r, task)) for r in rows}
+        best = max(rows, key=lambda r: ci[r][0])
+        pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]]
         apart = [(a, b) for a, b in pairs if _verdict(ci[a], ci[b]) != "within the intervals"]
-        below = [r for r in ENCODER_ROWS if r != best and ci[r][0] + ci[r][1] < ci[best][0]
+        below = [r for r in rows if r != best and ci[r][0] + ci[r][1] < ci[best][0]
                  - ci[best][1]]
-        near = [r for r in ENCODER_ROWS if r not in below and r != best]
+        near = [r for r in rows if r not in below and r != best]
         out.append(
             f"- **{TASK_NAMES[task]}**: best row {best} ({ci[best][0]:.3f} ± {ci[best][1]:.3f}); "
             f"{len(apart)} of {len(pairs)} row pairs differ by more than their intervals. "
@@ -479,9 +483,9 @@ def reading(state: dict[str, Any]) -> list[str]:
                 f"{r} {ci[r][0]:.3f}: {_verdict(ci['evl-merge'], ci[r])}" for r in base_rows)
             + ".")
         seed_means = {r: [np.mean(scores(state, r, task, seed=s)) for s in state["runs"]]
-                      for r in ENCODER_ROWS}
+                      for r in rows}
         spread = np.mean([max(v) - min(v) for v in seed_means.values()])
-        half = np.mean([ci[r][1] for r in ENCODER_ROWS])
+        half = np.mean([ci[r][1] for r in rows])
         out.append(f"  Pretraining seeds: the per-seed means of a row differ by {spread:.3f} on "
                    f"average, against a mean interval half-width of {half:.3f}"
                    + (" — pretraining variance is as large as the intervals, so differences "
@@ -489,7 +493,7 @@ def reading(state: dict[str, Any]) -> list[str]:
         b = state.get("baselines")
         if b:
             floor = b[task][HEADLINE[task]]
-            above = [r for r in ENCODER_ROWS if ci[r][0] - ci[r][1] > floor]
+            above = [r for r in rows if ci[r][0] - ci[r][1] > floor]
             out.append(f"  Trivial score {floor:.3f}; rows whose whole interval is above it: "
                        f"{', '.join(above) or 'none'}.")
             if ci[best][0] - floor < TRIVIAL_MARGIN:
@@ -516,7 +520,7 @@ def reading(state: dict[str, Any]) -> list[str]:
             "ImageNet-supervised ViT; ImageNet weights cannot be downloaded here, so the base is "
             "a short MAE run on all three sensors from random initialisation, and the sensor "
             "runs' task vectors are small edits of a jointly trained model. Its effect "
-            + ("is measured by the extra row below." if state.get("random_base") else
+            + (base_effect(state) if state.get("random_base") else
                "was not measured in this run: an EVL merge from a randomly initialised base "
                "(no base pretraining) did not fit the one-core, 75-minute budget beside two "
                "pretraining seeds; the `scratch` row bounds what no pretraining gives."),
@@ -708,12 +712,58 @@ def comparison(recipe: dict[str, Any], data: dict[str, TaskData], data_root: Pat
                 f"{task} {cell([r[HEADLINE[task]] for r in rs])}"
                 for task, rs in table[name].items()) + f" ({time.perf_counter() - t:.0f} s)",
                 start)
-    return {"runs": runs, "chosen_lam": lam, "selection_scores": selection_scores,
+    state = {"runs": runs, "chosen_lam": lam, "selection_scores": selection_scores,
             "recipe": recipe, "joint_samples": recipe["pretrain"].get(
                 "joint_samples", 3 * recipe["pretrain"]["sensor_samples"]),
             "splits": {t: {s: len(data[t + k].images) for s, k in
                            (("train", ""), ("sel", ":sel"), ("val", ":val"))}
                        for t in TASK_FOLDERS}}
+    if recipe.get("random_base"):
+        add_random_base(state, data, data_root, work, threads, start)
+    return state
+
+
+RANDOM_BASE = "evl-merge-random-base"
+
+
+def add_random_base(state: dict[str, Any], data: dict[str, TaskData], data_root: Path,
+                    work: Path, threads: int, start: float) -> None:
+    """The base's effect (issue 12, item 2): per pretraining seed, the sensor runs and their
+    EVL merge at the chosen λ again, continued from a base of one batch of MAE steps (in effect
+    the seeded random initialisation) instead of the pretrained base; probed as every row."""
+    from momo_geo.training.pipeline import run_momo
+
+    recipe, lam = state["recipe"], state["chosen_lam"]
+    probes, size = recipe["probes"], recipe["probes"]["img_size"]
+    inputs = probe_inputs(data, probes)
+    for seed, run in state["runs"].items():
+        kwargs = pipeline_kwargs(recipe, data_root, threads)
+        kwargs.update(seed=int(seed), base_samples=kwargs["batch_size"], joint_samples=0,
+                      lam=lam, selection="evl", merge_method="task-arithmetic")
+        merged = run_momo(work / f"seed{seed}" / "random-base", overwrite=True, **kwargs)
+        t = time.perf_counter()
+        run["table"][RANDOM_BASE] = probe_encoder(encoder_state(merged, size, int(seed)),
+                                                  inputs, probes)["val"]
+        log(f"seed {seed}: probed {RANDOM_BASE} ({time.perf_counter() - t:.0f} s)", start)
+    state["random_base"] = {"base_samples": recipe["pretrain"]["batch_size"]}
+
+
+def base_effect(state: dict[str, Any]) -> str:
+    """The random-base row against the EVL merge from the pretrained base, per task."""
+    parts = []
+    for task in HEADLINE:
+        pre = mean_ci(scores(state, "evl-merge", task))
+        rnd = mean_ci(scores(state, RANDOM_BASE, task))
+        parts.append(f"{TASK_NAMES[task]} {pre[0]:.3f} ± {pre[1]:.3f} from the MAE base vs "
+                     f"{rnd[0]:.3f} ± {rnd[1]:.3f} from a random one ({_verdict(pre, rnd)})")
+    return ("was measured (row *EVL merge from a random base*: the same sensor runs and EVL "
+            "merge at the chosen λ, continued from a base of one batch of MAE steps): "
+            + "; ".join(parts) + ".")
+
+
+def rows_of(state: dict[str, Any]) -> tuple[str, ...]:
+    """The table's rows: every encoder row, and the random-base merge when it was run."""
+    return ENCODER_ROWS + ((RANDOM_BASE,) if state.get("random_base") else ())
 
 
 def write_results_page(state: dict[str, Any], results: Path) -> None:
@@ -738,6 +788,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-only", action="store_true",
                         help="re-render comparison.md and results.md from the last run's "
                              "state (docs/comparison.json; with --quick, --work/state.json)")
+    parser.add_argument("--add-random-base", action="store_true",
+                        help="add only the random-base row to the last run's state (its "
+                             "recipe, seeds and λ), then re-render")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared CPU more threads fight and crawl)")
     args = parser.parse_args(argv)
@@ -747,12 +800,21 @@ def main(argv: list[str] | None = None) -> int:
     docs = work if args.quick else ROOT / "docs"
     state_path = docs / ("state.json" if args.quick else "comparison.json")
     weights_dir = ROOT / "momo_geo" / "weights"
-    if args.render_only:
+    if args.render_only or args.add_random_base:
         if not state_path.is_file():
             print(f"Error: no comparison state {state_path}; run `make reproduce` first",
                   file=sys.stderr)
             return 1
         state = json.loads(state_path.read_text())
+        if args.add_random_base:
+            probes = state["recipe"]["probes"]
+            data = load_data(data_root, probes["selection_fraction"],
+                             probes.get("selection_seed", 1))
+            t = time.perf_counter()
+            add_random_base(state, data, data_root, work, args.threads, start)
+            state["seconds"] += time.perf_counter() - t
+            state["recipe"]["random_base"] = True
+            _write_atomic(state_path, json.dumps(state, indent=1) + "\n")
     else:
         recipe = load_recipe(args.recipe)
         if args.quick:
