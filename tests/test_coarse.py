@@ -181,3 +181,16 @@ def test_the_roundness_gate_keeps_a_crater_and_drops_an_albedo_streak():
     round_only = kept_features(probs, valid, 1, 0, 0.7, 8, max_residual=0.15)
     assert (any_shape[disc] > 0.5).all() and (any_shape[streak] > 0.5).all()
     assert (round_only[disc] > 0.5).all() and not (round_only[streak] > 0).any()
+
+
+def test_the_coarse_image_is_the_same_whatever_band_it_is_read_in():
+    from momo_geo.inference.coarse import coarse_image
+    from momo_geo.inference.reader import ArraySource
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(1, 255, (203, 150)).astype(np.float32)
+    valid = rng.random((203, 150)) > 0.1
+    whole = block_mean(image, valid, 4)
+    for budget in (1, 600, 10_000_000):  # one block row at a time, a few, all at once
+        grey, ok = coarse_image(ArraySource(image, valid), 203, 150, 4, budget=budget)
+        assert np.array_equal(grey, whole[0]) and np.array_equal(ok, whole[1])

@@ -36,6 +36,8 @@ _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 NODATA_CLASS = 255
 MIN_COARSE_SIDE = 32
 """A coarse grid narrower than this (px) has no feature the fine pass cannot see: no pass."""
+BAND_PIXELS = 16_000_000
+"""Scene pixels read at once for the coarse image (about 64 MB of float32)."""
 
 
 @dataclass(frozen=True)
@@ -76,32 +78,40 @@ def block_mean(grey: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray,
     A block is valid when at least half of its pixels are."""
     h, w = grey.shape
     hp, wp = -(-h // k) * k, -(-w // k) * k
-    values = np.zeros((hp, wp), np.float64)
-    ok = np.zeros((hp, wp), np.float64)
-    real = np.zeros((hp, wp), np.float64)
+    values = np.zeros((hp, wp), np.float32)
+    ok = np.zeros((hp, wp), np.float32)
     values[:h, :w] = np.where(valid, grey, 0.0)
     ok[:h, :w] = valid
-    real[:h, :w] = 1.0
 
     def blocks(a: np.ndarray) -> np.ndarray:
-        return a.reshape(hp // k, k, wp // k, k).sum(axis=(1, 3))
+        return a.reshape(hp // k, k, wp // k, k).sum(axis=(1, 3), dtype=np.float64)
 
-    total, count, present = blocks(values), blocks(ok), blocks(real)
+    total, count = blocks(values), blocks(ok)
+    rows = np.minimum(k, h - k * np.arange(hp // k))  # pixels of the scene in each block
+    cols = np.minimum(k, w - k * np.arange(wp // k))
+    present = np.outer(rows, cols)
     mean = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
     return mean, (count > 0) & (2 * count >= present)
 
 
-def coarse_image(source: Any, height: int, width: int, k: int, band: int = 128
+def coarse_shape(height: int, width: int, k: int) -> tuple[int, int]:
+    """The coarse grid of ``k`` x ``k`` blocks over a ``height`` x ``width`` grid."""
+    return -(-height // k), -(-width // k)
+
+
+def coarse_image(source: Any, height: int, width: int, k: int, budget: int = BAND_PIXELS
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The scene (a tile source of :mod:`.reader` at full resolution) as ``k`` x ``k`` block
-    means and their validity, read ``k * band`` rows at a time (bounded memory)."""
+    means and their validity, read a band of whole block rows at a time: about ``budget``
+    scene pixels (at least one block row), so memory stays bounded on any scene."""
     from momo_geo.inference.plan import TilePlan
 
+    step = k * max(1, budget // (k * width))
     greys, valids = [], []
     src = source.open()
     try:
-        for row0 in range(0, height, k * band):
-            rows = min(k * band, height - row0)
+        for row0 in range(0, height, step):
+            rows = min(step, height - row0)
             tile = src.read(TilePlan(0, 0, row0, 0, rows, width, row0, 0, rows, width))
             grey, valid = block_mean(tile.pixels[0], tile.valid, k)
             greys.append(grey)

@@ -38,6 +38,7 @@ from momo_geo.inference.coarse import (
     add_coarse,
     add_coarse_scene,
     coarse_image,
+    coarse_shape,
     factor_of,
     kept_features,
     upsample_rows,
@@ -354,9 +355,11 @@ def coarse_probabilities(source: RasterSource | ArraySource, width: int, height:
     """The model's probabilities ``(K, h, w)`` and validity on the scene's ``k`` x ``k`` block
     means (stretched with the scene's own range), or ``None`` when that grid is too small to
     hold a feature the fine pass cannot see."""
+    if min(coarse_shape(height, width, k)) < MIN_COARSE_SIDE:
+        return None  # read nothing: a grid this small holds no crater the fine pass misses
     grey, valid = coarse_image(source, height, width, k)
     h, w = grey.shape
-    if min(h, w) < MIN_COARSE_SIDE or not valid.any():
+    if not valid.any():
         return None
     card = predictor.card
     probs = np.full((card.num_classes, h, w), NODATA_PROB, np.float32)
