@@ -29,16 +29,15 @@ from shapely.geometry import shape
 from momo_geo import crs as mcrs
 from momo_geo.bundle import ClassInfo
 from momo_geo.errors import MomoGeoError
+from momo_geo.inference.floor import FOUR_CONNECTED
 from momo_geo.inference.options import is_background
 from momo_geo.io import atomic_output
 
 FORMATS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
-NODATA_CLASS = 255
 GPKG_VERSION = "1.2"
 """GeoPackage version written: GDAL >= 3.8 writes 1.4 by default, which QGIS 3.22 warns about."""
 ATTRIBUTES = ("class_id", "class_name", "area_m2", "perimeter_m", "mean_conf")
 CIRCLE_ATTRIBUTES = ("diameter_m", "centre_lon", "centre_lat", "fit_residual")
-_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
 @dataclass
@@ -316,7 +315,7 @@ def _pieces(data: np.ndarray, conf: np.ndarray | None, wanted: dict[int, ClassIn
         if int(class_id) not in wanted:
             continue
         region = data == class_id
-        labels, n = ndimage.label(region, structure=_FOUR)
+        labels, n = ndimage.label(region, structure=FOUR_CONNECTED)
         if n == 0:
             continue
         pixels = np.bincount(labels.ravel(), minlength=n + 1)

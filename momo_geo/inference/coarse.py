@@ -32,8 +32,9 @@ import rasterio
 from rasterio.windows import Window
 from scipy import ndimage
 
-_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
-NODATA_CLASS = 255
+from momo_geo.inference.floor import FOUR_CONNECTED, erase_weak
+from momo_geo.inference.stitch import NODATA_CLASS
+
 MIN_COARSE_SIDE = 32
 """A coarse grid narrower than this (px) has no feature the fine pass cannot see: no pass."""
 BAND_PIXELS = 16_000_000
@@ -130,12 +131,10 @@ def kept_features(probs: np.ndarray, valid: np.ndarray, feature: int, background
     ``floor`` on a feature's mean probability; ``min_diameter`` in coarse pixels;
     ``max_residual``: the roundest features only (RMS distance of the outline from its fitted
     circle over the radius, as the vector layer's fit column; ``None``: any shape)."""
-    from momo_geo.inference.floor import erase_weak
-
     classes = np.where(valid, probs.argmax(axis=0), NODATA_CLASS).astype(np.uint8)
     if floor > 0.5:
         erase_weak(classes, probs.max(axis=0), {feature: floor}, background)
-    labels, n = ndimage.label(classes == feature, structure=_FOUR)
+    labels, n = ndimage.label(classes == feature, structure=FOUR_CONNECTED)
     if n == 0:
         return np.zeros(classes.shape, np.float32)
     area = ndimage.sum_labels(np.ones(classes.shape), labels, np.arange(1, n + 1))

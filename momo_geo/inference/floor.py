@@ -27,7 +27,9 @@ from scipy import ndimage
 
 from momo_geo.inference.options import is_background
 
-_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+"""A feature is a 4-connected region of one class, as the vector layer outlines it; the floor,
+the coarse passes and the vectorizer all label features with this structure."""
 
 
 def class_floors(card: Any) -> dict[int, float]:
@@ -67,7 +69,7 @@ def erase_weak(classes: np.ndarray, confidence: np.ndarray, floors: dict[int, fl
             classes[weak] = background
             erased += int(weak.sum())
             continue
-        labels, n = ndimage.label(classes == class_id, structure=_FOUR)
+        labels, n = ndimage.label(classes == class_id, structure=FOUR_CONNECTED)
         if n == 0:
             continue
         mean = ndimage.mean(confidence, labels, np.arange(1, n + 1))
