@@ -30,29 +30,51 @@ FLOORS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 """Floors tried: 0.5 (no floor: the argmax map as is) to 0.95."""
 
 
-def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
-                min_diameter: float = MIN_DIAMETER_PX) -> list[dict[str, float]]:
-    """Crater precision, recall, F1 and pixel IoU (pooled) on ``select`` (a crater
-    :class:`TaskData` with circles) for each floor, from one probability map per image (the
-    engine ``map`` runs). The IoU shows what the floor costs in area: the largest craters are
-    often the least confident."""
-    from momo_geo.evaluate import crater_class
+def fine_probabilities(predictor: Any, select: Any) -> list[np.ndarray]:
+    """One ``(K, H, W)`` probability map per selection image from the fine pass alone, as the
+    engine ``map`` runs makes it (nodata -1); every sweep below reads these, so each image is
+    predicted once per calibration."""
     from momo_geo.inference import predict_array
-    from momo_geo.inference.floor import background_class, erase_weak
+
+    return [predict_array(None, image, predictor=predictor, probabilities=True, coarse=False)[2]
+            for image in select.images]
+
+
+def floored_classes(probs: np.ndarray, positive: int, background: int, floor: float
+                    ) -> np.ndarray:
+    """The class map of ``probs`` (nodata 255) with ``positive`` features below ``floor``
+    erased, as the engine applies a card's floor (0.5: the argmax map as is)."""
+    from momo_geo.inference.floor import erase_weak
+    from momo_geo.inference.stitch import NODATA_CLASS
+
+    classes = np.where(probs[0] >= 0, probs.argmax(axis=0), NODATA_CLASS).astype(np.uint8)
+    if floor > 0.5:
+        erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
+    return classes
+
+
+def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
+                min_diameter: float = MIN_DIAMETER_PX,
+                probabilities: list[np.ndarray] | None = None) -> list[dict[str, float]]:
+    """Crater precision, recall, F1 and pixel IoU (pooled) on ``select`` (a crater
+    :class:`TaskData` with circles) for each floor, from one probability map per image
+    (``probabilities``, else :func:`fine_probabilities`). The IoU shows what the floor costs in
+    area: the largest craters are often the least confident."""
+    from momo_geo.evaluate import crater_class
+    from momo_geo.inference.floor import background_class
 
     card = predictor.card
     positive, background = crater_class(card), background_class(card)
+    if probabilities is None:
+        probabilities = fine_probabilities(predictor, select)
     counts = np.zeros((len(floors), 3), np.int64)
     pixels = np.zeros((len(floors), 2), np.int64)  # crater pixels: intersection, union
-    for image, target, circles in zip(select.images, select.targets, select.circles,
+    for probs, target, circles in zip(probabilities, select.targets, select.circles,
                                       strict=True):
-        _, _, probs = predict_array(None, image, predictor=predictor, probabilities=True)
-        valid = probs[0] >= 0
         x, y, d = np.asarray(circles, dtype=np.float64).reshape(-1, 3).T
         truth = Circles.of(x, y, d)
         for k, floor in enumerate(floors):
-            classes = np.where(valid, probs.argmax(axis=0), 255).astype(np.uint8)
-            erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
+            classes = floored_classes(probs, positive, background, floor)
             match = match_craters(mask_to_circles(classes, positive), truth, min_diameter)
             counts[k] += (match.tp, match.fp, match.fn)
             pred, truth_px = classes == positive, np.asarray(target) == positive
@@ -86,26 +108,25 @@ class SelectionMaps:
 
 
 def selection_maps(predictor: Any, select: Any, floor: float,
-                   scales: tuple[float, ...] = COARSE_SCALES) -> list[SelectionMaps]:
-    """One fine map (raw, then ``floor``) and one coarse probability map per scale for every
-    selection image, made as the engine makes them."""
+                   scales: tuple[float, ...] = COARSE_SCALES,
+                   probabilities: list[np.ndarray] | None = None) -> list[SelectionMaps]:
+    """One fine map (``probabilities``, else :func:`fine_probabilities`, at ``floor``) and one
+    coarse probability map per scale for every selection image, made as the engine makes
+    them."""
     from momo_geo.evaluate import crater_class
-    from momo_geo.inference import predict_array
     from momo_geo.inference.engine import coarse_probabilities
-    from momo_geo.inference.floor import background_class, erase_weak
+    from momo_geo.inference.floor import background_class
     from momo_geo.inference.options import MapOptions
     from momo_geo.inference.reader import ArraySource
 
     card = predictor.card
     positive, background = crater_class(card), background_class(card)
+    if probabilities is None:
+        probabilities = fine_probabilities(predictor, select)
     maps = []
-    for image, target, circles in zip(select.images, select.targets, select.circles,
-                                      strict=True):
-        _, _, probs = predict_array(None, image, predictor=predictor, probabilities=True,
-                                    coarse=False)
-        classes = np.where(probs[0] >= 0, probs.argmax(axis=0), 255).astype(np.uint8)
-        if floor > 0.5:
-            erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
+    for image, probs, target, circles in zip(select.images, probabilities, select.targets,
+                                             select.circles, strict=True):
+        classes = floored_classes(probs, positive, background, floor)
         source = ArraySource(image)
         h, w = classes.shape
         coarse = {s: coarse_probabilities(source, w, h, predictor, round(1 / s), MapOptions(),
@@ -165,17 +186,19 @@ def coarse_sweep(maps: list[SelectionMaps], feature: int, background: int,
             for spec, row, px in zip(combos, counts, pixels, strict=True)]
 
 
-def choose_coarse_passes(predictor: Any, select: Any, floor: float, feature_name: str
+def choose_coarse_passes(predictor: Any, select: Any, floor: float, feature_name: str,
+                         probabilities: list[np.ndarray] | None = None
                          ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
     """Coarse passes chosen greedily by crater F1 + pixel IoU (the crater arms' selection
     criterion): the best pass, then the best further pass at another scale, while one
-    improves on what is chosen (ties go to fewer passes). Returns (passes, the sweeps)."""
+    improves on what is chosen (ties go to fewer passes). ``probabilities``: the fine pass's
+    maps if already made (:func:`fine_probabilities`). Returns (passes, the sweeps)."""
     from momo_geo.evaluate import crater_class
     from momo_geo.inference.floor import background_class
 
     card = predictor.card
     feature, background = crater_class(card), background_class(card)
-    maps = selection_maps(predictor, select, floor)
+    maps = selection_maps(predictor, select, floor, probabilities=probabilities)
     chosen: list[dict[str, Any]] = []
     sweeps = []
     for _ in range(MAX_COARSE_PASSES):
@@ -243,13 +266,15 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
     bundle.card.min_confidence = {}  # sweep the raw maps, whatever was chosen before
     bundle.card.coarse_passes = []
     predictor = Predictor(bundle, "cpu")
+    probabilities = None
     if bundle.card.task == "classification":
         sweep = tile_floor_sweep(predictor, select)
         floor = choose_floor(sweep, "score")
         names = [c.name for c in bundle.card.classes if not is_background(c.name)]
         criterion, floors = "mean of f1_weighted and f1_macro", dict.fromkeys(names, floor)
     else:
-        sweep = floor_sweep(predictor, select)
+        probabilities = fine_probabilities(predictor, select)
+        sweep = floor_sweep(predictor, select, probabilities=probabilities)
         floor = choose_floor(sweep)
         names = [bundle.card.class_names[crater_class(bundle.card)]]
         criterion, floors = "crater_f1", ({names[0]: floor} if floor > 0.5 else {})
@@ -257,7 +282,8 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
                    "floor": floor, "selection_images": len(select.images), "sweep": sweep}
     passes: list[dict[str, Any]] = []
     if bundle.card.task == "segmentation" and coarse:
-        passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0])
+        passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0],
+                                              probabilities)
         calibration["coarse"] = {"criterion": "crater_f1 + iou on the selection images, at the "
                                  "chosen floor; passes added greedily", "chosen": passes,
                                  "sweeps": sweeps}
