@@ -280,6 +280,10 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
     def selection(name: str) -> dict[str, Any]:
         return selection_point(arms[name]) if name in arms else {}
 
+    def peak(name: str) -> float:
+        curve = arms.get(name, {}).get("training", {}).get("learning_curve") or []
+        return max((point["f1_weighted"] for point in curve), default=float("nan"))
+
     calibration = arms.get("craters-unet", {}).get("training", {}).get("calibration") or {}
     final = coarse_result(calibration) if calibration else None
     coarse = ""
@@ -292,7 +296,11 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
     averaged = ""
     if ema and plain:
-        averaged = (f" Averaging the weights (`landmarks-cnn-ema`, decay 0.995) did not help: "
+        decay = arms["landmarks-cnn-ema"]["training"]["recipe"]["ema"]
+        helped = (ema["f1_weighted"] + ema["f1_macro"] > plain["f1_weighted"]
+                  + plain["f1_macro"])
+        averaged = (f" Averaging the weights (`landmarks-cnn-ema`, decay {decay:g}) "
+                    f"{'helped' if helped else 'did not help'}: "
                     f"selection weighted / macro F1 {ema['f1_weighted']:.3f} / "
                     f"{ema['f1_macro']:.3f} against {plain['f1_weighted']:.3f} / "
                     f"{plain['f1_macro']:.3f}.")
@@ -314,10 +322,10 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
         "this run's pixel budget (a GPU hour); CTX recall under 16 px is bound by 8 training "
         "tiles of one quadrangle: more labelled CTX tiles (e.g. the rest of the Mars Crater "
         "Catalogue's or Robbins' craters on CTX).",
-        f"- Landmarks: the CNN's selection weighted F1 peaks at 0.81 and ends at "
-        f"{last('landmarks-cnn', 'f1_weighted')}; the rare classes (swiss cheese, spider, "
-        "impact ejecta) have a handful of crops from one or two observations each, so macro "
-        "F1 is bound by data, not training time." + averaged,
+        f"- Landmarks: the CNN's selection weighted F1 peaks at {peak('landmarks-cnn'):.2f} "
+        f"and ends at {last('landmarks-cnn', 'f1_weighted')}; the rare classes (swiss cheese, "
+        "spider, impact ejecta) have a handful of crops from one or two observations each, so "
+        "macro F1 is bound by data, not training time." + averaged,
     ]
 
 
