@@ -73,7 +73,7 @@ reproduce: venv
 # budgets, plus the crater U-Net trained longer; one shared MOMO pretraining run under
 # build/models/; about 3.3 CPU-hours, run as two processes), the best arm on the held-out
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
-ARMS := craters-unet craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
+ARMS := craters-unet craters-unet-long craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema
 models: venv
 	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \

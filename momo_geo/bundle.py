@@ -78,6 +78,10 @@ class ModelCard:
     min_confidence: dict[str, float] = field(default_factory=dict)
     """Class name -> confidence floor: mapped features whose mean confidence is below it are
     erased (:mod:`momo_geo.inference.floor`); chosen on held-out selection images."""
+    min_diameter: dict[str, float] = field(default_factory=dict)
+    """Class name -> smallest feature kept, as the diameter (model pixels) of the disc of equal
+    area: a smaller mapped feature is erased like one below its floor (segmentation only);
+    chosen on held-out selection images with the floor."""
     coarse_passes: list[dict[str, Any]] = field(default_factory=list)
     """Further passes at lower resolutions for features larger than the model's view, each
     ``{"class", "scale", "min_diameter", "min_confidence"}`` (:mod:`momo_geo.inference.coarse`);
@@ -108,6 +112,7 @@ class ModelCard:
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
         _check_classes(self.classes)
         _check_floors(self.min_confidence, self.class_names)
+        _check_sizes_per_class(self.min_diameter, self.class_names, self.task)
         check_coarse_passes(self.coarse_passes, self.class_names, self.task)
         _check_normalization(self.normalization, self.in_chans)
         _check_sizes(self)
@@ -188,6 +193,23 @@ def _check_floors(floors: Any, names: list[str]) -> None:
         if not _number(floor) or not 0 <= floor <= 1:
             raise MomoGeoError(f"model card: min_confidence of {name!r} must be a number from "
                                f"0 to 1, not {floor!r}")
+
+
+def _check_sizes_per_class(sizes: Any, names: list[str], task: str) -> None:
+    """``min_diameter``: known class names to numbers >= 0, for a segmentation card (a
+    classifier's features are whole tiles)."""
+    if not isinstance(sizes, dict):
+        raise MomoGeoError(f"model card: min_diameter must map class names to diameters in "
+                           f"pixels, not {sizes!r}")
+    if sizes and task != "segmentation":
+        raise MomoGeoError("model card: min_diameter is only for segmentation models")
+    for name, size in sizes.items():
+        if name not in names:
+            raise MomoGeoError(f"model card: min_diameter names class {name!r}, which the "
+                               f"card does not have ({', '.join(names)})")
+        if not _number(size) or size < 0:
+            raise MomoGeoError(f"model card: min_diameter of {name!r} must be a number of "
+                               f"pixels >= 0, not {size!r}")
 
 
 def check_coarse_passes(passes: Any, names: list[str], task: str) -> None:

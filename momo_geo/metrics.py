@@ -21,10 +21,12 @@ How crater maps are scored, object by object (the rule :func:`match_craters` imp
   diameter apart and the diameter ratio (predicted / labelled) is within [0.5, 2]; matches are
   one-to-one, chosen by the Hungarian algorithm to pair as many craters as possible with the
   smallest total centre distance (relative to the labelled diameter);
-- the *minimum diameter scored* (:data:`MIN_DIAMETER_PX`, 8 px by default): predictions whose
-  fitted diameter is smaller are dropped; labelled craters smaller are ignored (neither found nor
-  missed), and a prediction that can match only such ignored craters is ignored too, not
-  counted as a false positive;
+- the *minimum diameter scored* (:data:`MIN_DIAMETER_PX`, 8 px by default): labelled craters
+  smaller are ignored (neither found nor missed), and a prediction left unmatched that could
+  match such an ignored crater is ignored too, not counted as a false positive. Every other
+  prediction counts, whatever its size: a 7 px outline of a 9 px labelled crater is a hit, and
+  a 3 px speck on bare plains is a false alarm. (So a map is scored as a geologist receives it;
+  the model's own smallest size, card ``min_diameter``, is what keeps specks out of its maps.)
 - ``crater_precision`` = tp / (tp + fp), ``crater_recall`` = tp / (tp + fn), ``crater_f1``
   their harmonic mean, counted over all images; recall is also given per labelled-diameter bin
   (:data:`DIAMETER_BINS_PX`, in pixels and, with the data's GSD, in metres).
@@ -317,14 +319,13 @@ class CraterMatch:
     """Bool per scored prediction: a true positive."""
     pairs: np.ndarray
     """``(tp, 2)`` matches: index among the labelled craters >= the minimum diameter, index
-    among the predictions >= it."""
+    among the predictions."""
 
 
 def match_craters(pred: Circles, truth: Circles,
                   min_diameter: float = MIN_DIAMETER_PX) -> CraterMatch:
     """Score one image's predicted craters against its labelled craters (rule in the module
     docstring)."""
-    pred = pred.subset(pred.diameter >= min_diameter)
     small = truth.diameter < min_diameter
     scored, ignored = truth.subset(~small), truth.subset(small)
     pairs = _assign(pred, scored)

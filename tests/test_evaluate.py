@@ -192,10 +192,18 @@ def test_small_craters_are_ignored_and_so_are_predictions_that_match_only_them()
     truth = Circles.of([20, 200], [20, 200], [6, 30])  # 6 px: below the 8 px minimum
     pred = Circles.of([20, 21, 100, 200], [20, 20, 100, 200], [7, 9, 12, 30])
     m = match_craters(pred, truth, min_diameter=8)
-    # 7 px prediction dropped; 9 px one on the ignored crater ignored; 12 px one a false alarm
-    assert (m.tp, m.fp, m.fn, m.ignored_truth, m.ignored_pred) == (1, 1, 0, 1, 1)
+    # the 7 and 9 px ones on the ignored crater are ignored; the 12 px one is a false alarm
+    assert (m.tp, m.fp, m.fn, m.ignored_truth, m.ignored_pred) == (1, 1, 0, 1, 2)
     lenient = match_craters(pred, truth, min_diameter=0)
     assert (lenient.tp, lenient.fp, lenient.fn) == (2, 2, 0)
+
+
+def test_predictions_count_whatever_their_size() -> None:
+    # a 7.5 px outline of a 9 px labelled crater is a hit, though below the 8 px minimum;
+    # a 3 px speck far from any labelled crater is a false alarm
+    truth = Circles.of([50], [50], [9])
+    m = match_craters(Circles.of([50, 150], [50, 150], [7.5, 3]), truth, min_diameter=8)
+    assert (m.tp, m.fp, m.fn, m.ignored_pred) == (1, 1, 0, 0)
 
 
 def test_crater_report_counts_bins_and_intervals() -> None:

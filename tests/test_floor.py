@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import from_origin
 from test_engine import MARS_EQC, threshold_bundle, write_scene
 
-from momo_geo.bundle import load_bundle
+from momo_geo.bundle import ModelCard, load_bundle
+from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import evaluate_model
 from momo_geo.inference import map_scene, predict_array
 from momo_geo.inference.engine import Predictor
-from momo_geo.inference.floor import erase_weak, erase_weak_scene
+from momo_geo.inference.floor import class_min_pixels, erase_weak, erase_weak_scene
 from momo_geo.training.calibrate import calibrate_bundle, choose_floor, floor_sweep
 from momo_geo.training.task_data import TaskData
 
@@ -64,6 +66,35 @@ def test_weak_features_are_erased_whole():
     assert (classes[2:12, 2:12] == 1).all() and (classes[20:30, 20:30] == 0).all()
 
 
+def test_features_smaller_than_the_cards_size_are_erased_whole():
+    classes = np.zeros((40, 40), np.uint8)
+    confidence = np.full((40, 40), 0.99, np.float32)
+    classes[2:6, 2:6] = 1  # 16 px: a disc of 4.5 px diameter
+    classes[20:27, 20:27] = 1  # 49 px: 7.9 px
+    card = ModelCard(name="c", task="segmentation", architecture={"encoder": "x"},
+                     classes=[{"id": 0, "name": "background", "color": "#000000"},
+                              {"id": 1, "name": "crater", "color": "#ff0000"}],
+                     min_diameter={"crater": 6.0})
+    sizes = class_min_pixels(card)
+    assert sizes == {1: pytest.approx(np.pi * 9)}
+    assert class_min_pixels(card, factor=2.0)[1] == pytest.approx(4 * sizes[1])
+    assert erase_weak(classes, confidence, {}, background=0, min_pixels=sizes) == 16
+    assert (classes[2:6, 2:6] == 0).all() and (classes[20:27, 20:27] == 1).all()
+
+
+@pytest.mark.parametrize("sizes, task", [({"dune": 6}, "segmentation"),
+                                         ({"crater": -1}, "segmentation"),
+                                         ({"crater": "6"}, "segmentation"),
+                                         ([6], "segmentation"),
+                                         ({"crater": 6}, "classification")])
+def test_a_bad_smallest_size_is_refused_when_the_card_is_read(sizes, task):
+    with pytest.raises(MomoGeoError, match="min_diameter"):
+        ModelCard(name="c", task=task, architecture={"encoder": "x"},
+                  classes=[{"id": 0, "name": "background", "color": "#000000"},
+                           {"id": 1, "name": "crater", "color": "#ff0000"}],
+                  min_diameter=sizes)
+
+
 def test_scene_erasure_equals_array_erasure_across_block_seams(tmp_path):
     rng = np.random.default_rng(3)
     from scipy import ndimage
@@ -72,12 +103,16 @@ def test_scene_erasure_equals_array_erasure_across_block_seams(tmp_path):
     classes[ndimage.gaussian_filter(rng.random((300, 260)), 3) > 0.56] = 2
     confidence = ndimage.gaussian_filter(rng.random((300, 260)), 6).astype(np.float32)
     confidence = 0.5 + 0.5 * (confidence - confidence.min()) / np.ptp(confidence)
+    floors, sizes = {1: 0.75, 2: 0.7}, {1: 60.0, 3: 5.0}  # class 3: a size, no floor
+    classes[::37, ::41] = 3  # one-pixel specks, erased by size alone
     write_staged(tmp_path, classes, confidence)
-    floors = {1: 0.75, 2: 0.7}
     expected = classes.copy()
-    n = erase_weak(expected, confidence, floors, background=0)
-    assert 0 < n < (classes > 0).sum()
-    erased = erase_weak_scene(tmp_path / "mask.tif", tmp_path / "conf.tif", floors, 0, block=64)
+    n = erase_weak(expected, confidence, floors, background=0, min_pixels=sizes)
+    assert 0 < n < (classes > 0).sum() and not (expected == 3).any()
+    only_floors = classes.copy()
+    assert erase_weak(only_floors, confidence, floors, background=0) < n
+    erased = erase_weak_scene(tmp_path / "mask.tif", tmp_path / "conf.tif", floors, 0, block=64,
+                              min_pixels=sizes)
     with rasterio.open(tmp_path / "mask.tif") as src:
         assert np.array_equal(src.read(1), expected)
     assert sum(erased.values()) == n
@@ -100,6 +135,31 @@ def test_map_scene_with_a_floor_matches_predict_array_and_drops_doubtful_craters
         assert before[int(y), int(x)] == 1 and after[int(y), int(x)] == 0
     assert (after == 1).sum() < (before == 1).sum()
     assert result.pixel_counts["crater"] == int((after == 1).sum())
+
+
+def test_map_scene_drops_specks_below_the_cards_size_in_mask_and_vectors(tmp_path):
+    import geopandas as gpd
+
+    image, bright, _ = discs()
+    rows, cols = np.indices(image.shape)
+    for x in range(20, 180, 20):  # 3 px specks on the plain
+        image[np.hypot(cols - x, rows - 100) < 1.6] = 240
+    scene = write_scene(tmp_path / "s.tif", image)
+    fields = dict(tile_size=96, tile_overlap=16, value_scaling=SCENE)
+    plain = threshold_bundle(**fields)
+    sized = threshold_bundle(tmp_path / "sized", min_diameter={"crater": 8.0}, **fields)
+    before, _ = predict_array(plain, image)
+    after, _ = predict_array(sized, image)
+    assert (before[100, 20:180:20] == 1).all() and (after[100, 20:180:20] == 0).all()
+    for x, y, _ in bright:
+        assert after[int(y), int(x)] == 1
+    result = map_scene(scene, tmp_path / "mask.tif", tmp_path / "craters.gpkg", sized,
+                       circles=True)
+    with rasterio.open(result.mask_path) as src:
+        assert np.array_equal(src.read(1), after)
+    layer = gpd.read_file(result.vector_path)
+    assert len(layer) == len(bright) + 6  # the faint discs are above the size, kept
+    assert (layer["diameter_m"] >= 8 * 25 * 0.9).all()
 
 
 def test_floor_is_chosen_on_selection_images_by_crater_f1(tmp_path):
@@ -125,6 +185,33 @@ def test_floor_is_chosen_on_selection_images_by_crater_f1(tmp_path):
     card = json.loads((tmp_path / "b" / "card.json").read_text())
     assert card["min_confidence"] == {"crater": floor}
     assert card["training"]["calibration"]["sweep"] == sweep
+
+
+def test_a_smallest_size_is_chosen_when_confident_specks_are_false_alarms(tmp_path):
+    images, circles = [], []
+    for seed in range(2):
+        image, bright, faint = discs(seed=seed)
+        rows, cols = np.indices(image.shape)
+        for x in range(20, 180, 12):  # bright 3 px specks: confident, unlabelled
+            image[np.hypot(cols - x, rows - 100) < 1.6] = 250
+        images.append(image)
+        circles.append(bright + faint)
+    targets = [np.zeros(i.shape, np.uint8) for i in images]
+    select = TaskData("ctx-craters", images, targets, ["a", "b"], ["background", "crater"],
+                      circles=circles)
+    threshold_bundle(tmp_path / "b", tile_size=96, tile_overlap=16, value_scaling=SCENE)
+    calibration = calibrate_bundle(tmp_path / "b", select, coarse=False)
+    sweep = calibration["sweep"]
+    unsized = max(r["crater_f1"] for r in sweep if r["min_diameter"] == 0)
+    size = calibration["min_diameter"]
+    chosen = next(r for r in sweep if r["min_diameter"] == size
+                  and r["floor"] == calibration["floor"])
+    assert size > 0 and chosen["crater_f1"] > unsized
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert card["min_diameter"] == {"crater": size}
+    bundle = load_bundle(tmp_path / "b")
+    report = evaluate_model(bundle.build_model(), bundle.card, select, n_boot=0)
+    assert report["crater_f1"] == pytest.approx(chosen["crater_f1"], abs=1e-4)
 
 
 def pooled_bundle(path, card: dict):

@@ -60,7 +60,6 @@ def render(image: np.ndarray, truth: np.ndarray, classes: np.ndarray, positive: 
     labelled = Circles.of(*truth.reshape(-1, 3).T)
     match = match_craters(predicted, labelled, min_diameter)
     scored = labelled.subset(labelled.diameter >= min_diameter)
-    kept = predicted.subset(predicted.diameter >= min_diameter)
     fig, ax = plt.subplots(figsize=(8, 8), dpi=150)
     ax.imshow(image, cmap="gray", interpolation="nearest")
     ax.contour(classes == positive, levels=[0.5], colors="red", linewidths=0.7)
@@ -68,7 +67,7 @@ def render(image: np.ndarray, truth: np.ndarray, classes: np.ndarray, positive: 
                               strict=True):
         ax.add_patch(Circle((x, y), d / 2, fill=False, lw=1.0,
                             ec="lime" if found else "yellow"))
-    hits = kept.subset(match.pairs[:, 1])
+    hits = predicted.subset(match.pairs[:, 1])
     for x, y, d in zip(hits.x, hits.y, hits.diameter, strict=True):
         ax.add_patch(Circle((x, y), d / 2, fill=False, lw=0.8, ls="--", ec="cyan"))
     col, row = (window[0], window[1]) if window else (0, 0)

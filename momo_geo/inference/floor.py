@@ -1,4 +1,5 @@
-"""Confidence floors: a mapped feature whose mean confidence is below its class's floor is erased.
+"""Confidence floors and smallest sizes: a mapped feature whose mean confidence is below its
+class's floor, or whose area is below its class's smallest size, is erased.
 
 A crater model's weak detections are mostly wrong: on the THEMIS selection crops, outlines
 whose mean crater probability is 0.5-0.7 are true craters 1-5 % of the time, against about
@@ -12,10 +13,16 @@ selection (:mod:`momo_geo.training.calibrate`) and recorded in the card as
 class mask and hence in the vector layer. Features are 4-connected regions, as the vector
 layer outlines them, so :func:`erase_weak` (arrays) and :func:`erase_weak_scene` (a staged
 mask on disk, block by block) erase exactly the same pixels.
+
+The smallest size (card ``min_diameter``, the diameter of the disc of equal area, in model
+pixels) removes specks below what the model maps reliably: on the THEMIS selection crops,
+features under about 6 px are mostly noise or fragments, and a geologist's crater layer should
+not hold them. It is chosen with the floor, on the same selection images.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -43,6 +50,17 @@ def class_floors(card: Any) -> dict[int, float]:
             if name in by_name and floor > 0}
 
 
+def class_min_pixels(card: Any, factor: float = 1.0) -> dict[int, float]:
+    """``{class id: smallest area in pixels}`` of the card's ``min_diameter`` on a mask whose
+    pixels are ``factor`` model pixels wide (:func:`~momo_geo.inference.engine.gsd_factor`)."""
+    if background_class(card) is None:
+        return {}
+    by_name = {c.name: c.id for c in card.classes}
+    return {by_name[name]: math.pi / 4 * (float(size) * factor) ** 2
+            for name, size in (getattr(card, "min_diameter", None) or {}).items()
+            if name in by_name and size > 0}
+
+
 def background_class(card: Any) -> int | None:
     """The class erased pixels become: the card's first background class."""
     return next((c.id for c in card.classes if is_background(c.name)), None)
@@ -55,34 +73,47 @@ def per_tile(card: Any) -> bool:
 
 
 def erase_weak(classes: np.ndarray, confidence: np.ndarray, floors: dict[int, float],
-               background: int, pixelwise: bool = False) -> int:
-    """Set every feature of ``classes`` below its floor to ``background``, in place.
+               background: int, pixelwise: bool = False,
+               min_pixels: dict[int, float] | None = None) -> int:
+    """Set every feature of ``classes`` below its floor, or smaller than its class's
+    ``min_pixels`` (:func:`class_min_pixels`), to ``background``, in place.
 
     ``confidence`` is the per-pixel confidence the engine writes (the winning class's
     probability). With ``pixelwise`` each pixel is judged by its own confidence: for a
-    classification map that is its tile's (:func:`per_tile`). Returns the pixels erased.
+    classification map that is its tile's (:func:`per_tile`); sizes do not apply. Returns the
+    pixels erased.
     """
     erased = 0
-    for class_id, floor in floors.items():
-        if pixelwise:
+    if pixelwise:
+        for class_id, floor in floors.items():
             weak = (classes == class_id) & (confidence < floor)
             classes[weak] = background
             erased += int(weak.sum())
-            continue
+        return erased
+    sizes = min_pixels or {}
+    for class_id in sorted(set(floors) | set(sizes)):
         labels, n = ndimage.label(classes == class_id, structure=FOUR_CONNECTED)
         if n == 0:
             continue
-        mean = ndimage.mean(confidence, labels, np.arange(1, n + 1))
-        weak = np.concatenate([[False], mean < floor])[labels]
-        classes[weak] = background
-        erased += int(weak.sum())
+        index = np.arange(1, n + 1)
+        weak = ndimage.mean(confidence, labels, index) < floors.get(class_id, 0.0)
+        if sizes.get(class_id, 0.0) > 0:
+            weak |= np.bincount(labels.ravel(), minlength=n + 1)[1:] < sizes[class_id]
+        weak_px = np.concatenate([[False], weak])[labels]
+        classes[weak_px] = background
+        erased += int(weak_px.sum())
     return erased
+
+
+def is_weak(conf_sum: float, pixels: int, floor: float, min_pixels: float) -> bool:
+    """Whether a feature of ``pixels`` pixels and confidence sum ``conf_sum`` is erased."""
+    return pixels > 0 and (conf_sum / pixels < floor or pixels < min_pixels)
 
 
 def erase_weak_scene(mask_path: str | os.PathLike[str],
                      confidence_path: str | os.PathLike[str], floors: dict[int, float],
-                     background: int, block: int = 1024,
-                     pixelwise: bool = False) -> dict[int, int]:
+                     background: int, block: int = 1024, pixelwise: bool = False,
+                     min_pixels: dict[int, float] | None = None) -> dict[int, int]:
     """:func:`erase_weak` on a class mask GeoTIFF (updated in place) with its confidence
     raster, streaming whole features block by block as the vectorizer does (or, with
     ``pixelwise``, rows of blocks). Returns the pixels erased per class."""
@@ -91,11 +122,14 @@ def erase_weak_scene(mask_path: str | os.PathLike[str],
 
     if pixelwise:
         return _erase_pixelwise(mask_path, confidence_path, floors, background, block)
-    wanted = {class_id: ClassInfo(class_id, str(class_id), "#000000") for class_id in floors}
-    erased = dict.fromkeys(floors, 0)
+    sizes = min_pixels or {}
+    gated = sorted(set(floors) | set(sizes))
+    wanted = {class_id: ClassInfo(class_id, str(class_id), "#000000") for class_id in gated}
+    erased = dict.fromkeys(gated, 0)
     with rasterio.open(mask_path, "r+") as mask, rasterio.open(confidence_path) as conf:
         for piece in finished_pieces(mask, conf, wanted, block):
-            if not piece.pixels or piece.conf_sum / piece.pixels >= floors[piece.class_id]:
+            if not is_weak(piece.conf_sum, piece.pixels, floors.get(piece.class_id, 0.0),
+                           sizes.get(piece.class_id, 0.0)):
                 continue
             x0, y0, x1, y1 = (int(round(v)) for v in piece.geom.bounds)
             window = Window(x0, y0, x1 - x0, y1 - y0)

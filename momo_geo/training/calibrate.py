@@ -28,6 +28,9 @@ from momo_geo.metrics import (
 
 FLOORS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 """Floors tried: 0.5 (no floor: the argmax map as is) to 0.95."""
+SIZES = (0.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+"""Smallest feature sizes tried with each floor (card ``min_diameter``: the diameter of the
+disc of equal area, model pixels; 0: keep every speck)."""
 
 
 def fine_probabilities(predictor: Any, select: Any) -> list[np.ndarray]:
@@ -40,26 +43,30 @@ def fine_probabilities(predictor: Any, select: Any) -> list[np.ndarray]:
             for image in select.images]
 
 
-def floored_classes(probs: np.ndarray, positive: int, background: int, floor: float
-                    ) -> np.ndarray:
-    """The class map of ``probs`` (nodata 255) with ``positive`` features below ``floor``
-    erased, as the engine applies a card's floor (0.5: the argmax map as is)."""
+def floored_classes(probs: np.ndarray, positive: int, background: int, floor: float,
+                    min_diameter: float = 0.0) -> np.ndarray:
+    """The class map of ``probs`` (nodata 255) with ``positive`` features below ``floor`` or
+    smaller than ``min_diameter`` erased, as the engine applies a card's floor and smallest
+    size (0.5 and 0: the argmax map as is)."""
     from momo_geo.inference.floor import erase_weak
     from momo_geo.inference.stitch import NODATA_CLASS
 
     classes = np.where(probs[0] >= 0, probs.argmax(axis=0), NODATA_CLASS).astype(np.uint8)
-    if floor > 0.5:
-        erase_weak(classes, probs.max(axis=0), {positive: floor}, background)
+    if floor > 0.5 or min_diameter > 0:
+        erase_weak(classes, probs.max(axis=0), {positive: floor}, background,
+                   min_pixels={positive: np.pi / 4 * min_diameter ** 2})
     return classes
 
 
 def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
                 min_diameter: float = MIN_DIAMETER_PX,
-                probabilities: list[np.ndarray] | None = None) -> list[dict[str, float]]:
+                probabilities: list[np.ndarray] | None = None,
+                sizes: tuple[float, ...] = SIZES) -> list[dict[str, float]]:
     """Crater precision, recall, F1 and pixel IoU (pooled) on ``select`` (a crater
-    :class:`TaskData` with circles) for each floor, from one probability map per image
-    (``probabilities``, else :func:`fine_probabilities`). The IoU shows what the floor costs in
-    area: the largest craters are often the least confident."""
+    :class:`TaskData` with circles) for each floor and smallest size (``sizes``, model pixels),
+    from one probability map per image (``probabilities``, else :func:`fine_probabilities`).
+    ``min_diameter`` is the scoring rule's (:func:`~momo_geo.metrics.match_craters`). The IoU
+    shows what the floor costs in area: the largest craters are often the least confident."""
     from momo_geo.evaluate import crater_class
     from momo_geo.inference.floor import background_class
 
@@ -67,22 +74,23 @@ def floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = FLOORS,
     positive, background = crater_class(card), background_class(card)
     if probabilities is None:
         probabilities = fine_probabilities(predictor, select)
-    counts = np.zeros((len(floors), 3), np.int64)
-    pixels = np.zeros((len(floors), 2), np.int64)  # crater pixels: intersection, union
+    gates = [(floor, size) for floor in floors for size in sizes]
+    counts = np.zeros((len(gates), 3), np.int64)
+    pixels = np.zeros((len(gates), 2), np.int64)  # crater pixels: intersection, union
     for probs, target, circles in zip(probabilities, select.targets, select.circles,
                                       strict=True):
         x, y, d = np.asarray(circles, dtype=np.float64).reshape(-1, 3).T
         truth = Circles.of(x, y, d)
-        for k, floor in enumerate(floors):
-            classes = floored_classes(probs, positive, background, floor)
+        for k, (floor, size) in enumerate(gates):
+            classes = floored_classes(probs, positive, background, floor, size)
             match = match_craters(mask_to_circles(classes, positive), truth, min_diameter)
             counts[k] += (match.tp, match.fp, match.fn)
             pred, truth_px = classes == positive, np.asarray(target) == positive
             pixels[k] += ((pred & truth_px).sum(), (pred | truth_px).sum())
-    return [{"floor": floor, **{key: round(value, 4) for key, value in
-                                 crater_metrics(row).items()},
+    return [{"floor": floor, "min_diameter": size,
+             **{key: round(value, 4) for key, value in crater_metrics(row).items()},
              "iou": round(float(px[0] / px[1]) if px[1] else 0.0, 4)}
-            for floor, row, px in zip(floors, counts, pixels, strict=True)]
+            for (floor, size), row, px in zip(gates, counts, pixels, strict=True)]
 
 
 COARSE_SCALES = (0.5, 0.25, 0.125)
@@ -109,10 +117,11 @@ class SelectionMaps:
 
 def selection_maps(predictor: Any, select: Any, floor: float,
                    scales: tuple[float, ...] = COARSE_SCALES,
-                   probabilities: list[np.ndarray] | None = None) -> list[SelectionMaps]:
-    """One fine map (``probabilities``, else :func:`fine_probabilities`, at ``floor``) and one
-    coarse probability map per scale for every selection image, made as the engine makes
-    them."""
+                   probabilities: list[np.ndarray] | None = None,
+                   min_diameter: float = 0.0) -> list[SelectionMaps]:
+    """One fine map (``probabilities``, else :func:`fine_probabilities`, at ``floor`` and
+    smallest size ``min_diameter``) and one coarse probability map per scale for every
+    selection image, made as the engine makes them."""
     from momo_geo.evaluate import crater_class
     from momo_geo.inference.engine import coarse_probabilities
     from momo_geo.inference.floor import background_class
@@ -126,7 +135,7 @@ def selection_maps(predictor: Any, select: Any, floor: float,
     maps = []
     for image, probs, target, circles in zip(select.images, probabilities, select.targets,
                                              select.circles, strict=True):
-        classes = floored_classes(probs, positive, background, floor)
+        classes = floored_classes(probs, positive, background, floor, min_diameter)
         source = ArraySource(image)
         h, w = classes.shape
         coarse = {s: coarse_probabilities(source, w, h, predictor, round(1 / s), MapOptions(),
@@ -187,7 +196,8 @@ def coarse_sweep(maps: list[SelectionMaps], feature: int, background: int,
 
 
 def choose_coarse_passes(predictor: Any, select: Any, floor: float, feature_name: str,
-                         probabilities: list[np.ndarray] | None = None
+                         probabilities: list[np.ndarray] | None = None,
+                         min_diameter: float = 0.0
                          ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
     """Coarse passes chosen greedily by crater F1 + pixel IoU (the crater arms' selection
     criterion): the best pass, then the best further pass at another scale, while one
@@ -198,7 +208,8 @@ def choose_coarse_passes(predictor: Any, select: Any, floor: float, feature_name
 
     card = predictor.card
     feature, background = crater_class(card), background_class(card)
-    maps = selection_maps(predictor, select, floor, probabilities=probabilities)
+    maps = selection_maps(predictor, select, floor, probabilities=probabilities,
+                          min_diameter=min_diameter)
     chosen: list[dict[str, Any]] = []
     sweeps = []
     for _ in range(MAX_COARSE_PASSES):
@@ -246,8 +257,15 @@ def tile_floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = TI
 
 def choose_floor(sweep: list[dict[str, float]], key: str = "crater_f1") -> float:
     """The floor of the best ``key`` (the lowest such floor on a tie)."""
+    return best_gate(sweep, key)["floor"]
+
+
+def best_gate(sweep: list[dict[str, float]], key: str = "crater_f1") -> dict[str, float]:
+    """The row of the best ``key``; on a tie the lowest floor, then the smallest size (the
+    gate that erases least)."""
     best = max(row[key] for row in sweep)
-    return min(row["floor"] for row in sweep if row[key] == best)
+    return min((row for row in sweep if row[key] == best),
+               key=lambda row: (row["floor"], row.get("min_diameter", 0.0)))
 
 
 def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict[str, Any]:
@@ -264,9 +282,10 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
 
     bundle = load_bundle(str(path))
     bundle.card.min_confidence = {}  # sweep the raw maps, whatever was chosen before
+    bundle.card.min_diameter = {}
     bundle.card.coarse_passes = []
     predictor = Predictor(bundle, "cpu")
-    probabilities = None
+    probabilities, size = None, 0.0
     if bundle.card.task == "classification":
         sweep = tile_floor_sweep(predictor, select)
         floor = choose_floor(sweep, "score")
@@ -275,20 +294,25 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
     else:
         probabilities = fine_probabilities(predictor, select)
         sweep = floor_sweep(predictor, select, probabilities=probabilities)
-        floor = choose_floor(sweep)
+        best = best_gate(sweep)
+        floor, size = best["floor"], best["min_diameter"]
         names = [bundle.card.class_names[crater_class(bundle.card)]]
         criterion, floors = "crater_f1", ({names[0]: floor} if floor > 0.5 else {})
     calibration = {"criterion": f"{criterion} on the selection images", "class": names,
                    "floor": floor, "selection_images": len(select.images), "sweep": sweep}
+    if size > 0:
+        calibration["min_diameter"] = size
     passes: list[dict[str, Any]] = []
     if bundle.card.task == "segmentation" and coarse:
         passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0],
-                                              probabilities)
+                                              probabilities, size)
         calibration["coarse"] = {"criterion": "crater_f1 + iou on the selection images, at the "
-                                 "chosen floor; passes added greedily", "chosen": passes,
+                                 "chosen floor and smallest size; passes added greedily",
+                                 "chosen": passes,
                                  "sweeps": sweeps}
     training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
     training["calibration"] = calibration
     set_card_fields(Path(path), min_confidence={n: f for n, f in floors.items() if f > 0},
+                    min_diameter={names[0]: size} if size > 0 else {},
                     coarse_passes=passes, training=training)
     return calibration

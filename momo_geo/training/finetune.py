@@ -108,6 +108,10 @@ class Recipe:
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``bf16-mixed`` on a GPU."""
+    split_seed: int | None = None
+    """Seed of the selection hold-out (``None``: ``seed``). A run that continues another
+    (``finetune(init_bundle=...)``) keeps its parent's split, so that its selection images stay
+    unseen, while a new ``seed`` draws new chips."""
     ema: float = 0.0
     """Decay of an exponential moving average of the weights, updated after every step; the
     average is what the learning curve scores and the bundle keeps (0: off, the last weights).
@@ -216,6 +220,22 @@ def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch
         load_encoder_weights(model, state)
         merge = bundle.card.merge
     return model, merge
+
+
+def continue_weights(model: torch.nn.Module, card: ModelCard, init_bundle: str
+                     ) -> dict[str, Any] | None:
+    """Load a task bundle's whole weights into ``model`` (built from ``card``); the networks
+    and their input scaling must be the same. Returns the bundle's merge record."""
+    bundle = load_bundle(init_bundle)
+    theirs = bundle.card
+    for key in ("task", "architecture", "in_chans", "value_scaling", "normalization",
+                "class_names"):
+        if getattr(theirs, key) != getattr(card, key):
+            raise MomoGeoError(f"{init_bundle}: its {key} ({getattr(theirs, key)!r}) differs "
+                               f"from this recipe's ({getattr(card, key)!r}); a run can only "
+                               "continue the same network")
+    model.load_state_dict({k: v.float() for k, v in bundle.state_dict.items()})
+    return theirs.merge
 
 
 def _finetune_module_class() -> type:
@@ -372,7 +392,8 @@ def selection_split(task: str, parts: list[TaskData], recipe: Recipe,
     synthetic crater fields, never held out: they say nothing about real Mars)."""
     select = None
     if recipe.select_fraction > 0:
-        pairs = [hold_out(part, recipe.select_fraction, recipe.seed + 1) for part in parts]
+        seed = recipe.seed if recipe.split_seed is None else recipe.split_seed
+        pairs = [hold_out(part, recipe.select_fraction, seed + 1) for part in parts]
         parts = [fit for fit, _ in pairs]
         chosen = [held for _, held in pairs]
         select = chosen[0] if len(chosen) == 1 else merge_tasks(chosen, task, balance=False)
@@ -403,8 +424,12 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
              name: str | None = None, eval_tasks: list[tuple[str, str]] | None = None,
              train_data: TaskData | None = None, extra_train: list[TaskData] | None = None,
              overwrite: bool = False, card_fields: dict[str, Any] | None = None,
-             half: bool = False, description: str = "") -> tuple[Path, dict[str, Any]]:
+             half: bool = False, description: str = "", init_bundle: str | None = None
+             ) -> tuple[Path, dict[str, Any]]:
     """Fine-tune ``encoder_bundle`` on ``task`` and save a task bundle at ``out``.
+
+    ``init_bundle``: a task bundle of the same network whose weights start the run instead
+    (a longer schedule continued, or a shipped model refined on one's own labelled images).
 
     ``data_root`` may list several folders of the same kind of task (crater masks from CTX and
     THEMIS train one multi-resolution model, whose card gets one metric block per evaluated
@@ -429,6 +454,8 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     torch.manual_seed(recipe.seed)
     card = task_card(task, recipe, train_data.classes or None, name, encoder_card)
     model, merge = build_task_model(card, encoder_bundle)
+    if init_bundle is not None:
+        merge = continue_weights(model, card, init_bundle)
     points: list[dict[str, Any]] = []
     curve = None
     if select is not None:
@@ -439,6 +466,7 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     card.merge = merge
     card.training = {
         "encoder_bundle": str(Path(encoder_bundle).name) if encoder_bundle else None,
+        "init_bundle": str(Path(init_bundle).name) if init_bundle else None,
         "data": [str(Path(r).name) for r in roots],
         "recipe": asdict(recipe),
         "train_images": len(train_data.images),

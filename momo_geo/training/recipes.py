@@ -11,6 +11,10 @@ the bundled models) has four parts::
      "card": {"name": ..., "description": ..., "gsd": ..., "gsd_range": ..., "sensors": ...,
               "data": [...]}}    what the model card says about the model's purpose
 
+An optional ``"continue_from": "<another recipe's bundle>"`` starts the fine-tuning from that
+bundle's whole weights (built first into the same output folder) instead of an encoder: a
+longer schedule measured as a continuation of a shorter one.
+
 :func:`build_model` runs it: ``run_momo`` (base → per-sensor runs → EVL → merge), then
 :func:`~momo_geo.training.finetune.finetune`, then the card fields. Recipes whose ``pretrain``
 parts are equal share one pretraining run (cached under the work folder by a hash of it).
@@ -114,6 +118,19 @@ def finetune_data(spec: dict[str, Any], data_root: str) -> tuple[list[str], list
     return roots, [synthetic_crater_data(fields)] if fields else []
 
 
+def continued_bundle(recipe: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path | None:
+    """The bundle a recipe's ``continue_from`` names (another recipe's ``bundle``, built into
+    the same ``out_dir`` first), or ``None``: the run then starts from its encoder."""
+    name = recipe.get("continue_from")
+    if name is None:
+        return None
+    path = Path(out_dir) / str(name)
+    if not (path / "card.json").is_file():
+        raise MomoGeoError(f"continue_from: {path} is not built; build the recipe whose bundle "
+                           f"is {name!r} first (list it before this one)")
+    return path
+
+
 def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
                 work: str | os.PathLike[str], data_root: str, threads: int | None = None,
                 verbose: bool = True) -> Path:
@@ -126,8 +143,9 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
             raise MomoGeoError(f"recipe has no {part!r}")
     if source not in ENCODERS:
         raise MomoGeoError(f"finetune_from must be one of {', '.join(ENCODERS)}, not {source!r}")
+    init = continued_bundle(recipe, out_dir)
     encoder = None
-    if ENCODERS[source] is not None:
+    if ENCODERS[source] is not None and init is None:
         run = pretrain_run(recipe["pretrain"], work, data_root, threads, verbose)
         encoder = str(run / ENCODERS[source])
     spec = recipe["finetune"]
@@ -143,7 +161,8 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
                        extra_train=extra, overwrite=True,
                        card_fields={k: card[k] for k in CARD_FIELDS if k in card},
                        half=bool(spec.get("half", False)),
-                       description=card.get("description", ""))
+                       description=card.get("description", ""),
+                       init_bundle=str(init) if init is not None else None)
     training = json.loads((path / "card.json").read_text())["training"]
     training.update(data=card.get("data", training["data"]), finetune_from=source,
                     pretrain=recipe.get("pretrain") if encoder else None,
