@@ -190,3 +190,28 @@ def test_weight_averaging_keeps_a_recent_average_not_the_last_step(themis_like, 
     with pytest.raises(Exception, match="ema"):
         finetune("themis-craters", str(themis_like), tmp_path / "x.bundle",
                  recipe=Recipe(**recipe, ema=1.5))
+
+
+def test_a_run_continues_another_bundle_and_keeps_its_selection_split(themis_like, tmp_path):
+    from momo_geo.errors import MomoGeoError
+    from momo_geo.training.finetune import training_split
+
+    base = dict(input_size=32, epochs=1, chips=32, batch_size=16, select_fraction=0.2,
+                architecture="unet", width=4, levels=2)
+    parent = finetune("themis-craters", str(themis_like), tmp_path / "p.bundle",
+                      recipe=Recipe(**base, seed=0))[0]
+    child_recipe = Recipe(**base, seed=1, split_seed=0, lr=0.0)  # lr 0: the weights stay
+    child = finetune("themis-craters", str(themis_like), tmp_path / "c.bundle",
+                     recipe=child_recipe, init_bundle=str(parent))[0]
+    p, c = load_bundle(parent), load_bundle(child)
+    weights = [k for k in p.state_dict if "running" not in k and "num_batches" not in k]
+    assert len(weights) > 4  # (batch-norm statistics do move without a learning rate)
+    assert all(torch.equal(p.state_dict[k], c.state_dict[k]) for k in weights)
+    assert c.card.training["init_bundle"] == "p.bundle"
+    held = {s: training_split("themis-craters", [str(themis_like)],
+                              Recipe(**base, seed=s[0], split_seed=s[1]))[1].groups
+            for s in ((0, None), (1, 0), (1, None))}
+    assert held[(0, None)] == held[(1, 0)] != held[(1, None)]
+    with pytest.raises(MomoGeoError, match="same network"):
+        finetune("themis-craters", str(themis_like), tmp_path / "x.bundle",
+                 recipe=Recipe(**{**base, "width": 8}), init_bundle=str(parent))

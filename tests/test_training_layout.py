@@ -84,6 +84,11 @@ def test_recipe_files_map_onto_the_package_parameters() -> None:
             assert set(spec["data"]) <= set(TASK_FOLDERS.values())
             assert recipe["bundle"] == f"{path.stem}.bundle"
             assert ("pretrain" in recipe) == (recipe["finetune_from"] != "scratch")
+        if "continue_from" in recipe:  # built after its parent, into the same folder
+            parent = recipe["continue_from"].removesuffix(".bundle")
+            arms = (ROOT / "Makefile").read_text().split("ARMS :=")[1].split("models:")[0]
+            arms = arms.replace("\\", " ").split()
+            assert parent in names and arms.index(parent) < arms.index(path.stem), path.name
         if "choose_from" in recipe:  # a bundled model: the best of its arms
             assert set(recipe["choose_from"]) <= names, path.name
             assert recipe["bundle"] == f"{path.stem}.bundle"
