@@ -74,7 +74,7 @@ reproduce: venv
 # build/models/; about 3.3 CPU-hours, run as two processes), the best arm on the held-out
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
 ARMS := craters-unet craters-unet-long craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
-        landmarks-cnn-ema
+        landmarks-cnn-ema landmarks-cnn-192
 models: venv
 	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \
 	  --out build/models/bundles --work build/models

@@ -46,6 +46,28 @@ def load_cards(bundles: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return cards
 
 
+def chosen_gate(calibration: dict[str, Any]) -> dict[str, Any]:
+    """The sweep row of the chosen floor and smallest size (cards calibrated before sizes
+    existed have one row per floor and no size)."""
+    size = calibration.get("min_diameter", 0.0)
+    return next(r for r in calibration["sweep"] if r["floor"] == calibration["floor"]
+                and r.get("min_diameter", 0.0) == size)
+
+
+def continue_curves(cards: dict[str, dict[str, Any]]) -> None:
+    """Count a continued arm's curve from where its parent's ended (chips seen and minutes),
+    in place, so the two read as one schedule."""
+    for card in cards.values():
+        parent = (card["training"].get("init_bundle") or "").removesuffix(".bundle")
+        start = (cards.get(parent, {}).get("training", {}).get("learning_curve") or [{}])[-1]
+        if not parent or not start or card["training"].get("continues"):
+            continue
+        card["training"]["continues"] = dict(start, arm=parent)
+        for point in card["training"].get("learning_curve") or []:
+            point["samples"] += start["samples"]
+            point["minutes"] = round(point["minutes"] + start["minutes"], 2)
+
+
 def selection_point(card: dict[str, Any]) -> dict[str, Any]:
     """The arm's metrics on its selection images as it ships: the last learning-curve point,
     with a crater model's scores at its chosen confidence floor when it has one."""
@@ -54,7 +76,7 @@ def selection_point(card: dict[str, Any]) -> dict[str, Any]:
     point = dict(curve[-1]) if curve else {}
     calibration = training.get("calibration")
     if point and calibration:
-        chosen = next(r for r in calibration["sweep"] if r["floor"] == calibration["floor"])
+        chosen = chosen_gate(calibration)
         point.update({k: v for k, v in chosen.items() if k not in ("floor", "score")})
         final = coarse_result(calibration)
         if final:
@@ -142,17 +164,17 @@ def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) 
 def floor_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
     """Each crater arm's confidence floor: the sweep on its selection images, no floor
     against the floor chosen."""
-    lines = ["| arm | floor chosen | selection F1 (none → floor) | precision | recall "
-             "| pixel IoU |", "|---|---|---|---|---|---|"]
+    lines = ["| arm | floor chosen | smallest size (px) | selection F1 (none → chosen) "
+             "| precision | recall | pixel IoU |", "|---|---|---|---|---|---|---|"]
     for name, card in cards.items():
         calibration = card["training"].get("calibration")
         if not calibration:
             continue
-        none, chosen = calibration["sweep"][0], next(
-            r for r in calibration["sweep"] if r["floor"] == calibration["floor"])
+        none, chosen = calibration["sweep"][0], chosen_gate(calibration)
         cells = [f"{none[k]:.3f} → {chosen[k]:.3f}" for k in
                  ("crater_f1", "crater_precision", "crater_recall", "iou")]
-        lines.append(f"| {name} | {calibration['floor']:.2f} | {' | '.join(cells)} |")
+        lines.append(f"| {name} | {calibration['floor']:.2f} | "
+                     f"{calibration.get('min_diameter', 0):g} | {' | '.join(cells)} |")
     return lines
 
 
@@ -203,6 +225,8 @@ def plot_curves(cards: dict[str, dict[str, Any]], out: Path) -> None:
         for name, card in cards.items():
             curve = card["training"].get("learning_curve") or []
             if name.startswith(prefix) and curve:
+                start = card["training"].get("continues")
+                curve = ([start] if start else []) + curve
                 ax.plot([p["minutes"] for p in curve], [p.get(key, 0.0) for p in curve],
                         marker="o", label=name)
         ax.set_xlabel("training minutes (one CPU thread, curve scoring included)")
@@ -364,16 +388,21 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "Scores on the validation split, each arm at its confidence floor; `selection` is "
             "the last learning-curve point on the images held out of training (at the floor), "
             "which is what chose the bundled model. The arms had equal CPU budgets except "
-            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs. Crater arms "
+            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and "
+            "`craters-unet-long`, `craters-unet` continued 8 epochs more (its chips are counted "
+            "from the start of `craters-unet`, its minutes are its own). Crater arms "
             "are scored with the coarse passes their calibration chose (table below), if "
             "any.", "",
             *arm_rows(crater_arms, {"themis-craters": ["iou", "crater_f1"],
                                     "ctx-craters": ["iou", "crater_f1"]}), "",
             *arm_rows(landmark_arms, {"landmarks": ["f1_weighted", "f1_macro"]}), "",
             "## Confidence floors (crater arms)", "",
-            "A mapped crater whose mean probability is below the floor is erased whole "
-            "([mapping.md](mapping.md#how-it-works)); each arm's floor is the best crater F1 "
-            "of floors 0.50-0.95 on its selection images. The floor buys precision with a "
+            "A mapped crater whose mean probability is below the floor, or whose area is "
+            "below the disc of the smallest size, is erased whole "
+            "([mapping.md](mapping.md#how-it-works)); each arm's floor and size are the best "
+            "crater F1 of floors 0.50-0.95 × sizes 0-8 px on its selection images, scored as "
+            "maps are (every predicted crater counts, specks too). The floor buys precision "
+            "with a "
             "little recall and some pixel IoU (the largest craters are often the least "
             "confident). An arm without a row has no floor (built before floors existed "
             "and not calibrated since: `training/calibrate_floor.py`).", "",
@@ -433,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     selections = {s: json.loads((RECIPES / s).read_text()) for s in SELECTIONS}
     names = [n for s in selections.values() for n in s["choose_from"]]
     arms = load_cards(args.bundles, names)
+    continue_curves(arms)
     if not arms:
         print(f"no arm bundles in {args.bundles}; run training/build_models.py first",
               file=sys.stderr)
