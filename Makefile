@@ -70,8 +70,8 @@ reproduce: venv
 	$(PY) training/reproduce.py
 
 # The bundled models: every arm of training/recipes/{crater-seg,landmarks}.json (equal CPU
-# budgets, plus the crater U-Net trained longer; one shared MOMO pretraining run under
-# build/models/; about 3.3 CPU-hours, run as two processes), the best arm on the held-out
+# budgets, plus the crater U-Net trained longer and continued, and the landmark CNN at 192 px;
+# one shared MOMO pretraining run under build/models/; about 5 CPU-hours), the best arm on the held-out
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
 ARMS := craters-unet craters-unet-long craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192

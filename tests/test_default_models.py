@@ -151,6 +151,14 @@ def test_models_command_lists_both() -> None:
     assert "default" in result.output and "landmarks" in result.output
     shown = CliRunner().invoke(cli, ["models", "landmarks"])
     assert "slope_streak" in shown.output and "f1_weighted" in shown.output
+    craters = CliRunner().invoke(cli, ["models", "default"])
+    from momo_geo.bundle import load_card
+
+    card = load_card("default")
+    kept = next(line for line in craters.output.splitlines() if line.startswith("  kept:"))
+    for name, size in card.min_diameter.items():
+        assert f"{name} >= {size:g} model px across" in kept
+    assert kept.count("coarse pass") == len(card.coarse_passes)
 
 
 @pytest.mark.shared_data

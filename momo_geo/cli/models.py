@@ -26,6 +26,9 @@ def models(name: str | None, as_json: bool) -> None:
         click.echo(f"  sensors: {', '.join(card.sensors)}; gsd {card.gsd} m/px, "
                    f"range {card.gsd_range}")
         click.echo("  classes: " + ", ".join(f"{c.id} {c.name} {c.color}" for c in card.classes))
+        kept = _kept(card)
+        if kept:
+            click.echo(f"  kept: {kept}")
         for task, metrics in card.metrics.items():
             if isinstance(metrics, dict):
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
@@ -53,3 +56,14 @@ def models(name: str | None, as_json: bool) -> None:
             continue
         click.echo(f"{row['name']:<10} {row['model']}: {row['task']}, "
                    f"{len(row['classes'])} classes, sensors {', '.join(row['sensors'])}")
+
+
+def _kept(card: object) -> str:
+    """What the card's floors, smallest sizes and coarse passes keep, in one line."""
+    parts = [f"{name} mean confidence >= {floor:g}"
+             for name, floor in (getattr(card, "min_confidence", None) or {}).items()]
+    parts += [f"{name} >= {size:g} model px across"
+              for name, size in (getattr(card, "min_diameter", None) or {}).items()]
+    for spec in getattr(card, "coarse_passes", None) or []:
+        parts.append(f"{spec['class']} coarse pass at 1/{round(1 / spec['scale'])}")
+    return "; ".join(parts)
