@@ -82,6 +82,10 @@ class ModelCard:
     """Class name -> smallest feature kept, as the diameter (model pixels) of the disc of equal
     area: a smaller mapped feature is erased like one below its floor (segmentation only);
     chosen on held-out selection images with the floor."""
+    max_diameter: dict[str, float] = field(default_factory=dict)
+    """Class name -> largest feature the fine pass keeps (equal-area diameter, model pixels): a
+    model that never saw a whole feature wider than its training chips outlines dark albedo
+    bands, not craters, at that size; large craters are the coarse passes' (round ones only)."""
     coarse_passes: list[dict[str, Any]] = field(default_factory=list)
     """Further passes at lower resolutions for features larger than the model's view, each
     ``{"class", "scale", "min_diameter", "min_confidence"}`` (:mod:`momo_geo.inference.coarse`);
@@ -113,6 +117,7 @@ class ModelCard:
         _check_classes(self.classes)
         _check_floors(self.min_confidence, self.class_names)
         _check_sizes_per_class(self.min_diameter, self.class_names, self.task)
+        _check_sizes_per_class(self.max_diameter, self.class_names, self.task, "max_diameter")
         check_coarse_passes(self.coarse_passes, self.class_names, self.task)
         _check_normalization(self.normalization, self.in_chans)
         _check_sizes(self)
@@ -195,21 +200,22 @@ def _check_floors(floors: Any, names: list[str]) -> None:
                                f"0 to 1, not {floor!r}")
 
 
-def _check_sizes_per_class(sizes: Any, names: list[str], task: str) -> None:
-    """``min_diameter``: known class names to numbers >= 0, for a segmentation card (a
-    classifier's features are whole tiles)."""
+def _check_sizes_per_class(sizes: Any, names: list[str], task: str,
+                           key: str = "min_diameter") -> None:
+    """``min_diameter`` / ``max_diameter``: known class names to numbers >= 0, for a
+    segmentation card (a classifier's features are whole tiles)."""
     if not isinstance(sizes, dict):
-        raise MomoGeoError(f"model card: min_diameter must map class names to diameters in "
-                           f"pixels, not {sizes!r}")
+        raise MomoGeoError(f"model card: {key} must map class names to diameters in pixels, "
+                           f"not {sizes!r}")
     if sizes and task != "segmentation":
-        raise MomoGeoError("model card: min_diameter is only for segmentation models")
+        raise MomoGeoError(f"model card: {key} is only for segmentation models")
     for name, size in sizes.items():
         if name not in names:
-            raise MomoGeoError(f"model card: min_diameter names class {name!r}, which the "
-                               f"card does not have ({', '.join(names)})")
+            raise MomoGeoError(f"model card: {key} names class {name!r}, which the card does "
+                               f"not have ({', '.join(names)})")
         if not _number(size) or size < 0:
-            raise MomoGeoError(f"model card: min_diameter of {name!r} must be a number of "
-                               f"pixels >= 0, not {size!r}")
+            raise MomoGeoError(f"model card: {key} of {name!r} must be a number of pixels "
+                               f">= 0, not {size!r}")
 
 
 def check_coarse_passes(passes: Any, names: list[str], task: str) -> None:

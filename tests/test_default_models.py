@@ -165,9 +165,9 @@ def test_models_command_lists_both() -> None:
 def test_default_model_maps_no_crater_in_the_real_hirise_frame(hirise_scene, tmp_path) -> None:
     # The real HiRISE product is a rotated strip in an undeclared 0-valued collar (29 % of the
     # raster). The collar is nodata in the mask. Inside, the scene (25 m/px) is wind-eroded
-    # ridged terrain with hardly a crater to see: the bundled model, with its confidence floor,
-    # marks 0.06 % of it (0.4 % without the floor, nearly all along the collar's edge); the
-    # first bundled model marked 49 %, collar included.
+    # ridged terrain with hardly a crater to see: the bundled model, with its confidence floor
+    # and smallest size, marks none of it (the floor alone left 0.06 %, two specks along the
+    # collar's edge; no floor 0.4 %); the first bundled model marked 49 %, collar included.
     from momo_geo.inference import map_scene
     from momo_geo.inference.frame import find_frame
 

@@ -47,6 +47,7 @@ from momo_geo.inference.fit import assumed_mars_notice, open_mappable
 from momo_geo.inference.floor import (
     background_class,
     class_floors,
+    class_max_pixels,
     class_min_pixels,
     erase_weak,
     erase_weak_scene,
@@ -434,9 +435,10 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
     grid = _grid(card, w, h, *_tiling(card, options), 1.0)
     _run_tiles(source, w, h, predictor, grid, write_rows, options=options,
                keep_probabilities=probabilities, progress=None, cancel=None)
-    floors, sizes = class_floors(card), class_min_pixels(card)
-    if floors or sizes:
-        erase_weak(classes, confidence, floors, background_class(card), per_tile(card), sizes)
+    floors, sizes, caps = class_floors(card), class_min_pixels(card), class_max_pixels(card)
+    if floors or sizes or caps:
+        erase_weak(classes, confidence, floors, background_class(card), per_tile(card), sizes,
+                   caps)
     if options.coarse:
         for kept, k, feature in _coarse_kept(source, w, h, predictor, options, 1.0,
                                              source.value_range()):
@@ -631,9 +633,9 @@ def _map_reserved(info: Scene, outputs: OutputSet,
     source = RasterSource(str(info.path), card.bands, grid.model_shape, frame, options.nodata)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         floors, background = class_floors(card), background_class(card)
-        sizes = class_min_pixels(card, factor)
+        sizes, caps = class_min_pixels(card, factor), class_max_pixels(card, factor)
         writer = _MaskWriter(outputs.scratch(), mask_out, info, card,
-                             confidence=vector_out is not None or bool(floors or sizes),
+                             confidence=vector_out is not None or bool(floors or sizes or caps),
                              probabilities=prob_out is not None)
         try:
             loop_start = time.perf_counter()
@@ -647,11 +649,12 @@ def _map_reserved(info: Scene, outputs: OutputSet,
         result.tiles_total, result.tiles_skipped = total, skipped
         if skipped == total:
             raise MomoGeoError(f"{info.path}: every pixel is nodata; nothing to map")
-        if (floors or sizes) and writer.conf_path is not None:
+        if (floors or sizes or caps) and writer.conf_path is not None:
             for class_id, pixels in erase_weak_scene(writer.mask_path, writer.conf_path,
                                                      floors, background,
                                                      pixelwise=per_tile(card),
-                                                     min_pixels=sizes).items():
+                                                     min_pixels=sizes,
+                                                     max_pixels=caps).items():
                 writer.counts[class_id] -= pixels
                 writer.counts[background] += pixels
         if options.coarse:

@@ -50,15 +50,22 @@ def class_floors(card: Any) -> dict[int, float]:
             if name in by_name and floor > 0}
 
 
-def class_min_pixels(card: Any, factor: float = 1.0) -> dict[int, float]:
-    """``{class id: smallest area in pixels}`` of the card's ``min_diameter`` on a mask whose
-    pixels are ``factor`` model pixels wide (:func:`~momo_geo.inference.engine.gsd_factor`)."""
+def class_min_pixels(card: Any, factor: float = 1.0, key: str = "min_diameter"
+                     ) -> dict[int, float]:
+    """``{class id: smallest area in pixels}`` of the card's ``min_diameter`` (or, with ``key``
+    ``max_diameter``, the largest) on a mask whose pixels are ``factor`` model pixels wide
+    (:func:`~momo_geo.inference.engine.gsd_factor`)."""
     if background_class(card) is None:
         return {}
     by_name = {c.name: c.id for c in card.classes}
     return {by_name[name]: math.pi / 4 * (float(size) * factor) ** 2
-            for name, size in (getattr(card, "min_diameter", None) or {}).items()
+            for name, size in (getattr(card, key, None) or {}).items()
             if name in by_name and size > 0}
+
+
+def class_max_pixels(card: Any, factor: float = 1.0) -> dict[int, float]:
+    """``{class id: largest area in pixels}`` of the card's ``max_diameter``."""
+    return class_min_pixels(card, factor, "max_diameter")
 
 
 def background_class(card: Any) -> int | None:
@@ -74,9 +81,11 @@ def per_tile(card: Any) -> bool:
 
 def erase_weak(classes: np.ndarray, confidence: np.ndarray, floors: dict[int, float],
                background: int, pixelwise: bool = False,
-               min_pixels: dict[int, float] | None = None) -> int:
+               min_pixels: dict[int, float] | None = None,
+               max_pixels: dict[int, float] | None = None) -> int:
     """Set every feature of ``classes`` below its floor, or smaller than its class's
-    ``min_pixels`` (:func:`class_min_pixels`), to ``background``, in place.
+    ``min_pixels`` (:func:`class_min_pixels`) or larger than its ``max_pixels``, to
+    ``background``, in place.
 
     ``confidence`` is the per-pixel confidence the engine writes (the winning class's
     probability). With ``pixelwise`` each pixel is judged by its own confidence: for a
@@ -90,30 +99,34 @@ def erase_weak(classes: np.ndarray, confidence: np.ndarray, floors: dict[int, fl
             classes[weak] = background
             erased += int(weak.sum())
         return erased
-    sizes = min_pixels or {}
-    for class_id in sorted(set(floors) | set(sizes)):
+    sizes, caps = min_pixels or {}, max_pixels or {}
+    for class_id in sorted(set(floors) | set(sizes) | set(caps)):
         labels, n = ndimage.label(classes == class_id, structure=FOUR_CONNECTED)
         if n == 0:
             continue
         index = np.arange(1, n + 1)
         weak = ndimage.mean(confidence, labels, index) < floors.get(class_id, 0.0)
-        if sizes.get(class_id, 0.0) > 0:
-            weak |= np.bincount(labels.ravel(), minlength=n + 1)[1:] < sizes[class_id]
+        area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        weak |= area < sizes.get(class_id, 0.0)
+        weak |= area > caps.get(class_id, math.inf)
         weak_px = np.concatenate([[False], weak])[labels]
         classes[weak_px] = background
         erased += int(weak_px.sum())
     return erased
 
 
-def is_weak(conf_sum: float, pixels: int, floor: float, min_pixels: float) -> bool:
+def is_weak(conf_sum: float, pixels: int, floor: float, min_pixels: float,
+            max_pixels: float = math.inf) -> bool:
     """Whether a feature of ``pixels`` pixels and confidence sum ``conf_sum`` is erased."""
-    return pixels > 0 and (conf_sum / pixels < floor or pixels < min_pixels)
+    return pixels > 0 and (conf_sum / pixels < floor or pixels < min_pixels
+                           or pixels > max_pixels)
 
 
 def erase_weak_scene(mask_path: str | os.PathLike[str],
                      confidence_path: str | os.PathLike[str], floors: dict[int, float],
                      background: int, block: int = 1024, pixelwise: bool = False,
-                     min_pixels: dict[int, float] | None = None) -> dict[int, int]:
+                     min_pixels: dict[int, float] | None = None,
+                     max_pixels: dict[int, float] | None = None) -> dict[int, int]:
     """:func:`erase_weak` on a class mask GeoTIFF (updated in place) with its confidence
     raster, streaming whole features block by block as the vectorizer does (or, with
     ``pixelwise``, rows of blocks). Returns the pixels erased per class."""
@@ -122,14 +135,14 @@ def erase_weak_scene(mask_path: str | os.PathLike[str],
 
     if pixelwise:
         return _erase_pixelwise(mask_path, confidence_path, floors, background, block)
-    sizes = min_pixels or {}
-    gated = sorted(set(floors) | set(sizes))
+    sizes, caps = min_pixels or {}, max_pixels or {}
+    gated = sorted(set(floors) | set(sizes) | set(caps))
     wanted = {class_id: ClassInfo(class_id, str(class_id), "#000000") for class_id in gated}
     erased = dict.fromkeys(gated, 0)
     with rasterio.open(mask_path, "r+") as mask, rasterio.open(confidence_path) as conf:
         for piece in finished_pieces(mask, conf, wanted, block):
             if not is_weak(piece.conf_sum, piece.pixels, floors.get(piece.class_id, 0.0),
-                           sizes.get(piece.class_id, 0.0)):
+                           sizes.get(piece.class_id, 0.0), caps.get(piece.class_id, math.inf)):
                 continue
             x0, y0, x1, y1 = (int(round(v)) for v in piece.geom.bounds)
             window = Window(x0, y0, x1 - x0, y1 - y0)

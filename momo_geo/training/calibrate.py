@@ -44,17 +44,18 @@ def fine_probabilities(predictor: Any, select: Any) -> list[np.ndarray]:
 
 
 def floored_classes(probs: np.ndarray, positive: int, background: int, floor: float,
-                    min_diameter: float = 0.0) -> np.ndarray:
-    """The class map of ``probs`` (nodata 255) with ``positive`` features below ``floor`` or
-    smaller than ``min_diameter`` erased, as the engine applies a card's floor and smallest
-    size (0.5 and 0: the argmax map as is)."""
+                    min_diameter: float = 0.0, max_diameter: float = 0.0) -> np.ndarray:
+    """The class map of ``probs`` (nodata 255) with ``positive`` features below ``floor``,
+    smaller than ``min_diameter`` or larger than ``max_diameter`` (0: no limit) erased, as the
+    engine applies a card's floor and sizes (0.5 and 0: the argmax map as is)."""
     from momo_geo.inference.floor import erase_weak
     from momo_geo.inference.stitch import NODATA_CLASS
 
     classes = np.where(probs[0] >= 0, probs.argmax(axis=0), NODATA_CLASS).astype(np.uint8)
-    if floor > 0.5 or min_diameter > 0:
+    if floor > 0.5 or min_diameter > 0 or max_diameter > 0:
+        caps = {positive: np.pi / 4 * max_diameter ** 2} if max_diameter > 0 else {}
         erase_weak(classes, probs.max(axis=0), {positive: floor}, background,
-                   min_pixels={positive: np.pi / 4 * min_diameter ** 2})
+                   min_pixels={positive: np.pi / 4 * min_diameter ** 2}, max_pixels=caps)
     return classes
 
 
@@ -105,6 +106,9 @@ any-shape gate, once tried, won on the THEMIS-heavy selection images but outline
 dark albedo bands on a CTX validation tile (a map no geologist could use), which one CTX
 selection tile could not show."""
 MAX_COARSE_PASSES = 2
+CAP_WIDTHS = (0.0, 1.0)
+"""Largest fine-pass feature tried, in training-chip widths (card ``input_size``; 0: no limit),
+each with its own greedy choice of coarse passes."""
 
 
 @dataclass
@@ -200,19 +204,44 @@ def coarse_sweep(maps: list[SelectionMaps], feature: int, background: int,
 
 def choose_coarse_passes(predictor: Any, select: Any, floor: float, feature_name: str,
                          probabilities: list[np.ndarray] | None = None,
-                         min_diameter: float = 0.0
-                         ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
-    """Coarse passes chosen greedily by crater F1 + pixel IoU (the crater arms' selection
-    criterion): the best pass, then the best further pass at another scale, while one
-    improves on what is chosen (ties go to fewer passes). ``probabilities``: the fine pass's
-    maps if already made (:func:`fine_probabilities`). Returns (passes, the sweeps)."""
+                         min_diameter: float = 0.0, caps: tuple[float, ...] = (0.0,)
+                         ) -> tuple[float, list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """The fine pass's largest size (of ``caps``, model pixels; 0: none) and the coarse passes
+    that go with it, by crater F1 + pixel IoU (the crater arms' selection criterion): for each
+    cap the passes are chosen greedily, the best pass, then the best further pass at another
+    scale, while one improves on what is chosen (ties go to fewer passes); the cap whose final
+    map scores best wins (ties: no cap, then the larger). ``probabilities``: the fine pass's
+    maps if already made (:func:`fine_probabilities`). Returns (cap, passes, the sweeps)."""
+    from dataclasses import replace
+
     from momo_geo.evaluate import crater_class
     from momo_geo.inference.floor import background_class
 
     card = predictor.card
     feature, background = crater_class(card), background_class(card)
+    if probabilities is None:
+        probabilities = fine_probabilities(predictor, select)
     maps = selection_maps(predictor, select, floor, probabilities=probabilities,
                           min_diameter=min_diameter)
+    best: tuple[float, float, list[dict[str, Any]], list[list[dict[str, Any]]]] | None = None
+    for cap in sorted(caps, key=lambda c: (c > 0, -c)):
+        capped = maps if not cap else [
+            replace(item, classes=floored_classes(probs, feature, background, floor,
+                                                  min_diameter, cap))
+            for item, probs in zip(maps, probabilities, strict=True)]
+        chosen, sweeps = _greedy_passes(capped, feature, background, feature_name)
+        final = (sweeps[len(chosen)][0] if len(sweeps) > len(chosen)
+                 else max(sweeps[-1], key=lambda row: row["crater_f1"] + row["iou"]))
+        score = final["crater_f1"] + final["iou"]
+        if best is None or score > best[0]:
+            best = (score, cap, chosen, sweeps)
+    if best is None:
+        raise ValueError("choose_coarse_passes needs at least one cap (0: none)")
+    return best[1], best[2], best[3]
+
+
+def _greedy_passes(maps: list[SelectionMaps], feature: int, background: int,
+                   feature_name: str) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
     chosen: list[dict[str, Any]] = []
     sweeps = []
     for _ in range(MAX_COARSE_PASSES):
@@ -286,9 +315,10 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
     bundle = load_bundle(str(path))
     bundle.card.min_confidence = {}  # sweep the raw maps, whatever was chosen before
     bundle.card.min_diameter = {}
+    bundle.card.max_diameter = {}
     bundle.card.coarse_passes = []
     predictor = Predictor(bundle, "cpu")
-    probabilities, size = None, 0.0
+    probabilities, size, cap = None, 0.0, 0.0
     if bundle.card.task == "classification":
         sweep = tile_floor_sweep(predictor, select)
         floor = choose_floor(sweep, "score")
@@ -307,15 +337,19 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
         calibration["min_diameter"] = size
     passes: list[dict[str, Any]] = []
     if bundle.card.task == "segmentation" and coarse:
-        passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0],
-                                              probabilities, size)
+        chip = float(bundle.card.input_size)
+        cap, passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0],
+                                                   probabilities, size,
+                                                   tuple(w * chip for w in CAP_WIDTHS))
         calibration["coarse"] = {"criterion": "crater_f1 + iou on the selection images, at the "
-                                 "chosen floor and smallest size; passes added greedily",
+                                 "chosen floor and smallest size; for each largest fine size "
+                                 "passes added greedily", "max_diameter": cap,
                                  "chosen": passes,
                                  "sweeps": sweeps}
     training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
     training["calibration"] = calibration
     set_card_fields(Path(path), min_confidence={n: f for n, f in floors.items() if f > 0},
                     min_diameter={names[0]: size} if size > 0 else {},
+                    max_diameter={names[0]: cap} if cap > 0 else {},
                     coarse_passes=passes, training=training)
     return calibration
