@@ -163,6 +163,9 @@ def test_the_coarse_pass_is_chosen_on_selection_images(tmp_path):
     calibration = calibrate_bundle(tmp_path / "b", select)
     card = json.loads((tmp_path / "b" / "card.json").read_text())
     assert card["coarse_passes"] == calibration["coarse"]["chosen"]
+    cap = calibration["coarse"]["max_diameter"]
+    assert cap in (0.0, float(card["input_size"]))
+    assert card["max_diameter"] == ({"crater": cap} if cap else {})
     assert 1 <= len(card["coarse_passes"]) <= 2
     assert card["coarse_passes"][0]["class"] == "crater"
     assert len({p["scale"] for p in card["coarse_passes"]}) == len(card["coarse_passes"])

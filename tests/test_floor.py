@@ -82,6 +82,14 @@ def test_features_smaller_than_the_cards_size_are_erased_whole():
     assert (classes[2:6, 2:6] == 0).all() and (classes[20:27, 20:27] == 1).all()
 
 
+def test_a_bad_largest_size_is_refused_when_the_card_is_read():
+    with pytest.raises(MomoGeoError, match="max_diameter"):
+        ModelCard(name="c", task="segmentation", architecture={"encoder": "x"},
+                  classes=[{"id": 0, "name": "background", "color": "#000000"},
+                           {"id": 1, "name": "crater", "color": "#ff0000"}],
+                  max_diameter={"crater": -160})
+
+
 @pytest.mark.parametrize("sizes, task", [({"dune": 6}, "segmentation"),
                                          ({"crater": -1}, "segmentation"),
                                          ({"crater": "6"}, "segmentation"),
@@ -104,15 +112,19 @@ def test_scene_erasure_equals_array_erasure_across_block_seams(tmp_path):
     confidence = ndimage.gaussian_filter(rng.random((300, 260)), 6).astype(np.float32)
     confidence = 0.5 + 0.5 * (confidence - confidence.min()) / np.ptp(confidence)
     floors, sizes = {1: 0.75, 2: 0.7}, {1: 60.0, 3: 5.0}  # class 3: a size, no floor
+    caps = {2: 50.0}  # class 2's larger features go too, across seams
     classes[::37, ::41] = 3  # one-pixel specks, erased by size alone
     write_staged(tmp_path, classes, confidence)
     expected = classes.copy()
-    n = erase_weak(expected, confidence, floors, background=0, min_pixels=sizes)
+    n = erase_weak(expected, confidence, floors, background=0, min_pixels=sizes,
+                   max_pixels=caps)
     assert 0 < n < (classes > 0).sum() and not (expected == 3).any()
-    only_floors = classes.copy()
-    assert erase_weak(only_floors, confidence, floors, background=0) < n
+    labels, count = ndimage.label(expected == 2, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    assert count and np.bincount(labels.ravel())[1:].max() <= 50
+    uncapped = classes.copy()
+    assert erase_weak(uncapped, confidence, floors, background=0, min_pixels=sizes) < n
     erased = erase_weak_scene(tmp_path / "mask.tif", tmp_path / "conf.tif", floors, 0, block=64,
-                              min_pixels=sizes)
+                              min_pixels=sizes, max_pixels=caps)
     with rasterio.open(tmp_path / "mask.tif") as src:
         assert np.array_equal(src.read(1), expected)
     assert sum(erased.values()) == n
@@ -135,6 +147,31 @@ def test_map_scene_with_a_floor_matches_predict_array_and_drops_doubtful_craters
         assert before[int(y), int(x)] == 1 and after[int(y), int(x)] == 0
     assert (after == 1).sum() < (before == 1).sum()
     assert result.pixel_counts["crater"] == int((after == 1).sum())
+
+
+def test_map_scene_drops_features_above_the_cards_largest_size_like_arrays(tmp_path):
+    image, bright, _ = discs()
+    rows, cols = np.indices(image.shape)
+    image[np.hypot(cols - 96, rows - 100) < 30] = 240  # a 60 px bright disc
+    fields = dict(tile_size=96, tile_overlap=16, value_scaling=SCENE)
+    capped = threshold_bundle(tmp_path / "capped", max_diameter={"crater": 40.0}, **fields)
+    before, _ = predict_array(threshold_bundle(**fields), image)
+    after, _ = predict_array(capped, image)
+    assert before[100, 96] == 1 and after[100, 96] == 0
+    for x, y, _ in bright:
+        assert after[int(y), int(x)] == 1
+    for factor, gsd in ((1.0, 25.0), (2.0, 12.5)):  # in range, and read resampled 2x
+        scene = write_scene(tmp_path / f"s{factor}.tif", image, gsd=gsd)
+        card_range = [20.0, 30.0]
+        bundle = threshold_bundle(tmp_path / f"c{factor}", max_diameter={"crater": 40.0},
+                                  gsd=25.0, gsd_range=card_range, **fields)
+        result = map_scene(scene, tmp_path / f"m{factor}.tif", None, bundle)
+        with rasterio.open(result.mask_path) as src:
+            mask = src.read(1)
+        if factor == 1.0:
+            assert mask[100, 96] == 0 and np.array_equal(mask, after)
+        else:  # 60 scene px are 30 model px: under the 40 px limit, kept
+            assert mask[100, 96] == 1
 
 
 def test_map_scene_drops_specks_below_the_cards_size_in_mask_and_vectors(tmp_path):
