@@ -64,6 +64,8 @@ def _kept(card: object) -> str:
              for name, floor in (getattr(card, "min_confidence", None) or {}).items()]
     parts += [f"{name} >= {size:g} model px across"
               for name, size in (getattr(card, "min_diameter", None) or {}).items()]
+    parts += [f"{name} <= {size:g} model px across in the fine pass"
+              for name, size in (getattr(card, "max_diameter", None) or {}).items()]
     for spec in getattr(card, "coarse_passes", None) or []:
         parts.append(f"{spec['class']} coarse pass at 1/{round(1 / spec['scale'])}")
     return "; ".join(parts)
