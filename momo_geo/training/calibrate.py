@@ -99,12 +99,12 @@ COARSE_DIAMETERS = (16, 32, 64)
 """Smallest coarse feature kept (model pixels): about the crater sizes the fine pass, trained on
 160 px chips, starts to see only in part."""
 COARSE_FLOORS = (0.5, 0.7, 0.85)
-COARSE_RESIDUALS = (0.25, 0.15)
+COARSE_RESIDUALS = (0.15, 0.1)
 """Roundness gates tried (circle-fit residual). The fine pass's matched craters have a median
-residual of about 0.09, its false ones about 0.18-0.21. Every coarse feature must be round: an
-any-shape gate, once tried, won on the THEMIS-heavy selection images but outlined kilometre-wide
-dark albedo bands on a CTX validation tile (a map no geologist could use), which one CTX
-selection tile could not show."""
+residual of about 0.09, its false ones about 0.18-0.21. Every coarse feature must be round:
+an any-shape gate, and then a 0.25 one, won on the THEMIS-heavy selection images but outlined
+kilometre-wide dark albedo bands on a CTX validation tile (a map no geologist could use), which
+one CTX selection tile could not show."""
 MAX_COARSE_PASSES = 2
 CAP_WIDTHS = (0.0, 1.0)
 """Largest fine-pass feature tried, in training-chip widths (card ``input_size``; 0: no limit),
