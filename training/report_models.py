@@ -336,19 +336,22 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                   f"{fine['iou']:.3f} to {final['iou']:.3f} at about the same crater F1 "
                   f"({fine['crater_f1']:.3f} → {final['crater_f1']:.3f}): they find the large "
                   "craters, not more small ones.")
-    longer, shorter = selection("craters-unet-long"), selection("craters-unet")
     continued = ""
-    if longer and shorter:
+    for parent, child in (("craters-unet", "craters-unet-long"),
+                          ("craters-unet-long", "craters-unet-longer")):
+        longer, shorter = selection(child), selection(parent)
+        if not (longer and shorter):
+            continue
         gain = (longer["crater_f1"] + longer["iou"]) - (shorter["crater_f1"] + shorter["iou"])
-        continued = (f" Continuing `craters-unet` for "
-                     f"{arms['craters-unet-long']['training']['recipe']['epochs']} more epochs "
-                     f"(`craters-unet-long`, {longer['samples']:,} chips in all) moved its "
-                     f"calibrated selection crater F1 {shorter['crater_f1']:.3f} → "
-                     f"{longer['crater_f1']:.3f} and pixel IoU {shorter['iou']:.3f} → "
-                     f"{longer['iou']:.3f}: "
-                     + ("more training at 160 px still pays." if gain > 0.01 else
-                        "more training at 160 px no longer pays (within 0.01)." if gain > -0.01
-                        else "more training at 160 px made it worse."))
+        continued += (f" Continuing `{parent}` for "
+                      f"{arms[child]['training']['recipe']['epochs']} more epochs "
+                      f"(`{child}`, {longer['samples']:,} chips in all) moved the calibrated "
+                      f"selection crater F1 {shorter['crater_f1']:.3f} → "
+                      f"{longer['crater_f1']:.3f} and pixel IoU {shorter['iou']:.3f} → "
+                      f"{longer['iou']:.3f}: "
+                      + ("more training at 160 px still pays." if gain > 0.01 else
+                         "more training at 160 px no longer pays (within 0.01)." if gain > -0.01
+                         else "more training at 160 px made it worse."))
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
     averaged = ""
     if ema and plain:
