@@ -1,5 +1,5 @@
-"""Confidence floors and smallest sizes: a mapped feature whose mean confidence is below its
-class's floor, or whose area is below its class's smallest size, is erased.
+"""Confidence floors and sizes: a mapped feature whose mean confidence is below its class's
+floor, or whose area is outside its class's smallest and largest size, is erased.
 
 A crater model's weak detections are mostly wrong: on the THEMIS selection crops, outlines
 whose mean crater probability is 0.5-0.7 are true craters 1-5 % of the time, against about
@@ -17,7 +17,8 @@ mask on disk, block by block) erase exactly the same pixels.
 The smallest size (card ``min_diameter``, the diameter of the disc of equal area, in model
 pixels) removes specks below what the model maps reliably: on the THEMIS selection crops,
 features under about 6 px are mostly noise or fragments, and a geologist's crater layer should
-not hold them. It is chosen with the floor, on the same selection images.
+not hold them. It is chosen with the floor, on the same selection images. The largest size
+(card ``max_diameter``) erases fine-pass features wider than the model ever saw whole.
 """
 
 from __future__ import annotations
@@ -50,22 +51,30 @@ def class_floors(card: Any) -> dict[int, float]:
             if name in by_name and floor > 0}
 
 
-def class_min_pixels(card: Any, factor: float = 1.0, key: str = "min_diameter"
-                     ) -> dict[int, float]:
-    """``{class id: smallest area in pixels}`` of the card's ``min_diameter`` (or, with ``key``
-    ``max_diameter``, the largest) on a mask whose pixels are ``factor`` model pixels wide
-    (:func:`~momo_geo.inference.engine.gsd_factor`)."""
-    if background_class(card) is None:
-        return {}
-    by_name = {c.name: c.id for c in card.classes}
-    return {by_name[name]: math.pi / 4 * (float(size) * factor) ** 2
-            for name, size in (getattr(card, key, None) or {}).items()
-            if name in by_name and size > 0}
+def disc_area(diameter: float) -> float:
+    """Pixels of the disc of ``diameter`` pixels: a feature's size is the diameter of the disc
+    of equal area, here as in the coarse passes."""
+    return math.pi / 4 * diameter ** 2
+
+
+def class_min_pixels(card: Any, factor: float = 1.0) -> dict[int, float]:
+    """``{class id: smallest area in pixels}`` of the card's ``min_diameter`` on a mask whose
+    pixels are ``factor`` model pixels wide (:func:`~momo_geo.inference.engine.gsd_factor`)."""
+    return _class_areas(card, "min_diameter", factor)
 
 
 def class_max_pixels(card: Any, factor: float = 1.0) -> dict[int, float]:
-    """``{class id: largest area in pixels}`` of the card's ``max_diameter``."""
-    return class_min_pixels(card, factor, "max_diameter")
+    """``{class id: largest area in pixels}`` of the card's ``max_diameter``, likewise."""
+    return _class_areas(card, "max_diameter", factor)
+
+
+def _class_areas(card: Any, key: str, factor: float) -> dict[int, float]:
+    if background_class(card) is None:
+        return {}
+    by_name = {c.name: c.id for c in card.classes}
+    return {by_name[name]: disc_area(float(size) * factor)
+            for name, size in (getattr(card, key, None) or {}).items()
+            if name in by_name and size > 0}
 
 
 def background_class(card: Any) -> int | None:

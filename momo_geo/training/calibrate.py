@@ -48,14 +48,14 @@ def floored_classes(probs: np.ndarray, positive: int, background: int, floor: fl
     """The class map of ``probs`` (nodata 255) with ``positive`` features below ``floor``,
     smaller than ``min_diameter`` or larger than ``max_diameter`` (0: no limit) erased, as the
     engine applies a card's floor and sizes (0.5 and 0: the argmax map as is)."""
-    from momo_geo.inference.floor import erase_weak
+    from momo_geo.inference.floor import disc_area, erase_weak
     from momo_geo.inference.stitch import NODATA_CLASS
 
     classes = np.where(probs[0] >= 0, probs.argmax(axis=0), NODATA_CLASS).astype(np.uint8)
     if floor > 0.5 or min_diameter > 0 or max_diameter > 0:
-        caps = {positive: np.pi / 4 * max_diameter ** 2} if max_diameter > 0 else {}
+        caps = {positive: disc_area(max_diameter)} if max_diameter > 0 else {}
         erase_weak(classes, probs.max(axis=0), {positive: floor}, background,
-                   min_pixels={positive: np.pi / 4 * min_diameter ** 2}, max_pixels=caps)
+                   min_pixels={positive: disc_area(min_diameter)}, max_pixels=caps)
     return classes
 
 
