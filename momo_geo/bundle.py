@@ -86,6 +86,11 @@ class ModelCard:
     """Class name -> largest feature the fine pass keeps (equal-area diameter, model pixels): a
     model that never saw a whole feature wider than its training chips outlines dark albedo
     bands, not craters, at that size; large craters are the coarse passes' (round ones only)."""
+    unmapped_classes: list[str] = field(default_factory=list)
+    """Classes the model never predicts: too few training examples to learn (a class seen in
+    one crop is memorised, and its predictions elsewhere are false alarms). The engine masks
+    their logits, so each such tile goes to its next most likely class
+    (``Recipe.min_class_crops``)."""
     coarse_passes: list[dict[str, Any]] = field(default_factory=list)
     """Further passes at lower resolutions for features larger than the model's view, each
     ``{"class", "scale", "min_diameter", "min_confidence"}`` (:mod:`momo_geo.inference.coarse`);
@@ -116,6 +121,7 @@ class ModelCard:
             raise MomoGeoError(f"model card: bands must be 'mean' or 'first', not {self.bands!r}")
         _check_classes(self.classes)
         _check_floors(self.min_confidence, self.class_names)
+        _check_unmapped(self.unmapped_classes, self.class_names)
         _check_sizes_per_class(self.min_diameter, self.class_names, self.task)
         _check_sizes_per_class(self.max_diameter, self.class_names, self.task, "max_diameter")
         check_coarse_passes(self.coarse_passes, self.class_names, self.task)
@@ -183,6 +189,18 @@ def _check_classes(classes: list[ClassInfo]) -> None:
         if not (isinstance(c.color, str) and c.color.startswith("#") and _is_hex(c.color[1:], 6)):
             raise MomoGeoError(f"model card: class {c.name!r} has colour {c.color!r}; colours "
                                "are written #rrggbb")
+
+
+def _check_unmapped(names: Any, known: list[str]) -> None:
+    """``unmapped_classes``: a list of known class names that leaves at least two mapped."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise MomoGeoError(f"model card: unmapped_classes must list class names, not {names!r}")
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise MomoGeoError(f"model card: unmapped_classes names {', '.join(unknown)}, which the "
+                           "card's classes do not list")
+    if known and len(set(known) - set(names)) < 2:
+        raise MomoGeoError("model card: unmapped_classes must leave at least two classes mapped")
 
 
 def _check_floors(floors: Any, names: list[str]) -> None:

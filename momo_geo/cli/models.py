@@ -59,7 +59,8 @@ def models(name: str | None, as_json: bool) -> None:
 
 
 def _kept(card: object) -> str:
-    """What the card's floors, smallest sizes and coarse passes keep, in one line."""
+    """What the card's floors, smallest sizes, coarse passes and unmapped classes keep, in one
+    line."""
     parts = [f"{name} mean confidence >= {floor:g}"
              for name, floor in (getattr(card, "min_confidence", None) or {}).items()]
     parts += [f"{name} >= {size:g} model px across"
@@ -68,4 +69,7 @@ def _kept(card: object) -> str:
               for name, size in (getattr(card, "max_diameter", None) or {}).items()]
     for spec in getattr(card, "coarse_passes", None) or []:
         parts.append(f"{spec['class']} coarse pass at 1/{round(1 / spec['scale'])}")
+    unmapped = getattr(card, "unmapped_classes", None) or []
+    if unmapped:
+        parts.append(f"never mapped (too few training crops): {', '.join(unmapped)}")
     return "; ".join(parts)

@@ -174,6 +174,8 @@ class Predictor:
             raise MomoGeoError(f"model {card.name!r}: weights do not fit the architecture in its "
                                f"card (in_chans {card.in_chans}): {_first_line(exc)}") from None
         self.model = model.to(self.device)
+        self._unmapped = [c.id for c in card.classes if c.name in card.unmapped_classes]
+        """Class ids whose logits are masked (:attr:`ModelCard.unmapped_classes`)."""
         self.normalize_on_device = self.device.type != "cpu"
         """Normalise tiles on the model's device (GPUs) rather than in the reader thread."""
 
@@ -194,7 +196,10 @@ class Predictor:
         if logits.ndim != expected or logits.shape[1] != self.card.num_classes:
             raise MomoGeoError(f"model {self.card.name!r} returned shape {tuple(logits.shape)}, "
                                f"not the {self.card.num_classes} classes its card lists")
-        return logits.float().softmax(dim=1)
+        logits = logits.float()
+        if self._unmapped:  # never predicted: the rest of the classes share the probability
+            logits[:, self._unmapped] = -torch.inf
+        return logits.softmax(dim=1)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -39,7 +39,9 @@ from momo_geo.training.task_data import (
     batches_per_epoch,
     hold_out,
     merge_tasks,
+    rare_classes,
     recipe_normalization,
+    without_classes,
 )
 
 LANDMARK_COLORS = {
@@ -112,6 +114,11 @@ class Recipe:
     """Seed of the selection hold-out (``None``: ``seed``). A run that continues another
     (``finetune(init_bundle=...)``) keeps its parent's split, so that its selection images stay
     unseen, while a new ``seed`` draws new chips."""
+    min_class_crops: int = 0
+    """Classification: training crops a class needs to be learnt and mapped (0: every class).
+    The selection hold-out leaves a class at least this many (it gives drawn products back to
+    training); a class still short of it is dropped from training and listed in the card's
+    ``unmapped_classes``, which the engine never predicts."""
     ema: float = 0.0
     """Decay of an exponential moving average of the weights, updated after every step; the
     average is what the learning curve scores and the bundle keeps (0: off, the last weights).
@@ -393,7 +400,8 @@ def selection_split(task: str, parts: list[TaskData], recipe: Recipe,
     select = None
     if recipe.select_fraction > 0:
         seed = recipe.seed if recipe.split_seed is None else recipe.split_seed
-        pairs = [hold_out(part, recipe.select_fraction, seed + 1) for part in parts]
+        pairs = [hold_out(part, recipe.select_fraction, seed + 1, recipe.min_class_crops)
+                 for part in parts]
         parts = [fit for fit, _ in pairs]
         chosen = [held for _, held in pairs]
         select = chosen[0] if len(chosen) == 1 else merge_tasks(chosen, task, balance=False)
@@ -451,8 +459,12 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
 
         encoder_card = load_card(encoder_bundle)
         recipe.encoder = encoder_card.architecture["encoder"]
+    unmapped = rare_classes(train_data, recipe.min_class_crops) if kind == "classification" else []
+    if unmapped:
+        train_data = without_classes(train_data, unmapped)
     torch.manual_seed(recipe.seed)
     card = task_card(task, recipe, train_data.classes or None, name, encoder_card)
+    card.unmapped_classes = unmapped
     model, merge = build_task_model(card, encoder_bundle)
     if init_bundle is not None:
         merge = continue_weights(model, card, init_bundle)

@@ -14,6 +14,7 @@ crater fields to a crater training set.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,20 +91,53 @@ def _ignore_ring(target: np.ndarray, cx: float, cy: float, r: float, w: float) -
     target[y0:y1, x0:x1][ring] = 255
 
 
-def hold_out(data: TaskData, fraction: float, seed: int = 1) -> tuple[TaskData, TaskData]:
+def hold_out(data: TaskData, fraction: float, seed: int = 1, min_class_crops: int = 0
+             ) -> tuple[TaskData, TaskData]:
     """Split ``data`` by group (tile, crop, HiRISE product) into (fit, select) parts.
 
     The selection part is for choosing recipes and drawing learning curves, so the validation
-    split that results are reported on is never looked at while choosing.
+    split that results are reported on is never looked at while choosing. With
+    ``min_class_crops`` (classification), a drawn group goes back to the fit part when a class
+    it holds would otherwise keep fewer crops than that for training: a rare class found in one
+    or two observations is worth more to learn from than to score on.
     """
     groups = sorted(set(data.groups))
     n_select = max(1, int(round(fraction * len(groups))))
     if len(groups) < 2:
         raise MomoGeoError(f"{data.task}: {len(groups)} group(s) cannot be split for selection")
-    chosen = set(np.random.default_rng(seed).permutation(groups)[:n_select].tolist())
+    drawn = np.random.default_rng(seed).permutation(groups)[:n_select].tolist()
+    chosen = set(drawn)
+    if min_class_crops > 0 and TASK_KIND[data.task] == "classification":
+        chosen = _keep_rare_in_fit(data, drawn, min_class_crops)
     parts = ([i for i, g in enumerate(data.groups) if g not in chosen],
              [i for i, g in enumerate(data.groups) if g in chosen])
     return tuple(_subset(data, idx) for idx in parts)  # type: ignore[return-value]
+
+
+def _keep_rare_in_fit(data: TaskData, drawn: list[str], min_crops: int) -> set[str]:
+    """The drawn groups less those a class needs to keep ``min_crops`` crops in training."""
+    drawn_set = set(drawn)
+    fit = Counter(t for t, g in zip(data.targets, data.groups, strict=True) if g not in drawn_set)
+    chosen = set()
+    for group in drawn:  # in draw order: the outcome depends on the seed only
+        held = Counter(t for t, g in zip(data.targets, data.groups, strict=True) if g == group)
+        if any(fit[c] < min_crops for c in held):
+            fit.update(held)
+        else:
+            chosen.add(group)
+    return chosen
+
+
+def rare_classes(data: TaskData, min_crops: int) -> list[str]:
+    """Names of ``data``'s classes with fewer than ``min_crops`` crops (none at 0)."""
+    counts = Counter(data.targets)
+    return [name for i, name in enumerate(data.classes or []) if counts[i] < min_crops]
+
+
+def without_classes(data: TaskData, names: list[str]) -> TaskData:
+    """``data`` less the crops of the classes ``names``."""
+    drop = {data.classes.index(n) for n in names}
+    return _subset(data, [i for i, t in enumerate(data.targets) if t not in drop])
 
 
 def _subset(data: TaskData, idx: list[int]) -> TaskData:
