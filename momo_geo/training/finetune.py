@@ -101,6 +101,10 @@ class Recipe:
     """``scene_percentile`` (one range per image, as maps use per scene) or ``tile_minmax``."""
     rim_ignore: float = 0.0
     """Width of the ignored ring on each labelled crater rim, as a fraction of the radius."""
+    coarse_chips: float = 0.0
+    """Craters: share of each epoch's chips cut from the training images block-averaged by 2
+    and 4 (:func:`~momo_geo.training.task_data.coarse_crater_data`), so that the model learns
+    craters wider than its chips the way the map's coarse passes show them (0: off)."""
     select_fraction: float = 0.0
     """Share of the training images (whole tiles / crops / products) held out to draw the
     learning curve; the model trains on the rest. 0: train on everything, no curve."""

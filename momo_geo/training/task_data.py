@@ -231,6 +231,43 @@ def batches_per_epoch(task: str, data: TaskData, recipe: Recipe) -> int:
     return max(1, n // recipe.batch_size)
 
 
+COARSE_FACTORS = (2, 4)
+"""Block sizes of the reduced images coarse chips come from (``Recipe.coarse_chips``): the
+scales of the coarse passes a map runs for craters wider than the model's view."""
+
+
+def coarse_crater_data(data: TaskData, targets: list[np.ndarray], size: int
+                       ) -> tuple[TaskData, np.ndarray]:
+    """``data``'s images block-averaged by each of :data:`COARSE_FACTORS`, as a coarse pass
+    reduces a scene, with their masks reduced alike: a block is crater when three quarters of it
+    is, background when at most a quarter is crater or ignored, and ignored in between (a rim
+    cut by a block is neither). Images smaller than ``size`` once reduced are skipped. Returns
+    the reduced set and, for each of its images, the index of the image it came from (whose
+    scene range it keeps, as a coarse pass keeps the scene's)."""
+    from momo_geo.inference.coarse import block_mean
+
+    weights = data.weights or [float(img.size) for img in data.images]
+    out = TaskData(data.task, [], [], [], data.classes, [], None)
+    parents = []
+    for k in COARSE_FACTORS:
+        for i, (img, target) in enumerate(zip(data.images, targets, strict=True)):
+            if min(img.shape) // k < size:
+                continue
+            valid = np.ones(img.shape, bool)
+            crater = block_mean((target == 1).astype(np.float32), valid, k)[0]
+            doubt = block_mean((target == 255).astype(np.float32), valid, k)[0]
+            mask = np.where(crater >= 0.75, 1, np.where(crater + doubt <= 0.25, 0, 255))
+            out.images.append(block_mean(np.asarray(img, np.float32), valid, k)[0])
+            out.targets.append(mask.astype(np.uint8))
+            out.groups.append(data.groups[i])
+            out.weights.append(weights[i])
+            parents.append(i)
+    if not parents:
+        raise MomoGeoError(f"coarse_chips: no training image is {size} px wide once reduced by "
+                           f"{min(COARSE_FACTORS)}")
+    return out, np.array(parents)
+
+
 class EpochChips(torch.utils.data.IterableDataset):
     """Fresh crater chips each epoch (seeded), landmarks shuffled; yields normalised batches.
 
@@ -249,6 +286,10 @@ class EpochChips(torch.utils.data.IterableDataset):
         else:
             self.ranges = image_ranges(data.images, recipe)
             self.targets = rim_ignore_targets(data, recipe.rim_ignore)
+            self.coarse = None
+            if recipe.coarse_chips > 0:
+                self.coarse, self.coarse_parent = coarse_crater_data(data, self.targets,
+                                                                     recipe.input_size)
 
     def batches_per_epoch(self) -> int:
         return batches_per_epoch(self.task, self.data, self.recipe)
@@ -270,12 +311,25 @@ class EpochChips(torch.utils.data.IterableDataset):
                 idx = order[b * bs:(b + 1) * bs]
                 yield self.x[idx], self.y[idx]
         else:
-            raw, mask, which = crater_chips(self.data, self.batches_per_epoch() * bs,
-                                            self.recipe.input_size, rng, targets=self.targets)
+            raw, mask, which = self._crater_chips(rng)
             ranges = None if self.ranges is None else self.ranges[torch.from_numpy(which)]
             x = normalise(raw, self.recipe, ranges, self.normalization)
             for b in range(self.batches_per_epoch()):
                 yield x[b * bs:(b + 1) * bs], mask[b * bs:(b + 1) * bs]
+
+    def _crater_chips(self, rng: np.random.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """One epoch's chips, a ``coarse_chips`` share of them (shuffled in) from the reduced
+        images; ``which`` names each chip's full-resolution source image."""
+        n, size = self.batches_per_epoch() * self.recipe.batch_size, self.recipe.input_size
+        n_coarse = 0 if self.coarse is None else int(round(self.recipe.coarse_chips * n))
+        raw, mask, which = crater_chips(self.data, n - n_coarse, size, rng, targets=self.targets)
+        if n_coarse == 0:
+            return raw, mask, which
+        c_raw, c_mask, c_which = crater_chips(self.coarse, n_coarse, size, rng)
+        order = torch.from_numpy(rng.permutation(n))
+        return (torch.cat([raw, c_raw])[order], torch.cat([mask, c_mask])[order],
+                np.concatenate([which, self.coarse_parent[c_which]])[order.numpy()])
 
 
 def merge_tasks(parts: list[TaskData], task: str, balance: bool = True) -> TaskData:
