@@ -338,7 +338,8 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                   "craters, not more small ones.")
     continued = ""
     for parent, child in (("craters-unet", "craters-unet-long"),
-                          ("craters-unet-long", "craters-unet-longer")):
+                          ("craters-unet-long", "craters-unet-longer"),
+                          ("craters-unet-longer", "craters-unet-longest")):
         longer, shorter = selection(child), selection(parent)
         if not (longer and shorter):
             continue
@@ -352,6 +353,17 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                       + ("more training at 160 px still pays." if gain > 0.01 else
                          "more training at 160 px no longer pays (within 0.01)." if gain > -0.01
                          else "more training at 160 px made it worse."))
+    plain, reduced = selection("craters-unet-longest"), selection("craters-unet-coarse")
+    if plain and reduced:
+        share = arms["craters-unet-coarse"]["training"]["recipe"]["coarse_chips"]
+        gain = (reduced["crater_f1"] + reduced["iou"]) - (plain["crater_f1"] + plain["iou"])
+        continued += (f" With {share:.0%} of the chips cut from images reduced 2x and 4x "
+                      f"(`craters-unet-coarse`, same parent, seed and epochs as "
+                      f"`craters-unet-longest`) the calibrated selection crater F1 is "
+                      f"{reduced['crater_f1']:.3f} against {plain['crater_f1']:.3f} and the "
+                      f"pixel IoU {reduced['iou']:.3f} against {plain['iou']:.3f}: coarse chips "
+                      + ("help." if gain > 0.01 else "change nothing (within 0.01)."
+                         if gain > -0.01 else "hurt."))
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
     averaged = ""
     if ema and plain:
@@ -384,9 +396,11 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
         f"- Landmarks: the CNN's selection weighted F1 peaks at {peak('landmarks-cnn'):.2f} "
         f"and ends at {last('landmarks-cnn', 'f1_weighted')} at 128 px, and peaks at "
         f"{peak('landmarks-cnn-192'):.2f} and ends at {last('landmarks-cnn-192', 'f1_weighted')} "
-        "at 192 px; the rare classes (swiss cheese, spider, impact ejecta) have a handful of "
-        "crops from one or two observations each (no swiss cheese at all outside the selection "
-        "and validation products), so macro F1 is bound by data, not training time." + averaged,
+        "at 192 px. The rare classes have a handful of crops from one or two observations each: "
+        "swiss cheese's only train product is kept for training (`min_class_crops`; before, "
+        "the selection draw took it and no model had seen swiss cheese), impact ejecta (one "
+        "crop in the whole data set) is never mapped, and spider (8 crops, one observation) "
+        "has no validation crop, so macro F1 is bound by data, not training time." + averaged,
     ]
 
 
@@ -425,9 +439,12 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "Scores on the validation split, each arm at its confidence floor; `selection` is "
             "the last learning-curve point on the images held out of training (at the floor), "
             "which is what chose the bundled model. The arms had equal CPU budgets except "
-            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and "
-            "`craters-unet-long`, `craters-unet` continued 8 epochs more (its chips are counted "
-            "from the start of `craters-unet`, its minutes are its own). Crater arms "
+            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and its "
+            "continuations: `craters-unet-long` (+8 epochs), `craters-unet-longer` (+8 more), "
+            "`craters-unet-longest` (+12 more) and `craters-unet-coarse` (the same +12 with "
+            "coarse chips); a continuation's chips are counted from the start of "
+            "`craters-unet`, its minutes are its own. The landmark arms keep each class at "
+            "least 5 training crops (`min_class_crops`). Crater arms "
             "are scored with the coarse passes their calibration chose (table below), if "
             "any.", "",
             *arm_rows(crater_arms, {"themis-craters": ["iou", "crater_f1"],
