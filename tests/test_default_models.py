@@ -161,6 +161,20 @@ def test_models_command_lists_both() -> None:
     for name, size in card.min_diameter.items():
         assert f"{name} >= {size:g} model px across" in kept
     assert kept.count("coarse pass") == len(card.coarse_passes)
+    landmarks = load_card("landmarks")
+    for name in landmarks.unmapped_classes:
+        assert name in shown.output.split("never mapped")[1]
+
+
+def test_bundled_landmark_model_never_maps_impact_ejecta() -> None:
+    # One impact-ejecta crop exists in the whole labelled set: a class the model cannot learn.
+    # Its card lists it and the engine never predicts it, whatever the crop.
+    from momo_geo.inference.engine import Predictor
+
+    bundle = load_bundle("landmarks")
+    assert bundle.card.unmapped_classes == ["impact_ejecta"]
+    probs = Predictor(bundle)(torch.randn(16, 1, bundle.card.input_size, bundle.card.input_size))
+    assert torch.all(probs[:, bundle.card.class_names.index("impact_ejecta")] == 0)
 
 
 @pytest.mark.shared_data
