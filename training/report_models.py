@@ -314,6 +314,12 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str, str]) -> str:
+    """``words`` (better, the same within 0.01, worse) by the crater criterion F1 + IoU."""
+    gain = (after["crater_f1"] + after["iou"]) - (before["crater_f1"] + before["iou"])
+    return words[0] if gain > 0.01 else words[1] if gain > -0.01 else words[2]
+
+
 def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
     """What the curves and the coarse passes say about the targets, from the cards."""
     def last(name: str, key: str) -> str:
@@ -343,27 +349,24 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
         longer, shorter = selection(child), selection(parent)
         if not (longer and shorter):
             continue
-        gain = (longer["crater_f1"] + longer["iou"]) - (shorter["crater_f1"] + shorter["iou"])
         continued += (f" Continuing `{parent}` for "
                       f"{arms[child]['training']['recipe']['epochs']} more epochs "
                       f"(`{child}`, {longer['samples']:,} chips in all) moved the calibrated "
                       f"selection crater F1 {shorter['crater_f1']:.3f} → "
                       f"{longer['crater_f1']:.3f} and pixel IoU {shorter['iou']:.3f} → "
-                      f"{longer['iou']:.3f}: "
-                      + ("more training at 160 px still pays." if gain > 0.01 else
-                         "more training at 160 px no longer pays (within 0.01)." if gain > -0.01
-                         else "more training at 160 px made it worse."))
+                      f"{longer['iou']:.3f}: more training at 160 px "
+                      + verdict(longer, shorter, ("still pays.", "no longer pays (within 0.01).",
+                                                  "made it worse.")))
     plain, reduced = selection("craters-unet-longest"), selection("craters-unet-coarse")
     if plain and reduced:
         share = arms["craters-unet-coarse"]["training"]["recipe"]["coarse_chips"]
-        gain = (reduced["crater_f1"] + reduced["iou"]) - (plain["crater_f1"] + plain["iou"])
         continued += (f" With {share:.0%} of the chips cut from images reduced 2x and 4x "
                       f"(`craters-unet-coarse`, same parent, seed and epochs as "
                       f"`craters-unet-longest`) the calibrated selection crater F1 is "
                       f"{reduced['crater_f1']:.3f} against {plain['crater_f1']:.3f} and the "
                       f"pixel IoU {reduced['iou']:.3f} against {plain['iou']:.3f}: coarse chips "
-                      + ("help." if gain > 0.01 else "change nothing (within 0.01)."
-                         if gain > -0.01 else "hurt."))
+                      + verdict(reduced, plain, ("help.", "change nothing (within 0.01).",
+                                                 "hurt.")))
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
     averaged = ""
     if ema and plain:
