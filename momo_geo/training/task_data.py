@@ -8,8 +8,9 @@ is stretched by the range of the whole image it was cut from, as a map tile is b
 Crater masks may carry an ignore ring (255) on each labelled rim (:func:`rim_ignore_targets`):
 a box's inscribed circle is only approximately the rim, and a model should not be punished for
 a pixel either way there. :func:`hold_out` keeps whole images (tiles, crops, HiRISE products)
-apart for recipe selection and learning curves. :func:`synthetic_crater_data` adds rendered
-crater fields to a crater training set.
+apart for recipe selection and learning curves (keeping rare landmark classes in training).
+:func:`synthetic_crater_data` adds rendered crater fields to a crater training set, and
+:func:`coarse_crater_data` reduces its images for chips at the coarse passes' scales.
 """
 
 from __future__ import annotations
