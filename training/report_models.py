@@ -345,7 +345,8 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
     continued = ""
     for parent, child in (("craters-unet", "craters-unet-long"),
                           ("craters-unet-long", "craters-unet-longer"),
-                          ("craters-unet-longer", "craters-unet-longest")):
+                          ("craters-unet-longer", "craters-unet-longest"),
+                          ("craters-unet-longest", "craters-unet-48ep")):
         longer, shorter = selection(child), selection(parent)
         if not (longer and shorter):
             continue
@@ -392,9 +393,10 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
         "do not raise (they trade precision and area); training longer is what raised it. "
         "THEMIS pixel IoU is bound by the craters wider than about 128 px, which hold most of "
         "the labelled area of a 416 px crop and which even the 1/8 pass finds only in part. "
-        "Each continuation so far raised it (selection and validation alike) and coarse chips "
-        "in training did not (above): the measured lever is more training, then chips that "
-        "hold those craters whole (512 px, about 10x this run's pixel budget: a GPU hour). "
+        "Continuing the U-Net raised it up to 40 epochs; the fourth continuation and coarse "
+        "chips in training did not, on the selection images (above): at 160 px chips training "
+        "has levelled off, and what would pass it is chips that hold those craters whole "
+        "(512 px, about 10x this run's pixel budget: a GPU hour). "
         "CTX recall is bound by 7 training tiles of "
         "one quadrangle beside hundreds of THEMIS crops: more labelled CTX tiles (e.g. the rest "
         "of the Mars Crater Catalogue's or Robbins' craters on CTX).",
@@ -446,9 +448,10 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "which is what chose the bundled model. The arms had equal CPU budgets except "
             "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and its "
             "continuations: `craters-unet-long` (+8 epochs), `craters-unet-longer` (+8 more), "
-            "`craters-unet-longest` (+12 more) and `craters-unet-coarse` (the same +12 with "
-            "coarse chips); a continuation's chips are counted from the start of "
-            "`craters-unet`, its minutes are its own. The landmark arms keep each class at "
+            "`craters-unet-longest` (+12 more), `craters-unet-48ep` (+8 more) and "
+            "`craters-unet-coarse` (`-longest`'s +12 with coarse chips instead); a "
+            "continuation's chips are counted from the start of `craters-unet`, its minutes "
+            "are its own. The landmark arms keep each class at "
             "least 5 training crops (`min_class_crops`). Crater arms "
             "are scored with the coarse passes their calibration chose (table below), if "
             "any.", "",
