@@ -243,3 +243,20 @@ def test_the_random_base_row_is_rendered_and_read_when_it_was_run() -> None:
     assert f"| {label} |" in text and f"| {reproduce.RANDOM_BASE} |" in text
     assert "was measured (row *EVL merge from a random base*" in text
     assert "from the MAE base vs" in text and "was not measured" not in text
+
+
+def test_make_models_parses_and_builds_every_arm() -> None:
+    """``make models`` is the one command that rebuilds the bundled models: the Makefile parses
+    and its build line names every arm the selection recipes choose from."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "-n", "models"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    build = next(line for line in dry.stdout.splitlines() if "build_models.py" in line)
+    for name in ("crater-seg", "landmarks"):
+        for arm in json.loads((RECIPES / f"{name}.json").read_text())["choose_from"]:
+            assert f"training/recipes/{arm}.json" in build, arm
