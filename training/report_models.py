@@ -65,11 +65,16 @@ def old_rule(card: dict[str, Any]) -> bool:
     return card.get("task") == "segmentation" and card.get("created", "") < SCORING_RULE_CHANGED
 
 
+def parent_arm(card: dict[str, Any]) -> str:
+    """The arm a continued arm started from (its ``init_bundle`` by name; "" for none)."""
+    return (card["training"].get("init_bundle") or "").removesuffix(".bundle")
+
+
 def continue_curves(cards: dict[str, dict[str, Any]]) -> None:
     """Count a continued arm's curve from where its parent's ended (chips seen and minutes),
     in place, so the two read as one schedule."""
     for card in cards.values():
-        parent = (card["training"].get("init_bundle") or "").removesuffix(".bundle")
+        parent = parent_arm(card)
         start = (cards.get(parent, {}).get("training", {}).get("learning_curve") or [{}])[-1]
         if not parent or not start or card["training"].get("continues"):
             continue
@@ -314,6 +319,22 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def continuations(arms: dict[str, dict[str, Any]]
+                  ) -> tuple[dict[str, str], dict[str, str]]:
+    """Arms that continue another arm here, both with selection scores, as
+    ``{child: parent}``: those trained as their parent was, and those with coarse chips
+    (``Recipe.coarse_chips``)."""
+    plain: dict[str, str] = {}
+    coarse: dict[str, str] = {}
+    for name, card in arms.items():
+        parent = parent_arm(card)
+        if parent not in arms or not (selection_point(card) and selection_point(arms[parent])):
+            continue
+        runs = coarse if card["training"]["recipe"].get("coarse_chips") else plain
+        runs[name] = parent
+    return plain, coarse
+
+
 def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str, str]) -> str:
     """``words`` (better, the same within 0.01, worse) by the crater criterion F1 + IoU."""
     gain = (after["crater_f1"] + after["iou"]) - (before["crater_f1"] + before["iou"])
@@ -343,13 +364,9 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                   f"({fine['crater_f1']:.3f} → {final['crater_f1']:.3f}): they find the large "
                   "craters, not more small ones.")
     continued = ""
-    for parent, child in (("craters-unet", "craters-unet-long"),
-                          ("craters-unet-long", "craters-unet-longer"),
-                          ("craters-unet-longer", "craters-unet-longest"),
-                          ("craters-unet-longest", "craters-unet-48ep")):
+    plain_runs, coarse_runs = continuations(arms)
+    for child, parent in sorted(plain_runs.items(), key=lambda kv: selection(kv[0])["samples"]):
         longer, shorter = selection(child), selection(parent)
-        if not (longer and shorter):
-            continue
         continued += (f" Continuing `{parent}` for "
                       f"{arms[child]['training']['recipe']['epochs']} more epochs "
                       f"(`{child}`, {longer['samples']:,} chips in all) moved the calibrated "
@@ -358,12 +375,15 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                       f"{longer['iou']:.3f}: more training at 160 px "
                       + verdict(longer, shorter, ("still pays.", "no longer pays (within 0.01).",
                                                   "made it worse.")))
-    plain, reduced = selection("craters-unet-longest"), selection("craters-unet-coarse")
-    if plain and reduced:
-        share = arms["craters-unet-coarse"]["training"]["recipe"]["coarse_chips"]
+    for child, parent in coarse_runs.items():
+        twin = next((c for c, p in plain_runs.items() if p == parent), None)
+        if twin is None:
+            continue
+        reduced, plain = selection(child), selection(twin)
+        share = arms[child]["training"]["recipe"]["coarse_chips"]
         continued += (f" With {share:.0%} of the chips cut from images reduced 2x and 4x "
-                      f"(`craters-unet-coarse`, same parent, seed and epochs as "
-                      f"`craters-unet-longest`) the calibrated selection crater F1 is "
+                      f"(`{child}`, same parent, seed and epochs as `{twin}`) the calibrated "
+                      f"selection crater F1 is "
                       f"{reduced['crater_f1']:.3f} against {plain['crater_f1']:.3f} and the "
                       f"pixel IoU {reduced['iou']:.3f} against {plain['iou']:.3f}: coarse chips "
                       + verdict(reduced, plain, ("help.", "change nothing (within 0.01).",
