@@ -13,9 +13,12 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "momo_geo"
@@ -248,10 +251,6 @@ def test_the_random_base_row_is_rendered_and_read_when_it_was_run() -> None:
 def test_make_models_parses_and_builds_every_arm() -> None:
     """``make models`` is the one command that rebuilds the bundled models: the Makefile parses
     and its build line names every arm the selection recipes choose from."""
-    import shutil
-
-    import pytest
-
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     dry = subprocess.run(["make", "-n", "models"], cwd=ROOT, capture_output=True, text=True)
