@@ -74,7 +74,7 @@ reproduce: venv
 # one shared MOMO pretraining run under build/models/; about 8 CPU-hours), the best arm on the held-out
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
 ARMS := craters-unet craters-unet-long craters-unet-longer craters-unet-longest craters-unet-48ep \
-        craters-unet-coarse \
+        craters-unet-coarse craters-unet-416 \
         craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192
 models: venv
