@@ -259,3 +259,24 @@ def test_make_models_parses_and_builds_every_arm() -> None:
     for name in ("crater-seg", "landmarks"):
         for arm in json.loads((RECIPES / f"{name}.json").read_text())["choose_from"]:
             assert f"training/recipes/{arm}.json" in build, arm
+
+
+def test_continued_arms_are_read_by_what_changed_from_their_parent() -> None:
+    from training import report_models
+
+    def arm(parent: str | None, size: int = 160, coarse: float = 0.0, f1: float = 0.6,
+            iou: float = 0.3) -> dict:
+        recipe = {"input_size": size, "coarse_chips": coarse, "epochs": 12, "chips": 1440}
+        return {"training": {"init_bundle": f"{parent}.bundle" if parent else None,
+                             "recipe": recipe,
+                             "learning_curve": [{"samples": 100, "minutes": 1.0,
+                                                 "crater_f1": f1, "iou": iou}]}}
+
+    arms = {"base": arm(None), "longer": arm("base", f1=0.65), "coarse": arm("base", coarse=0.25),
+            "big": arm("base", size=416, iou=0.4), "orphan": arm("missing")}
+    plain, coarse, resized = report_models.continuations(arms)
+    assert (plain, coarse, resized) == ({"longer": "base"}, {"coarse": "base"}, {"big": "base"})
+    text = "\n".join(report_models.reading(arms))
+    assert "more training at 160 px still pays." in text
+    assert "on 416 px chips (`big`" in text and "0.300 → 0.400" in text
+    assert "chips that hold the large craters whole pay." in text

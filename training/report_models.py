@@ -320,19 +320,25 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def continuations(arms: dict[str, dict[str, Any]]
-                  ) -> tuple[dict[str, str], dict[str, str]]:
+                  ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """Arms that continue another arm here, both with selection scores, as
-    ``{child: parent}``: those trained as their parent was, and those with coarse chips
-    (``Recipe.coarse_chips``)."""
+    ``{child: parent}``: those trained as their parent was, those with coarse chips
+    (``Recipe.coarse_chips``) and those on chips of another size (``Recipe.input_size``)."""
     plain: dict[str, str] = {}
     coarse: dict[str, str] = {}
+    resized: dict[str, str] = {}
     for name, card in arms.items():
         parent = parent_arm(card)
         if parent not in arms or not (selection_point(card) and selection_point(arms[parent])):
             continue
-        runs = coarse if card["training"]["recipe"].get("coarse_chips") else plain
-        runs[name] = parent
-    return plain, coarse
+        recipe = card["training"]["recipe"]
+        if recipe.get("coarse_chips"):
+            coarse[name] = parent
+        elif recipe["input_size"] != arms[parent]["training"]["recipe"]["input_size"]:
+            resized[name] = parent
+        else:
+            plain[name] = parent
+    return plain, coarse, resized
 
 
 def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str, str]) -> str:
@@ -364,7 +370,7 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                   f"({fine['crater_f1']:.3f} → {final['crater_f1']:.3f}): they find the large "
                   "craters, not more small ones.")
     continued = ""
-    plain_runs, coarse_runs = continuations(arms)
+    plain_runs, coarse_runs, resized_runs = continuations(arms)
     for child, parent in sorted(plain_runs.items(), key=lambda kv: selection(kv[0])["samples"]):
         longer, shorter = selection(child), selection(parent)
         continued += (f" Continuing `{parent}` for "
@@ -387,6 +393,18 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                       f"{reduced['crater_f1']:.3f} against {plain['crater_f1']:.3f} and the "
                       f"pixel IoU {reduced['iou']:.3f} against {plain['iou']:.3f}: coarse chips "
                       + verdict(reduced, plain, ("help.", "change nothing (within 0.01).",
+                                                 "hurt.")))
+    for child, parent in resized_runs.items():
+        bigger, before = selection(child), selection(parent)
+        recipe = arms[child]["training"]["recipe"]
+        size = recipe["input_size"]
+        continued += (f" Continuing `{parent}` for {recipe['epochs']} epochs on {size} px chips "
+                      f"(`{child}`, {recipe['chips']} chips an epoch, the same pixels as the "
+                      f"160 px arms) moved the calibrated selection crater F1 "
+                      f"{before['crater_f1']:.3f} → {bigger['crater_f1']:.3f} and pixel IoU "
+                      f"{before['iou']:.3f} → {bigger['iou']:.3f}: chips that hold the large "
+                      "craters whole "
+                      + verdict(bigger, before, ("pay.", "change nothing (within 0.01).",
                                                  "hurt.")))
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
     averaged = ""
