@@ -215,3 +215,25 @@ def test_a_run_continues_another_bundle_and_keeps_its_selection_split(themis_lik
     with pytest.raises(MomoGeoError, match="same network"):
         finetune("themis-craters", str(themis_like), tmp_path / "x.bundle",
                  recipe=Recipe(**{**base, "width": 8}), init_bundle=str(parent))
+
+
+def test_zoom_enlarges_a_random_square_and_turns_masks_with_their_chips() -> None:
+    from momo_geo.errors import MomoGeoError
+    from momo_geo.training.task_data import zoom_chips
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(64, dtype=torch.float32).expand(16, 1, 64, 64).clone()  # value = column
+    masks = (x[:, 0] >= 32).long()  # right half is class 1
+    out, out_masks = zoom_chips(x, gen, 0.5, masks=masks)
+    assert out.shape == x.shape and out_masks.shape == masks.shape
+    assert set(out_masks.unique().tolist()) <= {0, 1}
+    # zoomed chips are smoother (a square of >= half the side spread over the whole chip) ...
+    step = (out[..., :, 1:] - out[..., :, :-1]).abs().amax(dim=(1, 2, 3))
+    assert (step < 1.0).all() and (step > 0.49).all()
+    # ... and the mask still marks where the image's right half went
+    right = out[:, 0] >= 31.5
+    assert ((out_masks == 1) == right).float().mean() > 0.98
+    assert torch.equal(zoom_chips(x, gen, 0.0), x)  # off: unchanged
+    for bad in (-0.1, 1.0):
+        with pytest.raises(MomoGeoError, match="zoom"):
+            zoom_chips(x, gen, bad)

@@ -42,6 +42,7 @@ from momo_geo.training.task_data import (
     rare_classes,
     recipe_normalization,
     without_classes,
+    zoom_chips,
 )
 
 LANDMARK_COLORS = {
@@ -89,6 +90,9 @@ class Recipe:
     """Per-chip brightness shift and contrast factor ``1 +- jitter`` (normalised units; 0: off).
     With jitter, flips/rotations are drawn per chip too (crater masks turn with their chips);
     without it, crater batches keep one flip/rotation per batch."""
+    zoom: float = 0.0
+    """Per-chip scale jitter (:func:`.task_data.zoom_chips`): a random square of ``1 - u * zoom``
+    of the chip's side is resized back to the chip (0: off, and no random numbers drawn)."""
     architecture: str = ""
     """Network kind (:mod:`momo_geo.models`): ``vit_seg``, ``vit_unet`` (MOMO encoder + U-Net) or
     ``unet`` (CNN only) for craters; ``vit_cls`` or ``cnn_cls`` for landmarks. Empty: ``vit_seg``
@@ -271,6 +275,9 @@ def _finetune_module_class() -> type:
 
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
+            if self.recipe.zoom > 0:
+                zoomed = zoom_chips(x, self.gen, self.recipe.zoom, None if y.ndim == 1 else y)
+                x, y = zoomed if y.ndim > 1 else (zoomed, y)
             if y.ndim == 1 and self.recipe.jitter > 0:
                 x = augment_chips(x, self.gen, self.recipe.jitter)
             elif self.recipe.jitter > 0:
@@ -319,6 +326,7 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
         freeze_encoder(model, recipe.frozen)
     chips = EpochChips(task, data, recipe, normalization)
     steps = chips.batches_per_epoch() * recipe.epochs
+    zoom_chips(torch.zeros(1, 1, 1, 1), torch.Generator(), recipe.zoom)  # a bad zoom says so now
     average = weight_average(model, recipe.ema)
     module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight, average)
     loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)

@@ -206,6 +206,32 @@ def augment_chips(x: torch.Tensor, gen: torch.Generator, jitter: float = 0.0,
     return out if masks is None else (out, out_masks)
 
 
+def zoom_chips(x: torch.Tensor, gen: torch.Generator, zoom: float,
+               masks: torch.Tensor | None = None) -> Any:
+    """Scale jitter drawn per chip: a random square whose side is ``1 - u * zoom`` of the
+    chip's (``u`` uniform in [0, 1)), resized back to the chip size, so a feature is seen at
+    up to ``1 / (1 - zoom)`` times its scale (observations differ in resolution and in how
+    they were binned into browse images). Images are resampled bilinearly, ``masks`` by
+    nearest neighbour; returns ``x`` or ``(x, masks)`` as :func:`augment_chips` does."""
+    if not 0 <= zoom < 1:
+        raise MomoGeoError(f"fine-tuning recipe: zoom must be at least 0 and below 1, not {zoom}")
+    n, size = len(x), x.shape[-1]
+    sides = ((1 - torch.rand(n, generator=gen) * zoom) * size).round().long().clamp(1, size)
+    corner = torch.rand(n, 2, generator=gen)
+    out = torch.empty_like(x)
+    out_masks = None if masks is None else torch.empty_like(masks)
+    for i in range(n):
+        side = int(sides[i])
+        r0, c0 = (int(v) for v in (corner[i] * (size - side + 1)).floor())
+        window = (..., slice(r0, r0 + side), slice(c0, c0 + side))
+        out[i] = F.interpolate(x[i:i + 1][window], size=(size, size), mode="bilinear",
+                               align_corners=False)[0]
+        if out_masks is not None:
+            crop = masks[i:i + 1, None][window].float()
+            out_masks[i] = F.interpolate(crop, size=(size, size), mode="nearest")[0, 0].long()
+    return out if masks is None else (out, out_masks)
+
+
 def _turn(chips: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
     chips = torch.rot90(chips, rot, dims=(-2, -1))
     return chips.flip(-1) if flip else chips
