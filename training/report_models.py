@@ -417,6 +417,14 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                     f"selection weighted / macro F1 {ema['f1_weighted']:.3f} / "
                     f"{ema['f1_macro']:.3f} against {plain['f1_weighted']:.3f} / "
                     f"{plain['f1_macro']:.3f}.")
+    zoomed = selection("landmarks-cnn-zoom")
+    if zoomed and ema:
+        share = arms["landmarks-cnn-zoom"]["training"]["recipe"]["zoom"]
+        helped = (zoomed["f1_weighted"] + zoomed["f1_macro"] > ema["f1_weighted"]
+                  + ema["f1_macro"])
+        averaged += (f" Scale jitter on top (`landmarks-cnn-zoom`, zoom {share:g}) "
+                     f"{'helped' if helped else 'did not help'}: selection weighted / macro F1 "
+                     f"{zoomed['f1_weighted']:.3f} / {zoomed['f1_macro']:.3f}.")
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
