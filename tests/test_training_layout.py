@@ -280,3 +280,8 @@ def test_continued_arms_are_read_by_what_changed_from_their_parent() -> None:
     assert "more training at 160 px still pays." in text
     assert "on 416 px chips (`big`" in text and "0.300 → 0.400" in text
     assert "chips that hold the large craters whole pay." in text
+    crater = {"metrics": {"themis-craters": {"crater_recall_by_diameter": [
+        {"min_px": 8.0, "n": 10, "tp": 6, "recall": 0.6},
+        {"min_px": 256.0, "n": 17, "tp": 5, "recall": 5 / 17}]}}}
+    text = "\n".join(report_models.reading(arms, crater))
+    assert "finds 5 of the 17 validation craters of 256 px and more, recall 0.29" in text

@@ -347,8 +347,10 @@ def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str
     return words[0] if gain > 0.01 else words[1] if gain > -0.01 else words[2]
 
 
-def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
-    """What the curves and the coarse passes say about the targets, from the cards."""
+def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = None
+            ) -> list[str]:
+    """What the curves and the coarse passes say about the targets, from the cards
+    (``crater``: the bundled crater model's card, whose validation recall it quotes)."""
     def last(name: str, key: str) -> str:
         curve = arms.get(name, {}).get("training", {}).get("learning_curve") or []
         return f"{curve[-1][key]:.3f} after {curve[-1]['samples']:,} chips" if curve else "–"
@@ -369,6 +371,13 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
                   f"{fine['iou']:.3f} to {final['iou']:.3f} at about the same crater F1 "
                   f"({fine['crater_f1']:.3f} → {final['crater_f1']:.3f}): they find the large "
                   "craters, not more small ones.")
+    largest = ""
+    bins = (crater or {}).get("metrics", {}).get("themis-craters", {}).get(
+        "crater_recall_by_diameter") or []
+    if bins and bins[-1]["n"]:
+        top = bins[-1]
+        largest = (f" (the bundled model finds {top['tp']} of the {top['n']} validation craters "
+                   f"of {top['min_px']:g} px and more, recall {top['recall']:.2f})")
     continued = ""
     plain_runs, coarse_runs, resized_runs = continuations(arms)
     for child, parent in sorted(plain_runs.items(), key=lambda kv: selection(kv[0])["samples"]):
@@ -437,12 +446,15 @@ def reading(arms: dict[str, dict[str, Any]]) -> list[str]:
         "- What would pass the crater targets: crater F1 is bound by the fine pass's recall "
         "(validation table above), which the floor, the smallest size and the coarse passes "
         "do not raise (they trade precision and area); training longer is what raised it. "
-        "THEMIS pixel IoU is bound by the craters wider than about 128 px, which hold most of "
-        "the labelled area of a 416 px crop and which even the 1/8 pass finds only in part. "
-        "Continuing the U-Net raised it up to 40 epochs; the fourth continuation and coarse "
-        "chips in training did not, on the selection images (above): at 160 px chips training "
-        "has levelled off, and what would pass it is chips that hold those craters whole "
-        "(512 px, about 10x this run's pixel budget: a GPU hour). "
+        "THEMIS pixel IoU is bound by the largest craters, which hold most of the labelled "
+        "area of a 416 px crop and are often cut by its edge" + largest + ". Continuing the "
+        "U-Net raised it up to 40 epochs; on the selection images (above) the fourth "
+        "continuation, coarse chips and chips that hold a whole THEMIS crop (416 px) did not, "
+        "and the matched craters' outlines are not too small (their fitted diameters are within "
+        "a few per cent of the labelled ones on the selection crops, so growing them does not "
+        "help). We know no change at this CPU scale that passes it: the candidates are a "
+        "network whose view spans those craters at full resolution (wider and deeper than this "
+        "U-Net, a GPU-scale run) and more labelled large craters. "
         "CTX recall is bound by 7 training tiles of "
         "one quadrangle beside hundreds of THEMIS crops: more labelled CTX tiles (e.g. the rest "
         "of the Mars Crater Catalogue's or Robbins' craters on CTX).",
@@ -531,7 +543,8 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "later ones count every speck a raw map holds, so their raw F1 reads lower at "
             "equal skill. Compare arms by the calibrated selection scores (tables above), "
             "which all follow the current rule.", "",
-            *curve_rows(arms), "", *reading(arms), "", *comparison_section()]
+            *curve_rows(arms), "", *reading(arms, defaults.get("crater-seg.bundle")), "",
+            *comparison_section()]
     return "\n".join(out) + "\n"
 
 
