@@ -285,3 +285,19 @@ def test_continued_arms_are_read_by_what_changed_from_their_parent() -> None:
         {"min_px": 256.0, "n": 17, "tp": 5, "recall": 5 / 17}]}}}
     text = "\n".join(report_models.reading(arms, crater))
     assert "finds 5 of the 17 validation craters of 256 px and more, recall 0.29" in text
+
+
+def test_selection_point_keeps_the_fine_smallest_size_beside_the_coarse_scores() -> None:
+    from training import report_models
+
+    sweep = [{"floor": 0.75, "min_diameter": 6.0, "iou": 0.3, "crater_precision": 0.7,
+              "crater_recall": 0.6, "crater_f1": 0.65, "score": 0.65}]
+    last_pass = {"scale": 0.125, "min_diameter": 64, "min_confidence": 0.5,
+                 "max_residual": 0.15, "iou": 0.45, "crater_precision": 0.8,
+                 "crater_recall": 0.61, "crater_f1": 0.69}
+    card = {"training": {"learning_curve": [{"samples": 10, "iou": 0.2, "crater_f1": 0.4}],
+                         "calibration": {"floor": 0.75, "min_diameter": 6.0, "sweep": sweep,
+                                         "coarse": {"chosen": [{}, {}],
+                                                    "sweeps": [[last_pass], [last_pass]]}}}}
+    point = report_models.selection_point(card)
+    assert point["min_diameter"] == 6.0 and point["iou"] == 0.45 and point["crater_f1"] == 0.69

@@ -84,6 +84,10 @@ def continue_curves(cards: dict[str, dict[str, Any]]) -> None:
             point["minutes"] = round(point["minutes"] + start["minutes"], 2)
 
 
+PASS_SCORES = ("iou", "crater_precision", "crater_recall", "crater_f1")
+"""The scores a coarse-pass sweep row adds to a selection point (not its pass settings)."""
+
+
 def selection_point(card: dict[str, Any]) -> dict[str, Any]:
     """The arm's metrics on its selection images as it ships: the last learning-curve point,
     with a crater model's scores at its chosen confidence floor when it has one."""
@@ -96,7 +100,7 @@ def selection_point(card: dict[str, Any]) -> dict[str, Any]:
         point.update({k: v for k, v in chosen.items() if k not in ("floor", "score")})
         final = coarse_result(calibration)
         if final:
-            point.update({k: v for k, v in final.items() if k in chosen})
+            point.update({k: final[k] for k in PASS_SCORES if k in final})
     return point
 
 
