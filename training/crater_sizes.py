@@ -1,0 +1,147 @@
+"""Where a crater model loses pixel IoU, by crater size, on its selection images.
+
+THEMIS pixel IoU is the one crater target the bundled model misses, and a fix must be chosen
+on the images held out of training, never on validation. This script answers, for one arm on
+its own selection images (one CTX tile and a tenth of the THEMIS train crops, as
+``finetune`` held them out):
+
+- which share of the labelled crater pixels of each diameter bin the map covers;
+- whether the outlines of matched craters are too small or too large (median ratio of the
+  fitted to the labelled diameter per bin): a systematic ratio would call for resizing;
+- pixel IoU and crater F1 when every mapped crater is grown outwards by a share of its own
+  diameter (1.0: as mapped), the test of that fix.
+
+The maps are the engine's (:func:`momo_geo.evaluate.predict_mask`, floor, sizes and coarse
+passes as the card says), exactly as ``momo-geo evaluate`` scores them.
+
+    python training/crater_sizes.py build/bundles/craters-unet-longest.bundle
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from momo_geo.metrics import Circles, CraterMatch, mask_to_circles, match_craters
+from momo_geo.training.chips import default_data_root
+
+BINS = (8.0, 32.0, 64.0, 128.0, 256.0, float("inf"))
+"""Labelled-diameter bins (px); craters under 8 px are not scored (:mod:`momo_geo.metrics`)."""
+GROWTH = (1.0, 1.1, 1.2)
+
+
+def grow(craters: np.ndarray, factor: float) -> np.ndarray:
+    """``craters`` (bool) with each connected crater grown outwards by ``(factor - 1) / 2`` of
+    its equal-area diameter; a background pixel joins the nearest crater within its reach."""
+    from scipy import ndimage
+
+    if factor == 1.0:
+        return craters
+    labels, n = ndimage.label(ndimage.binary_fill_holes(craters))
+    if n == 0:
+        return craters
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    reach = np.concatenate([[0.0], (factor - 1) * np.sqrt(area / np.pi)])
+    distance, (rows, cols) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    return craters | ((labels == 0) & (distance <= reach[labels[rows, cols]]))
+
+
+def size_report(masks: list[np.ndarray], targets: list[np.ndarray], circles: list[np.ndarray]
+                ) -> dict[str, object]:
+    """Coverage and diameter ratio per bin, and IoU / F1 per growth factor."""
+    n_bins = len(BINS) - 1
+    labelled, covered, counted = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins, int)
+    ratios: list[list[float]] = [[] for _ in range(n_bins)]
+    growth = {}
+    for factor in GROWTH:
+        hit = union = 0
+        counts = np.zeros(3)
+        for craters, target, rows in zip(masks, targets, circles, strict=True):
+            grown = grow(craters, factor)
+            truth = target == 1
+            hit += int((grown & truth).sum())
+            union += int((grown | truth)[target != 255].sum())
+            x, y, d = np.asarray(rows, dtype=float).reshape(-1, 3).T
+            labelled_circles = Circles.of(x, y, d)
+            mapped = mask_to_circles(grown.astype(np.uint8), 1)
+            match = match_craters(mapped, labelled_circles)
+            counts += (match.tp, match.fp, match.fn)
+            if factor == 1.0:
+                _by_size(grown, labelled_circles, match, mapped, (labelled, covered, counted),
+                         ratios)
+        growth[f"{factor:g}"] = {"iou": round(hit / union, 3) if union else 0.0,
+                                 "crater_f1": round(2 * counts[0] / max(1, 2 * counts[0]
+                                                                        + counts[1] + counts[2]),
+                                                    3)}
+    bins = [{"min_px": BINS[k], "craters": int(counted[k]), "labelled_px": int(labelled[k]),
+             "covered": round(covered[k] / labelled[k], 3) if labelled[k] else None,
+             "matched": len(ratios[k]),
+             "diameter_ratio": round(float(np.median(ratios[k])), 3) if ratios[k] else None}
+            for k in range(n_bins)]
+    return {"bins": bins, "growth": growth}
+
+
+def _by_size(craters: np.ndarray, truth: Circles, match: CraterMatch, mapped: Circles,
+             sums: tuple[np.ndarray, np.ndarray, np.ndarray], ratios: list[list[float]]
+             ) -> None:
+    """Add one image to the per-bin sums (labelled pixels, covered pixels, craters) and the
+    matched craters' diameter ratios."""
+    labelled, covered, counted = sums
+    rows, cols = np.indices(craters.shape)
+    for x, y, d in zip(truth.x, truth.y, truth.diameter, strict=True):
+        if d < BINS[0]:
+            continue
+        k = int(np.searchsorted(BINS, d, side="right")) - 1
+        disc = (cols - x) ** 2 + (rows - y) ** 2 <= (d / 2) ** 2
+        labelled[k] += disc.sum()
+        counted[k] += 1
+        covered[k] += (disc & craters).sum()
+    scored = truth.subset(truth.diameter >= BINS[0])
+    for t, p in match.pairs:
+        d = scored.diameter[t]
+        ratios[int(np.searchsorted(BINS, d, side="right")) - 1].append(mapped.diameter[p] / d)
+
+
+def selection_images(bundle: Path, data: Path) -> dict[str, object]:
+    """The selection images of each crater data folder of the arm, as its training held them."""
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import load_task_data
+    from momo_geo.training.finetune import Recipe, selection_split
+
+    card = load_bundle(str(bundle)).card
+    recipe = Recipe.from_dict(card.training["recipe"])
+    out = {}
+    for task, folder in (("themis-craters", "themis_craters"), ("ctx-craters", "ctx_craters")):
+        _, select = selection_split(task, [load_task_data(task, str(data / folder), "train")],
+                                    recipe)
+        out[task] = select
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    import torch
+
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import predict_mask
+    from momo_geo.inference.engine import Predictor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="a crater arm's bundle (build/.../X.bundle)")
+    parser.add_argument("--data", type=Path, default=default_data_root())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    predictor = Predictor(load_bundle(str(args.bundle)))
+    for task, select in selection_images(args.bundle, args.data).items():
+        masks = [predict_mask(predictor, image) == 1 for image in select.images]
+        report = size_report(masks, select.targets, select.circles)
+        print(json.dumps({"task": task, "images": len(select.images), **report}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
