@@ -237,3 +237,4 @@ def test_zoom_enlarges_a_random_square_and_turns_masks_with_their_chips() -> Non
     for bad in (-0.1, 1.0):
         with pytest.raises(MomoGeoError, match="zoom"):
             zoom_chips(x, gen, bad)
+

@@ -85,12 +85,13 @@ def test_hold_out_keeps_groups_whole_and_apart():
 def test_unet_recipe_trains_with_a_learning_curve_and_scene_scaling(themis_like, tmp_path):  # noqa: F811
     recipe = Recipe(architecture="unet", width=4, levels=3, input_size=48, epochs=2, chips=32,
                     batch_size=8, value_scaling="scene_percentile", rim_ignore=0.15,
-                    jitter=0.1, select_fraction=0.2, lr=2e-3)
+                    jitter=0.1, zoom=0.2, select_fraction=0.2, lr=2e-3)
     path, metrics = finetune("themis-craters", str(themis_like), tmp_path / "u.bundle",
                              recipe=recipe)
     card_ = load_bundle(path).card
     assert card_.architecture == {"kind": "unet", "encoder": "unet", "width": 4, "levels": 3}
     assert card_.value_scaling == "scene_percentile"
+    assert card_.training["recipe"]["zoom"] == 0.2  # masks zoomed with their chips, recorded
     assert card_.normalization == {"mean": 0.5, "std": 0.25}
     curve = card_.training["learning_curve"]
     assert [p["epoch"] for p in curve] == [1, 2] and "crater_f1" in curve[-1]

@@ -37,6 +37,7 @@ from momo_geo.training.task_data import (
     augment,
     augment_chips,
     batches_per_epoch,
+    check_zoom,
     hold_out,
     merge_tasks,
     rare_classes,
@@ -275,9 +276,10 @@ def _finetune_module_class() -> type:
 
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
-            if self.recipe.zoom > 0:
-                zoomed = zoom_chips(x, self.gen, self.recipe.zoom, None if y.ndim == 1 else y)
-                x, y = zoomed if y.ndim > 1 else (zoomed, y)
+            if y.ndim == 1 and self.recipe.zoom > 0:
+                x = zoom_chips(x, self.gen, self.recipe.zoom)
+            elif self.recipe.zoom > 0:
+                x, y = zoom_chips(x, self.gen, self.recipe.zoom, masks=y)
             if y.ndim == 1 and self.recipe.jitter > 0:
                 x = augment_chips(x, self.gen, self.recipe.jitter)
             elif self.recipe.jitter > 0:
@@ -326,7 +328,7 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
         freeze_encoder(model, recipe.frozen)
     chips = EpochChips(task, data, recipe, normalization)
     steps = chips.batches_per_epoch() * recipe.epochs
-    zoom_chips(torch.zeros(1, 1, 1, 1), torch.Generator(), recipe.zoom)  # a bad zoom says so now
+    check_zoom(recipe.zoom)  # before training starts, not at its first step
     average = weight_average(model, recipe.ema)
     module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight, average)
     loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)

@@ -206,6 +206,12 @@ def augment_chips(x: torch.Tensor, gen: torch.Generator, jitter: float = 0.0,
     return out if masks is None else (out, out_masks)
 
 
+def check_zoom(zoom: float) -> None:
+    """A recipe's ``zoom`` must be in [0, 1): a square of no side cannot be resized back."""
+    if not 0 <= zoom < 1:
+        raise MomoGeoError(f"fine-tuning recipe: zoom must be at least 0 and below 1, not {zoom}")
+
+
 def zoom_chips(x: torch.Tensor, gen: torch.Generator, zoom: float,
                masks: torch.Tensor | None = None) -> Any:
     """Scale jitter drawn per chip: a random square whose side is ``1 - u * zoom`` of the
@@ -213,8 +219,7 @@ def zoom_chips(x: torch.Tensor, gen: torch.Generator, zoom: float,
     up to ``1 / (1 - zoom)`` times its scale (observations differ in resolution and in how
     they were binned into browse images). Images are resampled bilinearly, ``masks`` by
     nearest neighbour; returns ``x`` or ``(x, masks)`` as :func:`augment_chips` does."""
-    if not 0 <= zoom < 1:
-        raise MomoGeoError(f"fine-tuning recipe: zoom must be at least 0 and below 1, not {zoom}")
+    check_zoom(zoom)
     n, size = len(x), x.shape[-1]
     sides = ((1 - torch.rand(n, generator=gen) * zoom) * size).round().long().clamp(1, size)
     corner = torch.rand(n, 2, generator=gen)
