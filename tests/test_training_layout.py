@@ -301,3 +301,19 @@ def test_selection_point_keeps_the_fine_smallest_size_beside_the_coarse_scores()
                                                     "sweeps": [[last_pass], [last_pass]]}}}}
     point = report_models.selection_point(card)
     assert point["min_diameter"] == 6.0 and point["iou"] == 0.45 and point["crater_f1"] == 0.69
+
+
+def test_the_continued_arms_are_listed_from_their_cards() -> None:
+    from training import report_models
+
+    def arm(parent: str | None, size: int = 160, coarse: float = 0.0, epochs: int = 12) -> dict:
+        return {"training": {"init_bundle": f"{parent}.bundle" if parent else None,
+                             "recipe": {"input_size": size, "coarse_chips": coarse,
+                                        "epochs": epochs}}}
+
+    arms = {"base": arm(None), "long": arm("base", epochs=8), "big": arm("long", size=416),
+            "coarse": arm("base", coarse=0.25)}
+    assert report_models.continued_list(arms) == (
+        "`long` (`base` + 8 epochs), `big` (`long` + 12 epochs on 416 px chips), "
+        "`coarse` (`base` + 12 epochs with coarse chips)")
+    assert report_models.continued_list({"base": arm(None)}) == "none"

@@ -345,6 +345,22 @@ def continuations(arms: dict[str, dict[str, Any]]
     return plain, coarse, resized
 
 
+def continued_list(arms: dict[str, dict[str, Any]]) -> str:
+    """The continued arms, each as ``child`` (``parent`` + N epochs, and what changed)."""
+    items = []
+    for name, card in arms.items():
+        parent = parent_arm(card)
+        if parent not in arms:
+            continue
+        recipe = card["training"]["recipe"]
+        change = (" with coarse chips" if recipe.get("coarse_chips") else
+                  f" on {recipe['input_size']} px chips"
+                  if recipe["input_size"] != arms[parent]["training"]["recipe"]["input_size"]
+                  else "")
+        items.append(f"`{name}` (`{parent}` + {recipe['epochs']} epochs{change})")
+    return ", ".join(items) or "none"
+
+
 def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str, str]) -> str:
     """``words`` (better, the same within 0.01, worse) by the crater criterion F1 + IoU."""
     gain = (after["crater_f1"] + after["iou"]) - (before["crater_f1"] + before["iou"])
@@ -509,13 +525,11 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "Scores on the validation split, each arm at its confidence floor; `selection` is "
             "the last learning-curve point on the images held out of training (at the floor), "
             "which is what chose the bundled model. The arms had equal CPU budgets except "
-            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and its "
-            "continuations: `craters-unet-long` (+8 epochs), `craters-unet-longer` (+8 more), "
-            "`craters-unet-longest` (+12 more), `craters-unet-48ep` (+8 more) and "
-            "`craters-unet-coarse` (`-longest`'s +12 with coarse chips instead); a "
-            "continuation's chips are counted from the start of `craters-unet`, its minutes "
-            "are its own. The landmark arms keep each class at "
-            "least 5 training crops (`min_class_crops`). Crater arms "
+            "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and the "
+            f"continued arms: {continued_list(arms)}; a continuation's chips are counted from "
+            "the start of its chain (the arm that continues none), its minutes are its own. "
+            "The landmark arms "
+            "keep each class at least 5 training crops (`min_class_crops`). Crater arms "
             "are scored with the coarse passes their calibration chose (table below), if "
             "any.", "",
             *arm_rows(crater_arms, {"themis-craters": ["iou", "crater_f1"],
