@@ -323,26 +323,27 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def change_from_parent(card: dict[str, Any], parent: dict[str, Any]) -> str:
+    """What a continued arm trained differently from its parent: ``coarse`` (coarse chips),
+    ``resized`` (another chip size) or "" (more of the same)."""
+    recipe = card["training"]["recipe"]
+    if recipe.get("coarse_chips"):
+        return "coarse"
+    return "resized" if recipe["input_size"] != parent["training"]["recipe"]["input_size"] else ""
+
+
 def continuations(arms: dict[str, dict[str, Any]]
                   ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """Arms that continue another arm here, both with selection scores, as
     ``{child: parent}``: those trained as their parent was, those with coarse chips
     (``Recipe.coarse_chips``) and those on chips of another size (``Recipe.input_size``)."""
-    plain: dict[str, str] = {}
-    coarse: dict[str, str] = {}
-    resized: dict[str, str] = {}
+    runs: dict[str, dict[str, str]] = {"": {}, "coarse": {}, "resized": {}}
     for name, card in arms.items():
         parent = parent_arm(card)
         if parent not in arms or not (selection_point(card) and selection_point(arms[parent])):
             continue
-        recipe = card["training"]["recipe"]
-        if recipe.get("coarse_chips"):
-            coarse[name] = parent
-        elif recipe["input_size"] != arms[parent]["training"]["recipe"]["input_size"]:
-            resized[name] = parent
-        else:
-            plain[name] = parent
-    return plain, coarse, resized
+        runs[change_from_parent(card, arms[parent])][name] = parent
+    return runs[""], runs["coarse"], runs["resized"]
 
 
 def continued_list(arms: dict[str, dict[str, Any]]) -> str:
@@ -353,10 +354,8 @@ def continued_list(arms: dict[str, dict[str, Any]]) -> str:
         if parent not in arms:
             continue
         recipe = card["training"]["recipe"]
-        change = (" with coarse chips" if recipe.get("coarse_chips") else
-                  f" on {recipe['input_size']} px chips"
-                  if recipe["input_size"] != arms[parent]["training"]["recipe"]["input_size"]
-                  else "")
+        change = {"coarse": " with coarse chips", "resized": f" on {recipe['input_size']} px chips",
+                  "": ""}[change_from_parent(card, arms[parent])]
         items.append(f"`{name}` (`{parent}` + {recipe['epochs']} epochs{change})")
     return ", ".join(items) or "none"
 
@@ -365,6 +364,11 @@ def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str
     """``words`` (better, the same within 0.01, worse) by the crater criterion F1 + IoU."""
     gain = (after["crater_f1"] + after["iou"]) - (before["crater_f1"] + before["iou"])
     return words[0] if gain > 0.01 else words[1] if gain > -0.01 else words[2]
+
+
+def landmarks_better(after: dict[str, Any], before: dict[str, Any]) -> bool:
+    """Whether ``after`` beats ``before`` by the landmark criterion, weighted + macro F1."""
+    return after["f1_weighted"] + after["f1_macro"] > before["f1_weighted"] + before["f1_macro"]
 
 
 def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = None
@@ -407,7 +411,8 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                       f"(`{child}`, {longer['samples']:,} chips in all) moved the calibrated "
                       f"selection crater F1 {shorter['crater_f1']:.3f} → "
                       f"{longer['crater_f1']:.3f} and pixel IoU {shorter['iou']:.3f} → "
-                      f"{longer['iou']:.3f}: more training at 160 px "
+                      f"{longer['iou']:.3f}: more training at "
+                      f"{arms[child]['training']['recipe']['input_size']} px "
                       + verdict(longer, shorter, ("still pays.", "no longer pays (within 0.01).",
                                                   "made it worse.")))
     for child, parent in coarse_runs.items():
@@ -425,11 +430,12 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                                                  "hurt.")))
     for child, parent in resized_runs.items():
         bigger, before = selection(child), selection(parent)
-        recipe = arms[child]["training"]["recipe"]
+        recipe, was = arms[child]["training"]["recipe"], arms[parent]["training"]["recipe"]
         size = recipe["input_size"]
         continued += (f" Continuing `{parent}` for {recipe['epochs']} epochs on {size} px chips "
-                      f"(`{child}`, {recipe['chips']} chips an epoch, the same pixels as the "
-                      f"160 px arms) moved the calibrated selection crater F1 "
+                      f"(`{child}`, {recipe['chips']:,} chips an epoch where its parent drew "
+                      f"{was['chips']:,} of {was['input_size']} px) moved the calibrated "
+                      f"selection crater F1 "
                       f"{before['crater_f1']:.3f} → {bigger['crater_f1']:.3f} and pixel IoU "
                       f"{before['iou']:.3f} → {bigger['iou']:.3f}: chips that hold the large "
                       "craters whole "
@@ -439,8 +445,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
     averaged = ""
     if ema and plain:
         decay = arms["landmarks-cnn-ema"]["training"]["recipe"]["ema"]
-        helped = (ema["f1_weighted"] + ema["f1_macro"] > plain["f1_weighted"]
-                  + plain["f1_macro"])
+        helped = landmarks_better(ema, plain)
         averaged = (f" Averaging the weights (`landmarks-cnn-ema`, decay {decay:g}) "
                     f"{'helped' if helped else 'did not help'}: "
                     f"selection weighted / macro F1 {ema['f1_weighted']:.3f} / "
@@ -449,8 +454,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
     zoomed = selection("landmarks-cnn-zoom")
     if zoomed and ema:
         share = arms["landmarks-cnn-zoom"]["training"]["recipe"]["zoom"]
-        helped = (zoomed["f1_weighted"] + zoomed["f1_macro"] > ema["f1_weighted"]
-                  + ema["f1_macro"])
+        helped = landmarks_better(zoomed, ema)
         averaged += (f" Scale jitter on top (`landmarks-cnn-zoom`, zoom {share:g}) "
                      f"{'helped' if helped else 'did not help'}: selection weighted / macro F1 "
                      f"{zoomed['f1_weighted']:.3f} / {zoomed['f1_macro']:.3f}.")
