@@ -25,7 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from momo_geo.metrics import Circles, CraterMatch, mask_to_circles, match_craters
+from momo_geo.metrics import (
+    Circles,
+    CraterMatch,
+    crater_metrics,
+    mask_to_circles,
+    match_craters,
+    pixel_counts,
+    segmentation_metrics,
+)
 from momo_geo.training.chips import default_data_root
 
 BINS = (8.0, 32.0, 64.0, 128.0, 256.0, float("inf"))
@@ -55,27 +63,21 @@ def size_report(masks: list[np.ndarray], targets: list[np.ndarray], circles: lis
     n_bins = len(BINS) - 1
     labelled, covered, counted = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins, int)
     ratios: list[list[float]] = [[] for _ in range(n_bins)]
+    truths = [Circles.of(*np.asarray(rows, dtype=float).reshape(-1, 3).T) for rows in circles]
     growth = {}
     for factor in GROWTH:
-        hit = union = 0
-        counts = np.zeros(3)
-        for craters, target, rows in zip(masks, targets, circles, strict=True):
+        pixels, objects = [], []
+        for craters, target, truth in zip(masks, targets, truths, strict=True):
             grown = grow(craters, factor)
-            truth = target == 1
-            hit += int((grown & truth).sum())
-            union += int((grown | truth)[target != 255].sum())
-            x, y, d = np.asarray(rows, dtype=float).reshape(-1, 3).T
-            labelled_circles = Circles.of(x, y, d)
+            pixels.append(pixel_counts(grown.astype(np.uint8), target, valid=target != 255))
             mapped = mask_to_circles(grown.astype(np.uint8), 1)
-            match = match_craters(mapped, labelled_circles)
-            counts += (match.tp, match.fp, match.fn)
+            match = match_craters(mapped, truth)
+            objects.append((match.tp, match.fp, match.fn))
             if factor == 1.0:
-                _by_size(grown, labelled_circles, match, mapped, (labelled, covered, counted),
-                         ratios)
-        growth[f"{factor:g}"] = {"iou": round(hit / union, 3) if union else 0.0,
-                                 "crater_f1": round(2 * counts[0] / max(1, 2 * counts[0]
-                                                                        + counts[1] + counts[2]),
-                                                    3)}
+                _by_size(grown, truth, match, mapped, (labelled, covered, counted), ratios)
+        growth[f"{factor:g}"] = {
+            "iou": round(segmentation_metrics(np.array(pixels))["iou"], 3),
+            "crater_f1": round(crater_metrics(np.array(objects))["crater_f1"], 3)}
     bins = [{"min_px": BINS[k], "craters": int(counted[k]), "labelled_px": int(labelled[k]),
              "covered": round(covered[k] / labelled[k], 3) if labelled[k] else None,
              "matched": len(ratios[k]),

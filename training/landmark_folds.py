@@ -34,7 +34,7 @@ def fold_report(recipe_path: Path, seed: int, data: Path) -> dict[str, object]:
     from momo_geo.evaluate import load_task_data, predict_probabilities
     from momo_geo.inference.engine import Predictor
     from momo_geo.metrics import classification_report
-    from momo_geo.training.calibrate import TILE_FLOORS
+    from momo_geo.training.calibrate import TILE_FLOORS, floored_tiles
     from momo_geo.training.finetune import Recipe, finetune
     from momo_geo.training.task_data import hold_out
 
@@ -48,14 +48,12 @@ def fold_report(recipe_path: Path, seed: int, data: Path) -> dict[str, object]:
         out = Path(tmp) / "fold.bundle"
         finetune("landmarks", str(root), out, recipe=recipe, train_data=fit)
         predictor = Predictor(load_bundle(str(out)))
-        names = predictor.card.class_names
+        card, names = predictor.card, predictor.card.class_names
         probs = predict_probabilities(predictor, held.images)
     held_classes = {train.classes[t] for t in held.targets}
-    other = names.index("other")
     floors = []
     for floor in TILE_FLOORS:
-        classes = probs.argmax(axis=1)
-        classes[probs.max(axis=1) < floor] = other
+        classes = floored_tiles(probs, card, floor)
         report = classification_report(held.targets, classes, len(names), 0, names=names)
         absent = Counter(names[c] for c in classes if names[c] not in held_classes)
         floors.append({"floor": floor, "f1_weighted": round(report["f1_weighted"], 3),

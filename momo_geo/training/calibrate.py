@@ -261,24 +261,32 @@ TILE_FLOORS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Floors tried for a classifier (0: none): a crop below the floor is background."""
 
 
+def floored_tiles(probs: np.ndarray, card: Any, floor: float) -> np.ndarray:
+    """Each crop's most likely class, or the background class where that is below ``floor``
+    (one floor on every feature class, as a landmark card keeps it)."""
+    from momo_geo.inference.floor import background_class, erase_weak
+
+    background = background_class(card)
+    features = [c.id for c in card.classes if c.id != background]
+    classes = probs.argmax(axis=1)
+    erase_weak(classes, probs.max(axis=1), dict.fromkeys(features, floor), background,
+               pixelwise=True)
+    return classes
+
+
 def tile_floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = TILE_FLOORS
                      ) -> list[dict[str, float]]:
     """Weighted and macro F1 on ``select`` (a landmark :class:`TaskData`) for each floor on
     every non-background class, from one probability vector per crop; ``score`` is their
     mean, the landmark models' selection criterion."""
     from momo_geo.evaluate import predict_probabilities
-    from momo_geo.inference.floor import background_class, erase_weak
     from momo_geo.metrics import classification_report
 
     card = predictor.card
-    background = background_class(card)
     probs = predict_probabilities(predictor, select.images)
-    features = [c.id for c in card.classes if c.id != background]
     rows = []
     for floor in floors:
-        classes = probs.argmax(axis=1)
-        erase_weak(classes, probs.max(axis=1), dict.fromkeys(features, floor), background,
-                   pixelwise=True)
+        classes = floored_tiles(probs, card, floor)
         report = classification_report(select.targets, classes, card.num_classes, 0,
                                        names=card.class_names)
         weighted, macro = float(report["f1_weighted"]), float(report["f1_macro"])
