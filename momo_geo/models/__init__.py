@@ -8,7 +8,9 @@ Contracts every architecture keeps, because the mapping engine relies on them:
 - input: float tensor ``(B, card.in_chans, H, W)``, already scaled and normalised per the card;
 - ``segmentation`` models return logits ``(B, num_classes, H, W)`` at the input's size;
 - ``classification`` models return logits ``(B, num_classes)``;
-- ``pretrain`` bundles hold an encoder only (timm ``VisionTransformer`` keys).
+- ``pretrain`` bundles hold an encoder only (timm ``VisionTransformer`` keys);
+- ``architecture["members"] = K`` (K > 1) builds K such networks whose mean probability is the
+  output (:mod:`momo_geo.models.ensemble`).
 """
 
 from __future__ import annotations
@@ -63,4 +65,12 @@ def create_model(card: ModelCard) -> torch.nn.Module:
         raise MomoGeoError(
             f"model card asks for architecture kind {kind!r}, which this momo-geo does not know "
             f"(known: {', '.join(sorted(ARCHITECTURES))})") from None
-    return builder(card)
+    members = card.architecture.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise MomoGeoError(f"model card: architecture members must be a whole number >= 1, "
+                           f"not {members!r}")
+    if members == 1:
+        return builder(card)
+    from momo_geo.models.ensemble import MeanProbability
+
+    return MeanProbability([builder(card) for _ in range(members)])

@@ -276,18 +276,23 @@ def floored_tiles(probs: np.ndarray, card: Any, floor: float) -> np.ndarray:
 
 def tile_floor_sweep(predictor: Any, select: Any, floors: tuple[float, ...] = TILE_FLOORS
                      ) -> list[dict[str, float]]:
-    """Weighted and macro F1 on ``select`` (a landmark :class:`TaskData`) for each floor on
-    every non-background class, from one probability vector per crop; ``score`` is their
-    mean, the landmark models' selection criterion."""
+    """:func:`tile_floor_rows` of ``predictor`` on ``select`` (a landmark :class:`TaskData`)."""
     from momo_geo.evaluate import predict_probabilities
+
+    probs = predict_probabilities(predictor, select.images)
+    return tile_floor_rows(probs, select.targets, predictor.card, floors)
+
+
+def tile_floor_rows(probs: np.ndarray, targets: list[int], card: Any,
+                    floors: tuple[float, ...] = TILE_FLOORS) -> list[dict[str, float]]:
+    """Weighted and macro F1 of crops' class ``probs`` against ``targets`` for each floor on
+    every non-background class; ``score`` is their mean, the landmark models' criterion."""
     from momo_geo.metrics import classification_report
 
-    card = predictor.card
-    probs = predict_probabilities(predictor, select.images)
     rows = []
     for floor in floors:
         classes = floored_tiles(probs, card, floor)
-        report = classification_report(select.targets, classes, card.num_classes, 0,
+        report = classification_report(targets, classes, card.num_classes, 0,
                                        names=card.class_names)
         weighted, macro = float(report["f1_weighted"]), float(report["f1_macro"])
         rows.append({"floor": floor, "f1_weighted": round(weighted, 4),
@@ -308,10 +313,15 @@ def best_gate(sweep: list[dict[str, float]], key: str = "crater_f1") -> dict[str
                key=lambda row: (row["floor"], row.get("min_diameter", 0.0)))
 
 
-def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict[str, Any]:
+def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True,
+                     held_out: tuple[list[int], np.ndarray] | None = None) -> dict[str, Any]:
     """Sweep the floors of a saved bundle on ``select`` and record the chosen one in its card
     (``min_confidence``, and the sweep under ``training.calibration``); for a crater model
-    then (``coarse``) its coarse passes at that floor (``coarse_passes``, maybe none)."""
+    then (``coarse``) its coarse passes at that floor (``coarse_passes``, maybe none).
+
+    ``held_out`` (a classifier of cross-fitted members, :mod:`.members`): the training crops'
+    targets and out-of-fold probabilities, on which the floor is chosen instead; ``select``
+    (may be ``None``) is then only scored at each floor, for the record."""
     import json
 
     from momo_geo.bundle import load_bundle
@@ -327,20 +337,30 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True) -> dict
     bundle.card.coarse_passes = []
     predictor = Predictor(bundle, "cpu")
     probabilities, size, cap = None, 0.0, 0.0
+    folds_sweep = None
     if bundle.card.task == "classification":
-        sweep = tile_floor_sweep(predictor, select)
-        floor = choose_floor(sweep, "score")
         names = [c.name for c in bundle.card.classes if not is_background(c.name)]
-        criterion, floors = "mean of f1_weighted and f1_macro", dict.fromkeys(names, floor)
+        criterion = "mean of f1_weighted and f1_macro on the selection images"
+        if held_out is not None:
+            folds_sweep = tile_floor_rows(held_out[1], held_out[0], bundle.card)
+            criterion = ("mean of f1_weighted and f1_macro on the out-of-fold predictions of "
+                         "the training crops")
+        sweep = folds_sweep if select is None else tile_floor_sweep(predictor, select)
+        floor = choose_floor(folds_sweep or sweep, "score")
+        floors = dict.fromkeys(names, floor)
     else:
         probabilities = fine_probabilities(predictor, select)
         sweep = floor_sweep(predictor, select, probabilities=probabilities)
         best = best_gate(sweep)
         floor, size = best["floor"], best["min_diameter"]
         names = [bundle.card.class_names[crater_class(bundle.card)]]
-        criterion, floors = "crater_f1", ({names[0]: floor} if floor > 0.5 else {})
-    calibration = {"criterion": f"{criterion} on the selection images", "class": names,
-                   "floor": floor, "selection_images": len(select.images), "sweep": sweep}
+        criterion = "crater_f1 on the selection images"
+        floors = {names[0]: floor} if floor > 0.5 else {}
+    calibration = {"criterion": criterion, "class": names, "floor": floor,
+                   "selection_images": len(select.images) if select is not None else 0,
+                   "sweep": sweep}
+    if folds_sweep is not None:
+        calibration.update(folds_sweep=folds_sweep, training_crops=len(held_out[0]))
     if size > 0:
         calibration["min_diameter"] = size
     passes: list[dict[str, Any]] = []

@@ -132,6 +132,11 @@ class Recipe:
     """Decay of an exponential moving average of the weights, updated after every step; the
     average is what the learning curve scores and the bundle keeps (0: off, the last weights).
     Small noisy data make the last step's weights a lottery; the average smooths it."""
+    folds: int = 0
+    """Classification: ``K`` >= 2 trains K members, each without one of K folds of the training
+    products (:mod:`.members`), and ships their mean probability; the confidence floor is then
+    chosen on each crop's prediction by the member that never saw its product, not on the
+    selection images (0: one network)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes recorded in the card (e.g. how many synthetic fields joined the data)."""
 
@@ -481,14 +486,23 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     card.unmapped_classes = unmapped
     model, merge = build_task_model(card, encoder_bundle)
     if init_bundle is not None:
+        if recipe.folds:
+            raise MomoGeoError("fine-tuning recipe: folds trains new members from the start; "
+                               "it cannot continue an init_bundle")
         merge = continue_weights(model, card, init_bundle)
     points: list[dict[str, Any]] = []
-    curve = None
-    if select is not None:
-        per_epoch = batches_per_epoch(task, train_data, recipe) * recipe.batch_size
-        curve = learning_curve(model, card, select, recipe, per_epoch, points)
-    seconds = train_lightning(model, task, train_data, recipe,
-                              _class_weight(recipe, card, train_data), curve, card.normalization)
+    held_out = None
+    if recipe.folds:
+        model, seconds, held_out = _train_members(task, card, train_data, recipe, encoder_bundle,
+                                                  select, points)
+    else:
+        curve = None
+        if select is not None:
+            per_epoch = batches_per_epoch(task, train_data, recipe) * recipe.batch_size
+            curve = learning_curve(model, card, select, recipe, per_epoch, points)
+        seconds = train_lightning(model, task, train_data, recipe,
+                                  _class_weight(recipe, card, train_data), curve,
+                                  card.normalization)
     card.merge = merge
     card.training = {
         "encoder_bundle": str(Path(encoder_bundle).name) if encoder_bundle else None,
@@ -506,13 +520,37 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     for key, value in (card_fields or {}).items():
         setattr(card, key, value)
     path = save_bundle(out, model.state_dict(), card, overwrite=overwrite, half=half)
-    if select is not None and (kind == "classification" or select.circles is not None):
+    if held_out is not None or (select is not None and (kind == "classification"
+                                                         or select.circles is not None)):
         from momo_geo.training.calibrate import calibrate_bundle
 
-        calibrate_bundle(path, select)
+        calibrate_bundle(path, select, held_out=held_out)
     device = {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
     metrics = score_bundle(path, eval_tasks or [(task, roots[0])], device)
     return path, metrics
+
+
+def _train_members(task: str, card: ModelCard, data: TaskData, recipe: Recipe,
+                   encoder_bundle: str | None, select: TaskData | None,
+                   points: list[dict[str, Any]]) -> tuple[torch.nn.Module, float, Any]:
+    """``recipe.folds`` cross-fitted members (:func:`.members.train_members`) as one model, the
+    seconds they took, and (training targets, out-of-fold probabilities) for the floor."""
+    from momo_geo.training.members import member_card, train_members
+
+    if TASK_KIND[task] != "classification" or recipe.folds < 2:
+        raise MomoGeoError(f"fine-tuning recipe: folds must be 0 or at least 2, and only for "
+                           f"a classification task (got {recipe.folds} for {task})")
+    card.architecture["members"] = recipe.folds
+    single = member_card(card)
+
+    def train(model: torch.nn.Module, fit: TaskData, member: Recipe) -> float:
+        return train_lightning(model, task, fit, member, _class_weight(member, card, fit),
+                               None, card.normalization)
+
+    members = train_members(card, data, recipe, recipe.folds,
+                            lambda: build_task_model(single, encoder_bundle)[0], train,
+                            select, points)
+    return members.model, members.seconds, (data.targets, members.held_out)
 
 
 def score_bundle(path: str | Path, eval_tasks: list[tuple[str, str]], device: str = "cpu"
