@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
 from momo_geo.bundle import load_bundle
+from momo_geo.cli import cli
 from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TaskData
 from momo_geo.inference.engine import Predictor
@@ -114,6 +116,8 @@ def test_finetune_with_folds_ships_the_members_and_floors_on_their_held_out_crop
     assert [p["members"] for p in card.training["learning_curve"]] == [1, 2]
     probs = Predictor(bundle)(torch.zeros(3, 1, 16, 16))
     assert probs.shape == (3, card.num_classes) and torch.allclose(probs.sum(1), torch.ones(3))
+    shown = CliRunner().invoke(cli, ["models", str(path)])
+    assert shown.exit_code == 0 and "cnn_cls x 2 (mean probability)" in shown.output
 
 
 @pytest.mark.parametrize(("task", "init", "message"), [

@@ -317,3 +317,26 @@ def test_the_continued_arms_are_listed_from_their_cards() -> None:
         "`long` (`base` + 8 epochs), `big` (`long` + 12 epochs on 416 px chips), "
         "`coarse` (`base` + 12 epochs with coarse chips)")
     assert report_models.continued_list({"base": arm(None)}) == "none"
+
+
+def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
+    from training import report_models
+
+    def row(floor: float, weighted: float, macro: float) -> dict:
+        return {"floor": floor, "f1_weighted": weighted, "f1_macro": macro,
+                "score": (weighted + macro) / 2}
+
+    sweep = [row(0.0, 0.80, 0.60), row(0.7, 0.84, 0.70), row(0.8, 0.86, 0.76)]
+    card = {"name": "momo-geo-folded", "architecture": {"kind": "cnn_cls", "members": 4},
+            "training": {"seconds": 60.0, "learning_curve": [{"samples": 9, "f1_weighted": 0.8,
+                                             "f1_macro": 0.6}],
+                         "calibration": {"floor": 0.7, "sweep": sweep, "training_crops": 2331,
+                                         "folds_sweep": [row(0.7, 0.7, 0.5)]}}}
+    single = {"f1_weighted": 0.85, "f1_macro": 0.72}
+    text = report_models.members_reading(card, single)
+    assert "4 cross-fitted members (`folded`" in text and "did not help" in text
+    assert "0.840 / 0.700, at the floor 0.7 their 2,331 out-of-fold" in text
+    assert "would have chosen 0.8" in text
+    assert report_models.members_reading(None, single) == ""
+    rows = report_models.arm_rows({"folded": {**card, "metrics": {}}}, {})
+    assert "| folded | cnn_cls × 4 | none (CNN) |" in rows[2]

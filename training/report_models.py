@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from momo_geo.training.calibrate import best_gate
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "training" / "recipes"
 SELECTIONS = ("crater-seg.json", "landmarks.json")
@@ -173,7 +175,9 @@ def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) 
         encoder = training.get("finetune_from") or "scratch"
         if card["architecture"]["kind"] in ("unet", "cnn_cls"):
             encoder = "none (CNN)"
-        row = [name, card["architecture"]["kind"], encoder,
+        members = card["architecture"].get("members", 1)
+        network = card["architecture"]["kind"] + (f" × {members}" if members > 1 else "")
+        row = [name, network, encoder,
                f"{training['seconds'] / 60:.0f}", str(last.get("samples", "–")), sel]
         row += [fmt(card["metrics"].get(task, {}), key)
                 for task, keys in task_keys.items() for key in keys]
@@ -458,6 +462,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         averaged += (f" Scale jitter on top (`landmarks-cnn-zoom`, zoom {share:g}) "
                      f"{'helped' if helped else 'did not help'}: selection weighted / macro F1 "
                      f"{zoomed['f1_weighted']:.3f} / {zoomed['f1_macro']:.3f}.")
+    averaged += members_reading(arms.get("landmarks-cnn-folds"), ema)
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
@@ -492,6 +497,25 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "crop in the whole data set) is never mapped, and spider (8 crops, one observation) "
         "has no validation crop, so macro F1 is bound by data, not training time." + averaged,
     ]
+
+
+def members_reading(card: dict[str, Any] | None, single: dict[str, Any]) -> str:
+    """How cross-fitted members (``card``, a landmark arm with ``folds``) compare with one
+    network of their recipe (``single``: its selection point), and the floor their
+    out-of-fold predictions chose against the one the selection crops would have."""
+    if not card or not single:
+        return ""
+    point, calibration = selection_point(card), card["training"]["calibration"]
+    k = card["architecture"]["members"]
+    on_selection = best_gate(calibration["sweep"], "score")["floor"]
+    helped = landmarks_better(point, single)
+    return (f" {k} cross-fitted members (`{card['name'].removeprefix('momo-geo-')}`: each "
+            f"trained without 1/{k} of the training products, shipped as their mean "
+            f"probability) {'helped' if helped else 'did not help'}: selection weighted / "
+            f"macro F1 {point['f1_weighted']:.3f} / {point['f1_macro']:.3f}, at the floor "
+            f"{calibration['floor']:g} their {calibration['training_crops']:,} out-of-fold "
+            f"predictions chose (the selection crops alone would have chosen "
+            f"{on_selection:g}).")
 
 
 def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],

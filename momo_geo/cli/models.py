@@ -20,7 +20,9 @@ def models(name: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(card.to_dict(), indent=2))
             return
-        click.echo(f"{card.name}: {card.task}, {card.architecture.get('kind')} "
+        members = card.architecture.get("members", 1)
+        times = f" x {members} (mean probability)" if members > 1 else ""
+        click.echo(f"{card.name}: {card.task}, {card.architecture.get('kind')}{times} "
                    f"({card.architecture.get('encoder')}), input {card.input_size} px, "
                    f"tile {card.tile_size}/{card.tile_overlap}")
         click.echo(f"  sensors: {', '.join(card.sensors)}; gsd {card.gsd} m/px, "
