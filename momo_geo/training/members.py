@@ -13,6 +13,8 @@ is thrown away.
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +95,7 @@ def train_members(card: ModelCard, data: TaskData, recipe: Any, k: int,
         samples += recipe.epochs * recipe.batch_size * batches_per_epoch(fit.task, fit, recipe)
         if select is not None and points is not None:
             points.append(_curve_point(card, members, select, recipe.epochs, samples, seconds))
+            print(f"learning curve: {json.dumps(points[-1])}", file=sys.stderr, flush=True)
     return Members(MeanProbability(members), held_out, seconds)
 
 
