@@ -328,15 +328,23 @@ def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
 
     sweep = [row(0.0, 0.80, 0.60), row(0.7, 0.84, 0.70), row(0.8, 0.86, 0.76)]
     card = {"name": "momo-geo-folded", "architecture": {"kind": "cnn_cls", "members": 4},
-            "training": {"seconds": 60.0, "learning_curve": [{"samples": 9, "f1_weighted": 0.8,
+            "training": {"seconds": 60.0,
+                         "learning_curve": [{"epoch": 30, "members": 1, "samples": 9,
+                                             "minutes": 1.0, "f1_weighted": 0.8,
                                              "f1_macro": 0.6}],
                          "calibration": {"floor": 0.7, "sweep": sweep, "training_crops": 2331,
                                          "folds_sweep": [row(0.7, 0.7, 0.5)]}}}
-    single = {"f1_weighted": 0.85, "f1_macro": 0.72}
+    single = {"name": "momo-geo-single",
+              "training": {"learning_curve": [{"f1_weighted": 0.83, "f1_macro": 0.7}],
+                           "calibration": {"floor": 0.8, "sweep": [row(0.0, 0.79, 0.61),
+                                                                   row(0.8, 0.85, 0.72)]}}}
     text = report_models.members_reading(card, single)
     assert "4 cross-fitted members (`folded`" in text and "did not help" in text
     assert "0.840 / 0.700, at the floor 0.7 their 2,331 out-of-fold" in text
-    assert "would have chosen 0.8" in text
+    assert "would have chosen 0.8), against 0.850 / 0.720 for `single`" in text
+    assert "Without a floor they read 0.800 / 0.600 against 0.790 / 0.610" in text
     assert report_models.members_reading(None, single) == ""
     rows = report_models.arm_rows({"folded": {**card, "metrics": {}}}, {})
-    assert "| folded | cnn_cls × 4 | none (CNN) |" in rows[2]
+    assert "| folded | cnn_cls × 4 | none (CNN) |" in rows[2] and "members" not in rows[2]
+    curve = report_models.curve_rows({"folded": card})
+    assert curve[2].startswith("| folded | 30 (1 member) | 9 | 1.0 | f1_weighted 0.800,")

@@ -163,6 +163,10 @@ def fmt(metrics: dict[str, Any], key: str) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
+POINT_KEYS = ("epoch", "samples", "minutes", "members")
+"""Where a learning-curve point lies (members: cross-fitted members so far), not a score."""
+
+
 def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) -> list[str]:
     head = ["arm", "network", "encoder", "train min", "chips seen", "selection"]
     cols = [f"{task} {key}" for task, keys in task_keys.items() for key in keys]
@@ -170,8 +174,7 @@ def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) 
     for name, card in cards.items():
         training = card["training"]
         last = selection_point(card)
-        sel = ", ".join(f"{k} {v:.3f}" for k, v in last.items()
-                        if k not in ("epoch", "samples", "minutes"))
+        sel = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k not in POINT_KEYS)
         encoder = training.get("finetune_from") or "scratch"
         if card["architecture"]["kind"] in ("unet", "cnn_cls"):
             encoder = "none (CNN)"
@@ -229,8 +232,11 @@ def curve_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
     for name, card in cards.items():
         for point in card["training"].get("learning_curve") or []:
             metrics = ", ".join(f"{k} {v:.3f}" for k, v in point.items()
-                                if k not in ("epoch", "samples", "minutes"))
-            lines.append(f"| {name} | {point['epoch']} | {point['samples']} | "
+                                if k not in POINT_KEYS)
+            members = point.get("members")
+            epoch = f"{point['epoch']}" + (f" ({members} member{'s' * (members > 1)})"
+                                           if members else "")
+            lines.append(f"| {name} | {epoch} | {point['samples']} | "
                          f"{point['minutes']:.1f} | {metrics} |")
     return lines
 
@@ -462,7 +468,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         averaged += (f" Scale jitter on top (`landmarks-cnn-zoom`, zoom {share:g}) "
                      f"{'helped' if helped else 'did not help'}: selection weighted / macro F1 "
                      f"{zoomed['f1_weighted']:.3f} / {zoomed['f1_macro']:.3f}.")
-    averaged += members_reading(arms.get("landmarks-cnn-folds"), ema)
+    averaged += members_reading(arms.get("landmarks-cnn-folds"), arms.get("landmarks-cnn-ema"))
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
@@ -499,23 +505,31 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
     ]
 
 
-def members_reading(card: dict[str, Any] | None, single: dict[str, Any]) -> str:
+def members_reading(card: dict[str, Any] | None, single: dict[str, Any] | None) -> str:
     """How cross-fitted members (``card``, a landmark arm with ``folds``) compare with one
-    network of their recipe (``single``: its selection point), and the floor their
-    out-of-fold predictions chose against the one the selection crops would have."""
+    network of their recipe (``single``, its card) on the selection crops: each at its own
+    floor, then both without one (where no choice was made on those crops); and the floor the
+    members' out-of-fold predictions chose against the one the selection crops would have."""
     if not card or not single:
         return ""
     point, calibration = selection_point(card), card["training"]["calibration"]
+    alone, raw = selection_point(single), calibration["sweep"][0]
+    alone_raw = single["training"]["calibration"]["sweep"][0]
     k = card["architecture"]["members"]
     on_selection = best_gate(calibration["sweep"], "score")["floor"]
-    helped = landmarks_better(point, single)
+    helped = landmarks_better(point, alone)
     return (f" {k} cross-fitted members (`{card['name'].removeprefix('momo-geo-')}`: each "
             f"trained without 1/{k} of the training products, shipped as their mean "
             f"probability) {'helped' if helped else 'did not help'}: selection weighted / "
             f"macro F1 {point['f1_weighted']:.3f} / {point['f1_macro']:.3f}, at the floor "
             f"{calibration['floor']:g} their {calibration['training_crops']:,} out-of-fold "
             f"predictions chose (the selection crops alone would have chosen "
-            f"{on_selection:g}).")
+            f"{on_selection:g}), against {alone['f1_weighted']:.3f} / {alone['f1_macro']:.3f} "
+            f"for `{single['name'].removeprefix('momo-geo-')}` at the floor the selection "
+            f"crops chose for it. Without a floor they read {raw['f1_weighted']:.3f} / "
+            f"{raw['f1_macro']:.3f} against {alone_raw['f1_weighted']:.3f} / "
+            f"{alone_raw['f1_macro']:.3f}: most of the gap is the floor, tuned on the crops "
+            "that score it for the single network and not for the members.")
 
 
 def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
