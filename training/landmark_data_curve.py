@@ -1,0 +1,86 @@
+"""Landmark skill against the number of training observations: is the classifier bound by
+data or by training?
+
+The landmark targets are not met, and the curves against training minutes have levelled off.
+This script trains a landmark recipe on a share of its training products (whole HiRISE
+observations, drawn with a seed; a rare class keeps its products, as the selection hold-out
+keeps them) and scores it on the same selection products the arms are chosen on, without a
+confidence floor (nothing tuned on those crops). A score still rising with the share at 100 %
+says more labelled observations, not more epochs, is what would move the targets. Each run is
+one JSON line; ``--out`` also keeps them all in one file that ``training/report_models.py``
+renders into docs/results.md. The validation split is not read.
+
+    python training/landmark_data_curve.py training/recipes/landmarks-cnn-ema.json \\
+        --shares 0.25 0.5 0.75 --seeds 1 --out build/data_curve_1.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from momo_geo.training.chips import default_data_root
+
+
+def data_point(recipe_path: Path, share: float, seed: int, data: Path) -> dict[str, object]:
+    """Train on ``share`` of the training products (drawn with ``seed``) and score the model
+    on the selection products at no floor."""
+    import torch
+
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import predict_probabilities
+    from momo_geo.inference.engine import Predictor
+    from momo_geo.training.calibrate import tile_floor_rows
+    from momo_geo.training.finetune import Recipe, finetune, training_split
+    from momo_geo.training.task_data import hold_out
+
+    torch.set_num_threads(1)
+    spec = json.loads(recipe_path.read_text())["finetune"]["recipe"]
+    recipe = Recipe.from_dict(spec)
+    root = str(data / "hirise_landmarks")
+    fit, select = training_split("landmarks", [root], recipe)
+    if share < 1.0:
+        fit = hold_out(fit, 1.0 - share, seed, recipe.min_class_crops)[0]
+    quiet = Recipe.from_dict({**spec, "select_fraction": 0.0, "curve_every": 10_000})
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "share.bundle"
+        finetune("landmarks", root, out, recipe=quiet, train_data=fit)
+        predictor = Predictor(load_bundle(str(out)))
+        probs = predict_probabilities(predictor, select.images)
+        raw = tile_floor_rows(probs, select.targets, predictor.card, floors=(0.0,))[0]
+    observations = {name: len({g for t, g in zip(fit.targets, fit.groups, strict=True)
+                               if fit.classes[t] == name}) for name in fit.classes}
+    return {"recipe": recipe_path.stem, "share": share, "seed": seed,
+            "products": len(set(fit.groups)), "crops": len(fit.targets),
+            "observations": observations, "minutes": round((time.perf_counter() - start) / 60, 1),
+            "f1_weighted": raw["f1_weighted"], "f1_macro": raw["f1_macro"],
+            "selection_crops": len(select.targets)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path, help="a landmark arm's recipe file")
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
+                        help="shares of the training products (1: all of them)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1],
+                        help="one product draw per seed (the training seed is the recipe's)")
+    parser.add_argument("--data", type=Path, default=default_data_root())
+    parser.add_argument("--out", type=Path, help="append every run to this JSON-lines file")
+    args = parser.parse_args(argv)
+    for seed in args.seeds:
+        for share in args.shares:
+            line = json.dumps(data_point(args.recipe, share, seed, args.data))
+            print(line, flush=True)
+            if args.out:
+                with args.out.open("a") as f:
+                    f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
