@@ -348,3 +348,21 @@ def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
     assert "| folded | cnn_cls × 4 | none (CNN) |" in rows[2] and "members" not in rows[2]
     curve = report_models.curve_rows({"folded": card})
     assert curve[2].startswith("| folded | 30 (1 member) | 9 | 1.0 | f1_weighted 0.800,")
+
+
+def test_the_data_curve_is_rendered_per_share(tmp_path) -> None:
+    from training import report_models
+
+    assert report_models.data_curve_section(tmp_path / "none.jsonl") == []
+    runs = [{"share": 0.5, "seed": 1, "products": 40, "crops": 1100, "f1_weighted": 0.70,
+             "f1_macro": 0.40},
+            {"share": 0.5, "seed": 2, "products": 40, "crops": 1200, "f1_weighted": 0.74,
+             "f1_macro": 0.50},
+            {"share": 1.0, "seed": 1, "products": 80, "crops": 2331, "f1_weighted": 0.80,
+             "f1_macro": 0.60}]
+    path = tmp_path / "curve.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    text = "\n".join(report_models.data_curve_section(path))
+    assert "| 50% | 40 | 1,100-1,200 | 2 | 0.720 [0.700, 0.740] | 0.450 [0.400, 0.500] |" in text
+    assert "| 100% | 80 | 2,331 | 1 | 0.800 [0.800, 0.800] |" in text
+    assert "weighted F1 by +0.080 and macro F1 by +0.150" in text and "3 runs" in text

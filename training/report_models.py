@@ -605,8 +605,52 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "equal skill. Compare arms by the calibrated selection scores (tables above), "
             "which all follow the current rule.", "",
             *curve_rows(arms), "", *reading(arms, defaults.get("crater-seg.bundle")), "",
-            *comparison_section()]
+            *data_curve_section(), "", *comparison_section()]
     return "\n".join(out) + "\n"
+
+
+DATA_CURVE = ROOT / "docs" / "landmark_data_curve.jsonl"
+"""The runs of ``training/landmark_data_curve.py`` (one JSON line each), committed."""
+
+
+def span(values: list[int]) -> str:
+    """``1,100`` or ``1,100-1,200``: the range of counts over several draws."""
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def data_curve_section(path: Path = DATA_CURVE) -> list[str]:
+    """Landmark selection scores against the share of training products, one row per share
+    (mean and range over the product draws); none before the script has run."""
+    if not path.is_file():
+        return []
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    shares = sorted({r["share"] for r in runs})
+    lines = ["## Landmarks against training data", "",
+             "The landmark recipe of the bundled model trained on a share of its training "
+             "products (whole observations drawn with a seed; rare classes keep theirs) and "
+             "scored on the selection products without a floor, nothing tuned on them "
+             f"(`training/landmark_data_curve.py`, {len(runs)} runs; validation unread). "
+             "Mean over the draws, their range in brackets.", "",
+             "| share of products | products | crops | draws | selection f1_weighted | "
+             "selection f1_macro |", "|---|---|---|---|---|---|"]
+    mean = {}
+    for share in shares:
+        rows = [r for r in runs if r["share"] == share]
+        cells = []
+        for key in ("f1_weighted", "f1_macro"):
+            values = [r[key] for r in rows]
+            mean[share, key] = sum(values) / len(values)
+            cells.append(f"{mean[share, key]:.3f} [{min(values):.3f}, {max(values):.3f}]")
+        counts = [span([r[key] for r in rows]) for key in ("products", "crops")]
+        lines.append(f"| {share:.0%} | {' | '.join(counts)} | {len(rows)} | "
+                     f"{' | '.join(cells)} |")
+    if 0.5 in shares and 1.0 in shares:
+        gain = {k: mean[1.0, k] - mean[0.5, k] for k in ("f1_weighted", "f1_macro")}
+        lines += ["", f"Doubling the products from half to all of them moved weighted F1 by "
+                  f"{gain['f1_weighted']:+.3f} and macro F1 by {gain['f1_macro']:+.3f} on the "
+                  "selection products."]
+    return lines
 
 
 COMPARISON_MARK = ("<!-- The encoder comparison: rendered by training/reproduce.py "
