@@ -3,8 +3,9 @@
 Why it exists: landmark crops of one HiRISE observation look alike, so a classifier's skill
 on observations it never saw varies more with the observations it happened to train on than
 with anything a recipe sets. Networks each trained without a different share of the training
-observations (:mod:`momo_geo.training.members`) disagree where that luck matters; their mean
-probability is steadier than any one of them. A card asks for it with
+observations (:mod:`momo_geo.training.members`) disagree where that luck matters, and their mean
+probability averages it out; whether that beats one network trained on all the observations is
+measured, arm against arm (docs/results.md). A card asks for it with
 ``architecture["members"] = K``; the weights are those of the K networks under ``members.<i>.``.
 """
 

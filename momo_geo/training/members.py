@@ -27,7 +27,7 @@ from momo_geo.bundle import Bundle, ModelCard
 from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TaskData, evaluate_model, predict_probabilities
 from momo_geo.models.ensemble import MeanProbability
-from momo_geo.training.task_data import _subset, batches_per_epoch
+from momo_geo.training.task_data import batches_per_epoch, subset
 
 
 def product_folds(data: TaskData, k: int, seed: int) -> list[list[int]]:
@@ -83,7 +83,7 @@ def train_members(card: ModelCard, data: TaskData, recipe: Any, k: int,
     seconds, samples = 0.0, 0
     for i, fold in enumerate(folds):
         held = set(fold)
-        fit = _subset(data, [j for j in range(len(data.images)) if j not in held])
+        fit = subset(data, [j for j in range(len(data.images)) if j not in held])
         member_recipe = dataclasses.replace(recipe, seed=recipe.seed + i, folds=0)
         torch.manual_seed(member_recipe.seed)
         model = build()

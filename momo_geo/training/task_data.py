@@ -112,7 +112,7 @@ def hold_out(data: TaskData, fraction: float, seed: int = 1, min_class_crops: in
         chosen = _keep_rare_in_fit(data, drawn, min_class_crops)
     parts = ([i for i, g in enumerate(data.groups) if g not in chosen],
              [i for i, g in enumerate(data.groups) if g in chosen])
-    return tuple(_subset(data, idx) for idx in parts)  # type: ignore[return-value]
+    return tuple(subset(data, idx) for idx in parts)  # type: ignore[return-value]
 
 
 def _keep_rare_in_fit(data: TaskData, drawn: list[str], min_crops: int) -> set[str]:
@@ -138,10 +138,11 @@ def rare_classes(data: TaskData, min_crops: int) -> list[str]:
 def without_classes(data: TaskData, names: list[str]) -> TaskData:
     """``data`` less the crops of the classes ``names``."""
     drop = {data.classes.index(n) for n in names}
-    return _subset(data, [i for i, t in enumerate(data.targets) if t not in drop])
+    return subset(data, [i for i, t in enumerate(data.targets) if t not in drop])
 
 
-def _subset(data: TaskData, idx: list[int]) -> TaskData:
+def subset(data: TaskData, idx: list[int]) -> TaskData:
+    """The crops (or images) of ``data`` at ``idx``, every per-item list cut alike."""
     def pick(values: list[Any] | None) -> list[Any] | None:
         return None if values is None else [values[i] for i in idx]
 
