@@ -4,8 +4,9 @@ data or by training?
 The landmark targets are not met, and the curves against training minutes have levelled off.
 This script trains a landmark recipe on a share of its training products (whole HiRISE
 observations, drawn with a seed; a rare class keeps its products, as the selection hold-out
-keeps them) and scores it on the same selection products the arms are chosen on, without a
-confidence floor (nothing tuned on those crops). A score still rising with the share at 100 %
+keeps them) for as many optimiser steps as on all of them (more epochs over fewer crops), and
+scores it on the same selection products the arms are chosen on, without a confidence floor
+(nothing tuned on those crops). A score still rising with the share at 100 %
 says more labelled observations, not more epochs, is what would move the targets. Each run is
 one JSON line; ``--out`` also keeps them all in one file that ``training/report_models.py``
 renders into docs/results.md. The validation split is not read.
@@ -42,10 +43,15 @@ def data_point(recipe_path: Path, share: float, seed: int, data: Path) -> dict[s
     spec = json.loads(recipe_path.read_text())["finetune"]["recipe"]
     recipe = Recipe.from_dict(spec)
     root = str(data / "hirise_landmarks")
-    fit, select = training_split("landmarks", [root], recipe)
+    full, select = training_split("landmarks", [root], recipe)
+    fit = full
     if share < 1.0:
-        fit = hold_out(fit, 1.0 - share, seed, recipe.min_class_crops)[0]
-    quiet = Recipe.from_dict({**spec, "select_fraction": 0.0, "curve_every": 10_000})
+        fit = hold_out(full, 1.0 - share, seed, recipe.min_class_crops)[0]
+    # the same chips (optimiser steps) at every share: fewer products, not less training;
+    # epochs count crops once each, and the weight average's decay is per step
+    epochs = max(1, round(recipe.epochs * len(full.targets) / len(fit.targets)))
+    quiet = Recipe.from_dict({**spec, "select_fraction": 0.0, "curve_every": 10_000,
+                              "epochs": epochs})
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "share.bundle"
@@ -56,7 +62,7 @@ def data_point(recipe_path: Path, share: float, seed: int, data: Path) -> dict[s
     observations = {name: len({g for t, g in zip(fit.targets, fit.groups, strict=True)
                                if fit.classes[t] == name}) for name in fit.classes}
     return {"recipe": recipe_path.stem, "share": share, "seed": seed,
-            "products": len(set(fit.groups)), "crops": len(fit.targets),
+            "products": len(set(fit.groups)), "crops": len(fit.targets), "epochs": epochs,
             "observations": observations, "minutes": round((time.perf_counter() - start) / 60, 1),
             "f1_weighted": raw["f1_weighted"], "f1_macro": raw["f1_macro"],
             "selection_crops": len(select.targets)}
