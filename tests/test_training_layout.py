@@ -333,22 +333,35 @@ def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
                                              "minutes": 1.0, "f1_weighted": 0.8,
                                              "f1_macro": 0.6}],
                          "calibration": {"floor": 0.7, "sweep": sweep, "training_crops": 2331,
-                                         "folds_sweep": [row(0.7, 0.7, 0.5)]}}}
+                                         "selection_images": 248,
+                                         "folds_sweep": [row(0.0, 0.6, 0.4), row(0.7, 0.7, 0.5),
+                                                         row(0.8, 0.6, 0.3)]}}}
     single = {"name": "momo-geo-single",
               "training": {"learning_curve": [{"f1_weighted": 0.83, "f1_macro": 0.7}],
-                           "calibration": {"floor": 0.8, "sweep": [row(0.0, 0.79, 0.61),
-                                                                   row(0.8, 0.85, 0.72)]}}}
+                           "calibration": {"floor": 0.8, "selection_images": 248,
+                                           "sweep": [row(0.0, 0.79, 0.60),
+                                                     row(0.8, 0.85, 0.72)]}}}
     text = report_models.members_reading(card, single)
-    assert "4 cross-fitted members (`folded`" in text and "did not help" in text
-    assert "0.840 / 0.700, at the floor 0.7 their 2,331 out-of-fold" in text
-    assert "would have chosen 0.8), against 0.850 / 0.720 for `single`" in text
-    assert "Without a floor they read 0.800 / 0.600 against 0.790 / 0.610" in text
+    assert "4 cross-fitted members (`folded`: `single`'s recipe" in text
+    assert "scored level (within 0.02 of weighted + macro F1) without floors: selection " \
+        "weighted / macro F1 0.800 / 0.600 against 0.790 / 0.600" in text
+    assert "At their floors they read 0.840 / 0.700 (floor 0.7, chosen on 2,331 out-of-fold" in text
+    assert "against 0.850 / 0.720 (floor 0.8, chosen on the selection crops" in text
+    assert "the floor 0.8 scores 0.450 (mean of weighted and macro F1) against 0.600 at 0.7" in text
     assert report_models.members_reading(None, single) == ""
     rows = report_models.arm_rows({"folded": {**card, "metrics": {}}}, {})
     assert "| folded | cnn_cls × 4 | none (CNN) |" in rows[2] and "members" not in rows[2]
     curve = report_models.curve_rows({"folded": card})
     assert curve[2].startswith("| folded | 30 (1 member) | 9 | 1.0 | f1_weighted 0.800,")
-
+    floors = report_models.landmark_floor_rows({"folded": card, "single": single})
+    assert floors[2] == ("| folded | 0.7 | 2,331 out-of-fold crops | 0.800 / 0.600 → "
+                         "0.840 / 0.700 | 0.600 / 0.400 → 0.700 / 0.500 |")
+    assert floors[3] == "| single | 0.8 | 248 selection crops | 0.790 / 0.600 → 0.850 / 0.720 | – |"
+    # compared without floors, the members win here; at the chosen floors the single one would
+    selection = {"choose_from": ["folded", "single"], "criterion": ["f1_weighted", "f1_macro"]}
+    assert report_models.choose(selection, {"folded": card, "single": single}) == "single"
+    selection["compare_at_floor"] = "none"
+    assert report_models.choose(selection, {"folded": card, "single": single}) == "folded"
 
 def test_the_data_curve_is_rendered_per_share(tmp_path) -> None:
     from training import report_models

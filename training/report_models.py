@@ -25,8 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from momo_geo.training.calibrate import best_gate
-
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "training" / "recipes"
 SELECTIONS = ("crater-seg.json", "landmarks.json")
@@ -119,16 +117,30 @@ def coarse_result(calibration: dict[str, Any]) -> dict[str, Any] | None:
     return max(sweeps[-1], key=lambda row: row["crater_f1"] + row["iou"])
 
 
-def selection_score(card: dict[str, Any], criterion: list[str]) -> float | None:
-    """Mean of the criterion's metrics on the selection images (:func:`selection_point`)."""
-    point = selection_point(card)
+def selection_score(card: dict[str, Any], criterion: list[str], floor: str = "chosen"
+                    ) -> float | None:
+    """Mean of the criterion's metrics on the selection images: as the arm ships
+    (:func:`selection_point`), or with ``floor="none"`` its raw predictions (the floor-0 row of
+    its calibration sweep), where nothing was tuned on those images."""
+    point = raw_point(card) if floor == "none" else selection_point(card)
     if not point:
         return None
     return sum(float(point.get(k, 0.0)) for k in criterion) / len(criterion)
 
 
+def raw_point(card: dict[str, Any]) -> dict[str, Any]:
+    """A classifier's selection scores without a floor ({} if its card has no such row)."""
+    sweep = (card.get("training", {}).get("calibration") or {}).get("sweep") or []
+    return next((row for row in sweep if row["floor"] == 0.0), {})
+
+
 def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
-    scored = {name: selection_score(cards[name], selection["criterion"])
+    """The arm of the best selection score; a selection recipe's ``compare_at_floor``
+    (``"chosen"``, the default, or ``"none"``) says at which floor arms are compared."""
+    floor = selection.get("compare_at_floor", "chosen")
+    if floor not in ("chosen", "none"):
+        raise ValueError(f"compare_at_floor must be 'chosen' or 'none', not {floor!r}")
+    scored = {name: selection_score(cards[name], selection["criterion"], floor)
               for name in selection["choose_from"] if name in cards}
     scored = {k: v for k, v in scored.items() if v is not None}
     return max(scored, key=scored.get) if scored else None
@@ -185,6 +197,30 @@ def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) 
         row += [fmt(card["metrics"].get(task, {}), key)
                 for task, keys in task_keys.items() for key in keys]
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def landmark_floor_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
+    """Each landmark arm's floor, what chose it, and weighted / macro F1 without it and at it:
+    on the selection products and, for cross-fitted members, on their out-of-fold crops."""
+    lines = ["| arm | floor | chosen on | selection (none → floor) | "
+             "out-of-fold training crops (none → floor) |", "|---|---|---|---|---|"]
+
+    def change(sweep: list[dict[str, float]], floor: float) -> str:
+        none = sweep[0]
+        at = next(r for r in sweep if r["floor"] == floor)
+        return (f"{none['f1_weighted']:.3f} / {none['f1_macro']:.3f} → "
+                f"{at['f1_weighted']:.3f} / {at['f1_macro']:.3f}")
+
+    for name, card in cards.items():
+        calibration = card["training"].get("calibration")
+        if not calibration:
+            continue
+        floor, folds = calibration["floor"], calibration.get("folds_sweep")
+        where = (f"{calibration['training_crops']:,} out-of-fold crops" if folds
+                 else f"{calibration['selection_images']} selection crops")
+        lines.append(f"| {name} | {floor:g} | {where} | {change(calibration['sweep'], floor)} | "
+                     f"{change(folds, floor) if folds else '–'} |")
     return lines
 
 
@@ -507,30 +543,36 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
 
 def members_reading(card: dict[str, Any] | None, single: dict[str, Any] | None) -> str:
     """How cross-fitted members (``card``, a landmark arm with ``folds``) compare with one
-    network of their recipe (``single``, its card) on the selection crops: each at its own
-    floor, then both without one (where no choice was made on those crops); and the floor the
-    members' out-of-fold predictions chose against the one the selection crops would have."""
+    network of their recipe (``single``, its card) on the selection crops: without floors
+    (how landmark arms are chosen), then each at its own floor; and what the members'
+    out-of-fold predictions say of the floor the selection crops chose for the single one."""
     if not card or not single:
         return ""
-    point, calibration = selection_point(card), card["training"]["calibration"]
-    alone, raw = selection_point(single), calibration["sweep"][0]
-    alone_raw = single["training"]["calibration"]["sweep"][0]
-    k = card["architecture"]["members"]
-    on_selection = best_gate(calibration["sweep"], "score")["floor"]
-    helped = landmarks_better(point, alone)
-    return (f" {k} cross-fitted members (`{card['name'].removeprefix('momo-geo-')}`: each "
-            f"trained without 1/{k} of the training products, shipped as their mean "
-            f"probability) {'helped' if helped else 'did not help'}: selection weighted / "
-            f"macro F1 {point['f1_weighted']:.3f} / {point['f1_macro']:.3f}, at the floor "
-            f"{calibration['floor']:g} their {calibration['training_crops']:,} out-of-fold "
-            f"predictions chose (the selection crops alone would have chosen "
-            f"{on_selection:g}), against {alone['f1_weighted']:.3f} / {alone['f1_macro']:.3f} "
-            f"for `{single['name'].removeprefix('momo-geo-')}` at the floor the selection "
-            f"crops chose for it. Without a floor they read {raw['f1_weighted']:.3f} / "
-            f"{raw['f1_macro']:.3f} against {alone_raw['f1_weighted']:.3f} / "
-            f"{alone_raw['f1_macro']:.3f}: most of the gap is the floor, tuned on the crops "
-            "that score it for the single network and not for the members.")
-
+    calibration = card["training"]["calibration"]
+    raw, alone_raw = raw_point(card), raw_point(single)
+    point, alone = selection_point(card), selection_point(single)
+    k, floor = card["architecture"]["members"], calibration["floor"]
+    theirs = single["training"]["calibration"]["floor"]
+    folds = {row["floor"]: row for row in calibration["folds_sweep"]}
+    gain = (raw["f1_weighted"] + raw["f1_macro"]) - (alone_raw["f1_weighted"]
+                                                     + alone_raw["f1_macro"])
+    outcome = ("helped" if gain > 0.02 else "did not help" if gain < -0.02
+               else "scored level (within 0.02 of weighted + macro F1)")
+    name = single["name"].removeprefix("momo-geo-")
+    text = (f" {k} cross-fitted members (`{card['name'].removeprefix('momo-geo-')}`: `{name}`'s "
+            f"recipe, each member trained without 1/{k} of the training products, shipped as "
+            f"their mean probability) {outcome} without floors: "
+            f"selection weighted / macro F1 {raw['f1_weighted']:.3f} / {raw['f1_macro']:.3f} "
+            f"against {alone_raw['f1_weighted']:.3f} / {alone_raw['f1_macro']:.3f}. At their "
+            f"floors they read {point['f1_weighted']:.3f} / {point['f1_macro']:.3f} (floor "
+            f"{floor:g}, chosen on {calibration['training_crops']:,} out-of-fold training "
+            f"crops) against {alone['f1_weighted']:.3f} / {alone['f1_macro']:.3f} (floor "
+            f"{theirs:g}, chosen on the selection crops that score it).")
+    if theirs in folds and floor in folds:
+        text += (f" On the out-of-fold crops the floor {theirs:g} scores "
+                 f"{folds[theirs]['score']:.3f} (mean of weighted and macro F1) against "
+                 f"{folds[floor]['score']:.3f} at {floor:g}.")
+    return text
 
 def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
            chosen: dict[str, str], selections: dict[str, dict[str, Any]]) -> str:
@@ -557,8 +599,10 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
     ]
     for name, arm in chosen.items():
         sel = selections[name]
+        raw = (" without a confidence floor (each arm's raw predictions: nothing was tuned "
+               "on those images)" if sel.get("compare_at_floor") == "none" else "")
         out.append(f"- `{name}` = arm **{arm}**, chosen among {', '.join(sel['choose_from'])} "
-                   f"by {' + '.join(sel['criterion'])} on the selection images.")
+                   f"by {' + '.join(sel['criterion'])} on the selection images{raw}.")
     out += ["", "### Validation scores", "", *score_rows(defaults), "",
             "### Against the targets of the model issue", "", *target_rows(defaults), "",
             "### Crater recall by diameter (validation)", "", *recall_rows(defaults), "",
@@ -588,6 +632,13 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "confident). An arm without a row has no floor (built before floors existed "
             "and not calibrated since: `training/calibrate_floor.py`).", "",
             *floor_rows(crater_arms), "",
+            "## Confidence floors (landmark arms)", "",
+            "A crop whose most likely class is below the floor counts as `other` (a map tile "
+            "too). Weighted / macro F1 without a floor and at the floor chosen; one floor "
+            "0-0.9 for every class, by the mean of the two. A single network's floor is chosen "
+            "on the selection products that also score it; cross-fitted members' on the "
+            "predictions each training crop got from the member that never saw its product.",
+            "", *landmark_floor_rows(landmark_arms), "",
             "## Coarse passes (crater arms)", "",
             "After its floor, a crater arm may map the scene again at 1/2, 1/4 or 1/8 of its "
             "resolution and add the large craters it finds there, which the fine pass sees "
