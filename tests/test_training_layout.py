@@ -367,15 +367,17 @@ def test_the_data_curve_is_rendered_per_share(tmp_path) -> None:
     from training import report_models
 
     assert report_models.data_curve_section(tmp_path / "none.jsonl") == []
-    runs = [{"share": 0.5, "seed": 1, "products": 40, "crops": 1100, "f1_weighted": 0.70,
-             "f1_macro": 0.40},
-            {"share": 0.5, "seed": 2, "products": 40, "crops": 1200, "f1_weighted": 0.74,
-             "f1_macro": 0.50},
-            {"share": 1.0, "seed": 1, "products": 80, "crops": 2331, "f1_weighted": 0.80,
-             "f1_macro": 0.60}]
+    def run(share: float, seed: int, products: int, crops: int, weighted: float,
+            macro: float) -> dict:
+        return {"recipe": "lm", "share": share, "seed": seed, "products": products,
+                "crops": crops, "f1_weighted": weighted, "f1_macro": macro}
+
+    runs = [run(0.5, 1, 40, 1100, 0.70, 0.40), run(0.5, 2, 40, 1200, 0.74, 0.50),
+            run(1.0, 1, 80, 2331, 0.80, 0.60)]
     path = tmp_path / "curve.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in runs))
     text = "\n".join(report_models.data_curve_section(path))
     assert "| 50% | 40 | 1,100-1,200 | 2 | 0.720 [0.700, 0.740] | 0.450 [0.400, 0.500] |" in text
     assert "| 100% | 80 | 2,331 | 1 | 0.800 [0.800, 0.800] |" in text
     assert "weighted F1 by +0.080 and macro F1 by +0.150" in text and "3 runs" in text
+    assert "Two draws of one share differ by up to 0.040 in weighted F1" in text
