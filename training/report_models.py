@@ -504,7 +504,9 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         averaged += (f" Scale jitter on top (`landmarks-cnn-zoom`, zoom {share:g}) "
                      f"{'helped' if helped else 'did not help'}: selection weighted / macro F1 "
                      f"{zoomed['f1_weighted']:.3f} / {zoomed['f1_macro']:.3f}.")
-    averaged += members_reading(arms.get("landmarks-cnn-folds"), arms.get("landmarks-cnn-ema"))
+    for card in arms.values():
+        if card.get("architecture", {}).get("members", 1) > 1:
+            averaged += members_reading(card, arms.get("landmarks-cnn-ema"))
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
