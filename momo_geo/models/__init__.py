@@ -45,7 +45,7 @@ def _load_builtin_architectures(until: str | None = None) -> None:
     import importlib
 
     for module in ("momo_geo.models.conv", "momo_geo.models.vit", "momo_geo.models.heads",
-                   "momo_geo.models.unet", "momo_geo.models.cnn"):
+                   "momo_geo.models.unet", "momo_geo.models.cnn", "momo_geo.models.unet_cls"):
         if until is not None and until in ARCHITECTURES:
             return
         try:

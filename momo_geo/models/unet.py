@@ -33,6 +33,26 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def level_channels(width: int, levels: int) -> list[int]:
+    """Channels of each U-Net level: ``width`` at full resolution, doubled per level."""
+    return [width * 2**i for i in range(levels)]
+
+
+def unet_encoder(in_chans: int, width: int, levels: int) -> nn.ModuleList:
+    """The U-Net's down path: level ``i`` (stride ``2**i``) is two :func:`conv_bn_relu`.
+
+    Its own function because a crater U-Net's down path also starts the landmark classifier
+    (:mod:`momo_geo.models.unet_cls`), which loads these weights under the same ``down.*`` keys.
+    """
+    down = nn.ModuleList()
+    previous = in_chans
+    for i, c in enumerate(level_channels(width, levels)):
+        down.append(nn.Sequential(conv_bn_relu(previous, c, 1 if i == 0 else 2),
+                                  conv_bn_relu(c, c)))
+        previous = c
+    return down
+
+
 class UNet(nn.Module):
     """A compact U-Net; ``context_dim`` > 0 adds an input of extra features at the deepest level.
 
@@ -44,13 +64,8 @@ class UNet(nn.Module):
     def __init__(self, in_chans: int, num_classes: int, width: int = 16, levels: int = 4,
                  context_dim: int = 0) -> None:
         super().__init__()
-        channels = [width * 2**i for i in range(levels)]
-        self.down = nn.ModuleList()
-        previous = in_chans
-        for i, c in enumerate(channels):
-            self.down.append(nn.Sequential(conv_bn_relu(previous, c, 1 if i == 0 else 2),
-                                           conv_bn_relu(c, c)))
-            previous = c
+        channels = level_channels(width, levels)
+        self.down = unet_encoder(in_chans, width, levels)
         self.context = None
         if context_dim > 0:
             self.context = conv_bn_relu(channels[-1] + context_dim, channels[-1])

@@ -96,8 +96,8 @@ class Recipe:
     of the chip's side is resized back to the chip (0: off, and no random numbers drawn)."""
     architecture: str = ""
     """Network kind (:mod:`momo_geo.models`): ``vit_seg``, ``vit_unet`` (MOMO encoder + U-Net) or
-    ``unet`` (CNN only) for craters; ``vit_cls`` or ``cnn_cls`` for landmarks. Empty: ``vit_seg``
-    / ``vit_cls``."""
+    ``unet`` (CNN only) for craters; ``vit_cls``, ``cnn_cls`` or ``unet_cls`` (a U-Net's down
+    path, which a crater U-Net bundle can start) for landmarks. Empty: ``vit_seg`` / ``vit_cls``."""
     width: int = 16
     """U-Net / CNN width: channels at full resolution (doubled at each level)."""
     levels: int = 4
@@ -192,7 +192,7 @@ def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
 def task_architecture(kind: str, recipe: Recipe) -> dict[str, Any]:
     """The card's ``architecture`` for a recipe (see :attr:`Recipe.architecture`)."""
     name = recipe.architecture or ("vit_cls" if kind == "classification" else "vit_seg")
-    known = {"classification": ("vit_cls", "cnn_cls"),
+    known = {"classification": ("vit_cls", "cnn_cls", "unet_cls"),
              "segmentation": ("vit_seg", "vit_unet", "unet")}[kind]
     if name not in known:
         raise MomoGeoError(f"architecture {name!r} is not a {kind} network ({', '.join(known)})")
@@ -207,7 +207,7 @@ def task_architecture(kind: str, recipe: Recipe) -> dict[str, Any]:
     if name == "vit_unet":
         return {"kind": name, "encoder": recipe.encoder, "width": recipe.width,
                 "levels": recipe.levels}
-    if name == "unet":
+    if name in ("unet", "unet_cls"):
         return {"kind": name, "encoder": "unet", "width": recipe.width, "levels": recipe.levels}
     return {"kind": name, "encoder": "cnn", "width": recipe.width}
 
@@ -227,6 +227,9 @@ def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch
 
     model = create_model(card)
     merge = None
+    if encoder_bundle is not None and card.architecture["kind"] == "unet_cls":
+        _transfer_unet_encoder(model, card, encoder_bundle)
+        return model, None
     if encoder_bundle is not None and not uses_encoder(model):
         raise MomoGeoError(f"a {card.architecture['kind']} model has no encoder to start from "
                            f"{encoder_bundle}")
@@ -241,6 +244,23 @@ def build_task_model(card: ModelCard, encoder_bundle: str | None) -> tuple[torch
         load_encoder_weights(model, state)
         merge = bundle.card.merge
     return model, merge
+
+
+def _transfer_unet_encoder(model: torch.nn.Module, card: ModelCard, source: str) -> None:
+    """Start a ``unet_cls`` classifier from a U-Net segmentation bundle's down path (a crater
+    model's features for landmarks); the input must be scaled as that U-Net learnt it."""
+    from momo_geo.models.unet_cls import load_unet_encoder
+
+    bundle = load_bundle(source)
+    theirs = bundle.card
+    if theirs.task != "segmentation" or theirs.architecture.get("kind") != "unet":
+        raise MomoGeoError(f"{source}: a unet_cls model starts from a U-Net segmentation "
+                           f"bundle, not a {theirs.task} {theirs.architecture.get('kind')}")
+    for key in ("in_chans", "value_scaling", "normalization"):
+        if getattr(theirs, key) != getattr(card, key):
+            raise MomoGeoError(f"{source}: its {key} ({getattr(theirs, key)!r}) differs from "
+                               f"this recipe's ({getattr(card, key)!r})")
+    load_unet_encoder(model, bundle.state_dict, source)
 
 
 def continue_weights(model: torch.nn.Module, card: ModelCard, init_bundle: str

@@ -13,7 +13,9 @@ the bundled models) has four parts::
 
 An optional ``"continue_from": "<another recipe's bundle>"`` starts the fine-tuning from that
 bundle's whole weights (built first into the same output folder) instead of an encoder: a
-longer schedule measured as a continuation of a shorter one.
+longer schedule measured as a continuation of a shorter one. ``"finetune_from"`` may also name
+another recipe's bundle (``"craters-unet-longest.bundle"``, built first into the same folder):
+its U-Net down path starts a ``unet_cls`` landmark classifier (transfer from craters).
 
 :func:`build_model` runs it: ``run_momo`` (base → per-sensor runs → EVL → merge), then
 :func:`~momo_geo.training.finetune.finetune`, then the card fields. Recipes whose ``pretrain``
@@ -122,11 +124,14 @@ def continued_bundle(recipe: dict[str, Any], out_dir: str | os.PathLike[str]) ->
     """The bundle a recipe's ``continue_from`` names (another recipe's ``bundle``, built into
     the same ``out_dir`` first), or ``None``: the run then starts from its encoder."""
     name = recipe.get("continue_from")
-    if name is None:
-        return None
-    path = Path(out_dir) / str(name)
+    return None if name is None else built_bundle(str(name), out_dir, "continue_from")
+
+
+def built_bundle(name: str, out_dir: str | os.PathLike[str], field: str) -> Path:
+    """Another recipe's bundle ``name`` in ``out_dir``, which must already be built."""
+    path = Path(out_dir) / name
     if not (path / "card.json").is_file():
-        raise MomoGeoError(f"continue_from: {path} is not built; build the recipe whose bundle "
+        raise MomoGeoError(f"{field}: {path} is not built; build the recipe whose bundle "
                            f"is {name!r} first (list it before this one)")
     return path
 
@@ -137,15 +142,19 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
     """Pretrain (or reuse), fine-tune and describe one model; returns its bundle path."""
     from momo_geo.training.finetune import Recipe, finetune, set_card_fields, task_of_root
 
-    source = recipe.get("finetune_from", "momo")
-    for part in ("bundle", "finetune", "card") + (("pretrain",) if source != "scratch" else ()):
+    source = str(recipe.get("finetune_from", "momo"))
+    pretrains = source not in ("scratch",) and not source.endswith(".bundle")
+    for part in ("bundle", "finetune", "card") + (("pretrain",) if pretrains else ()):
         if part not in recipe:
             raise MomoGeoError(f"recipe has no {part!r}")
-    if source not in ENCODERS:
-        raise MomoGeoError(f"finetune_from must be one of {', '.join(ENCODERS)}, not {source!r}")
+    if source not in ENCODERS and not source.endswith(".bundle"):
+        raise MomoGeoError(f"finetune_from must be one of {', '.join(ENCODERS)} or another "
+                           f"recipe's bundle (NAME.bundle), not {source!r}")
     init = continued_bundle(recipe, out_dir)
     encoder = None
-    if ENCODERS[source] is not None and init is None:
+    if source.endswith(".bundle"):
+        encoder = str(built_bundle(source, out_dir, "finetune_from"))
+    elif ENCODERS[source] is not None and init is None:
         run = pretrain_run(recipe["pretrain"], work, data_root, threads, verbose)
         encoder = str(run / ENCODERS[source])
     spec = recipe["finetune"]
