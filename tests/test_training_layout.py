@@ -86,9 +86,15 @@ def test_recipe_files_map_onto_the_package_parameters() -> None:
             Recipe.from_dict(spec["recipe"])  # one-to-one: unknown fields would raise
             assert set(spec["data"]) <= set(TASK_FOLDERS.values())
             assert recipe["bundle"] == f"{path.stem}.bundle"
-            assert ("pretrain" in recipe) == (recipe["finetune_from"] != "scratch")
-        if "continue_from" in recipe:  # built after its parent, into the same folder
-            parent = recipe["continue_from"].removesuffix(".bundle")
+            start = recipe["finetune_from"]
+            assert ("pretrain" in recipe) == (start not in ("scratch",)
+                                              and not start.endswith(".bundle")), path.name
+        # a bundle it starts from (continue_from, finetune_from NAME.bundle) is built before
+        # it, into the same folder
+        for parent in (recipe.get("continue_from"), recipe.get("finetune_from")):
+            if parent is None or not parent.endswith(".bundle"):
+                continue
+            parent = parent.removesuffix(".bundle")
             arms = (ROOT / "Makefile").read_text().split("ARMS :=")[1].split("models:")[0]
             arms = arms.replace("\\", " ").split()
             assert parent in names and arms.index(parent) < arms.index(path.stem), path.name

@@ -144,12 +144,12 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
 
     source = str(recipe.get("finetune_from", "momo"))
     pretrains = source not in ("scratch",) and not source.endswith(".bundle")
-    for part in ("bundle", "finetune", "card") + (("pretrain",) if pretrains else ()):
-        if part not in recipe:
-            raise MomoGeoError(f"recipe has no {part!r}")
     if source not in ENCODERS and not source.endswith(".bundle"):
         raise MomoGeoError(f"finetune_from must be one of {', '.join(ENCODERS)} or another "
                            f"recipe's bundle (NAME.bundle), not {source!r}")
+    for part in ("bundle", "finetune", "card") + (("pretrain",) if pretrains else ()):
+        if part not in recipe:
+            raise MomoGeoError(f"recipe has no {part!r}")
     init = continued_bundle(recipe, out_dir)
     encoder = None
     if source.endswith(".bundle"):
