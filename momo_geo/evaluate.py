@@ -195,13 +195,13 @@ def predict_probabilities(predictor: Any, images: Sequence[np.ndarray],
 
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.cat([_tile_input(predictor.card, image)
+        x = torch.cat([crop_input(predictor.card, image)
                        for image in images[start:start + batch_size]])
         out.append(predictor(x).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, predictor.card.num_classes))
 
 
-def _tile_input(card: Any, image: np.ndarray) -> Any:
+def crop_input(card: Any, image: np.ndarray) -> Any:
     """One crop -> the ``(1, in_chans, S, S)`` model input of a map tile (S = input size)."""
     import torch
     import torch.nn.functional as F
