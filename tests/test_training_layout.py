@@ -369,6 +369,35 @@ def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
     selection["compare_at_floor"] = "none"
     assert report_models.choose(selection, {"folded": card, "single": single}) == "folded"
 
+def test_transfer_is_read_against_its_random_start_and_the_cnn_members() -> None:
+    from training import report_models
+
+    def arm(start: str, kind: str, raw: tuple, out_of_fold: tuple) -> dict:
+        def sweep(scores: tuple) -> list:
+            return [{"floor": 0.0, "f1_weighted": scores[0], "f1_macro": scores[1]},
+                    {"floor": 0.6, "f1_weighted": 0.99, "f1_macro": 0.99}]
+
+        return {"architecture": {"kind": kind, "members": 4},
+                "training": {"finetune_from": start,
+                             "calibration": {"sweep": sweep(raw),
+                                             "folds_sweep": sweep(out_of_fold)}}}
+
+    transfer = arm("craters-unet-longest.bundle", "unet_cls", (0.9, 0.6), (0.85, 0.5))
+    control = arm("scratch", "unet_cls", (0.8, 0.4), (0.8, 0.45))
+    cnn = arm("scratch", "cnn_cls", (0.84, 0.74), (0.84, 0.47))
+    text = report_models.transfer_reading(transfer, control, cnn)
+    assert "(`landmarks-unet-transfer`, from `craters-unet-longest`) helped against" in text
+    assert ("without floors 0.900 / 0.600 against 0.800 / 0.400 on the selection crops, and "
+            "0.850 / 0.500 against 0.800 / 0.450 on the out-of-fold training crops") in text
+    assert "(`landmarks-cnn-folds`) read 0.840 / 0.740 and 0.840 / 0.470." in text
+    assert "did not help" in report_models.transfer_reading(control, transfer, None)
+    assert report_models.transfer_reading(transfer, None, cnn) == ""
+    assert report_models.arm_encoder(transfer) == "`craters-unet-longest` (transfer)"
+    assert report_models.arm_encoder(control) == "none (CNN)"
+    assert report_models.arm_encoder({"architecture": {"kind": "vit_cls"},
+                                      "training": {"finetune_from": "momo"}}) == "momo"
+
+
 def test_the_data_curve_is_rendered_per_share(tmp_path) -> None:
     from training import report_models
 

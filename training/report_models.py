@@ -179,6 +179,17 @@ POINT_KEYS = ("epoch", "samples", "minutes", "members")
 """Where a learning-curve point lies (members: cross-fitted members so far), not a score."""
 
 
+def arm_encoder(card: dict[str, Any]) -> str:
+    """What an arm's network started from: a MOMO encoder (``momo``, ``base``), random weights
+    (``scratch``), a CNN with no encoder, or another arm's U-Net (transfer)."""
+    start = card["training"].get("finetune_from") or "scratch"
+    if start.endswith(".bundle"):
+        return f"`{start.removesuffix('.bundle')}` (transfer)"
+    if card["architecture"]["kind"] in ("unet", "cnn_cls", "unet_cls"):
+        return "none (CNN)"
+    return start
+
+
 def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) -> list[str]:
     head = ["arm", "network", "encoder", "train min", "chips seen", "selection"]
     cols = [f"{task} {key}" for task, keys in task_keys.items() for key in keys]
@@ -187,9 +198,7 @@ def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) 
         training = card["training"]
         last = selection_point(card)
         sel = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k not in POINT_KEYS)
-        encoder = training.get("finetune_from") or "scratch"
-        if card["architecture"]["kind"] in ("unet", "cnn_cls"):
-            encoder = "none (CNN)"
+        encoder = arm_encoder(card)
         members = card["architecture"].get("members", 1)
         network = card["architecture"]["kind"] + (f" × {members}" if members > 1 else "")
         row = [name, network, encoder,
@@ -505,8 +514,12 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                      f"{'helped' if helped else 'did not help'}: selection weighted / macro F1 "
                      f"{zoomed['f1_weighted']:.3f} / {zoomed['f1_macro']:.3f}.")
     for card in arms.values():
-        if card.get("architecture", {}).get("members", 1) > 1:
+        architecture = card.get("architecture", {})
+        if architecture.get("members", 1) > 1 and architecture.get("kind") == "cnn_cls":
             averaged += members_reading(card, arms.get("landmarks-cnn-ema"))
+    averaged += transfer_reading(arms.get("landmarks-unet-transfer"),
+                                 arms.get("landmarks-unet-scratch"),
+                                 arms.get("landmarks-cnn-folds"))
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
@@ -576,6 +589,40 @@ def members_reading(card: dict[str, Any] | None, single: dict[str, Any] | None) 
                  f"{folds[floor]['score']:.3f} at {floor:g}.")
     return text
 
+def out_of_fold_point(card: dict[str, Any]) -> dict[str, Any]:
+    """A members arm's out-of-fold training-crop scores without a floor ({} if none)."""
+    sweep = (card.get("training", {}).get("calibration") or {}).get("folds_sweep") or []
+    return next((row for row in sweep if row["floor"] == 0.0), {})
+
+
+def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | None,
+                     cnn: dict[str, Any] | None) -> str:
+    """What a crater U-Net's weights add to the landmark classifier on its down path
+    (``transfer`` against ``control``, the same recipe from random weights), and how both
+    compare with the CNN members of the same folds (``cnn``), without floors: on the
+    selection crops and on the out-of-fold training crops."""
+    if not transfer or not control:
+        return ""
+
+    def pair(card: dict[str, Any], point: Any) -> str:
+        scores = point(card)
+        return f"{scores['f1_weighted']:.3f} / {scores['f1_macro']:.3f}" if scores else "–"
+
+    source = transfer["training"]["finetune_from"].removesuffix(".bundle")
+    helped = landmarks_better(raw_point(transfer), raw_point(control))
+    text = (f" Starting the U-Net landmark classifier from the crater model's down path "
+            f"(`landmarks-unet-transfer`, from `{source}`) "
+            f"{'helped' if helped else 'did not help'} against the same network and recipe "
+            f"from random weights (`landmarks-unet-scratch`): weighted / macro F1 without "
+            f"floors {pair(transfer, raw_point)} against {pair(control, raw_point)} on the "
+            f"selection crops, and {pair(transfer, out_of_fold_point)} against "
+            f"{pair(control, out_of_fold_point)} on the out-of-fold training crops.")
+    if cnn:
+        text += (f" The CNN members of the same folds (`landmarks-cnn-folds`) read "
+                 f"{pair(cnn, raw_point)} and {pair(cnn, out_of_fold_point)}.")
+    return text
+
+
 def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
            chosen: dict[str, str], selections: dict[str, dict[str, Any]]) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -619,7 +666,9 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             f"continued arms: {continued_list(arms)}; a continuation's chips are counted from "
             "the start of its chain (the arm that continues none), its minutes are its own. "
             "Cross-fitted landmark members (`network` × K) cost K trainings on (K − 1)/K of the "
-            "crops each; their minutes and chips are summed over the members. "
+            "crops each; their minutes and chips are summed over the members. An arm whose "
+            "encoder names another arm (transfer) starts from that arm's trained U-Net down "
+            "path; its minutes do not include that arm's. "
             "The landmark arms "
             "keep each class at least 5 training crops (`min_class_crops`). Crater arms "
             "are scored with the coarse passes their calibration chose (table below), if "
