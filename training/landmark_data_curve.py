@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from momo_geo.training.chips import default_data_root
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def data_point(recipe_path: Path, share: float, seed: int, data: Path) -> dict[str, object]:
@@ -32,38 +33,31 @@ def data_point(recipe_path: Path, share: float, seed: int, data: Path) -> dict[s
     on the selection products at no floor."""
     import torch
 
-    from momo_geo.bundle import load_bundle
-    from momo_geo.evaluate import predict_probabilities
-    from momo_geo.inference.engine import Predictor
     from momo_geo.training.calibrate import tile_floor_rows
-    from momo_geo.training.finetune import Recipe, finetune, training_split
+    from momo_geo.training.finetune import Recipe, training_split
     from momo_geo.training.task_data import hold_out
+    if str(ROOT) not in sys.path:  # run as a script: the checkout's training package
+        sys.path.insert(0, str(ROOT))
+    from training.landmark_folds import held_out_probabilities, observations
 
     torch.set_num_threads(1)
     spec = json.loads(recipe_path.read_text())["finetune"]["recipe"]
     recipe = Recipe.from_dict(spec)
-    root = str(data / "hirise_landmarks")
-    full, select = training_split("landmarks", [root], recipe)
+    root = data / "hirise_landmarks"
+    full, select = training_split("landmarks", [str(root)], recipe)
     fit = full
     if share < 1.0:
         fit = hold_out(full, 1.0 - share, seed, recipe.min_class_crops)[0]
     # the same chips (optimiser steps) at every share: fewer products, not less training;
     # epochs count crops once each, and the weight average's decay is per step
     epochs = max(1, round(recipe.epochs * len(full.targets) / len(fit.targets)))
-    quiet = Recipe.from_dict({**spec, "select_fraction": 0.0, "curve_every": 10_000,
-                              "epochs": epochs})
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "share.bundle"
-        finetune("landmarks", root, out, recipe=quiet, train_data=fit)
-        predictor = Predictor(load_bundle(str(out)))
-        probs = predict_probabilities(predictor, select.images)
-        raw = tile_floor_rows(probs, select.targets, predictor.card, floors=(0.0,))[0]
-    observations = {name: len({g for t, g in zip(fit.targets, fit.groups, strict=True)
-                               if fit.classes[t] == name}) for name in fit.classes}
+    probs, card = held_out_probabilities(spec, root, fit, select.images, epochs=epochs)
+    raw = tile_floor_rows(probs, select.targets, card, floors=(0.0,))[0]
     return {"recipe": recipe_path.stem, "share": share, "seed": seed,
             "products": len(set(fit.groups)), "crops": len(fit.targets), "epochs": epochs,
-            "observations": observations, "minutes": round((time.perf_counter() - start) / 60, 1),
+            "observations": observations(fit),
+            "minutes": round((time.perf_counter() - start) / 60, 1),
             "f1_weighted": raw["f1_weighted"], "f1_macro": raw["f1_macro"],
             "selection_crops": len(select.targets)}
 

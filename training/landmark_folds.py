@@ -20,49 +20,66 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from momo_geo.training.chips import default_data_root
 
 HELD_FRACTION = 0.3
 
 
+def held_out_probabilities(spec: dict[str, Any], root: Path, fit: Any, images: list[Any],
+                           **overrides: Any) -> tuple[np.ndarray, Any]:
+    """Train a recipe's fields ``spec`` (with ``overrides``) on the crops ``fit`` without a
+    learning curve, in a temporary bundle, and return its class probabilities of ``images``
+    (as a map tile computes them) and its card."""
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import predict_probabilities
+    from momo_geo.inference.engine import Predictor
+    from momo_geo.training.finetune import Recipe, finetune
+
+    quiet = Recipe.from_dict({**spec, "select_fraction": 0.0, "curve_every": 10_000,
+                              **overrides})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "held_out.bundle"
+        finetune("landmarks", str(root), out, recipe=quiet, train_data=fit)
+        predictor = Predictor(load_bundle(str(out)))
+        return predict_probabilities(predictor, images), predictor.card
+
+
+def observations(data: Any) -> dict[str, int]:
+    """Class name -> how many products (HiRISE observations) of ``data`` hold it."""
+    return {name: len({g for t, g in zip(data.targets, data.groups, strict=True)
+                       if data.classes[t] == name}) for name in data.classes}
+
+
 def fold_report(recipe_path: Path, seed: int, data: Path) -> dict[str, object]:
     """Train one fold and score it on its held-out products."""
     import torch
 
-    from momo_geo.bundle import load_bundle
-    from momo_geo.evaluate import load_task_data, predict_probabilities
-    from momo_geo.inference.engine import Predictor
-    from momo_geo.metrics import classification_report
-    from momo_geo.training.calibrate import TILE_FLOORS, floored_tiles
-    from momo_geo.training.finetune import Recipe, finetune
+    from momo_geo.evaluate import load_task_data
+    from momo_geo.training.calibrate import floored_tiles, tile_floor_rows
+    from momo_geo.training.finetune import Recipe
     from momo_geo.training.task_data import hold_out
 
     torch.set_num_threads(1)
     spec = json.loads(recipe_path.read_text())["finetune"]["recipe"]
-    recipe = Recipe.from_dict({**spec, "select_fraction": 0.0, "curve_every": 10_000})
     root = data / "hirise_landmarks"
     train = load_task_data("landmarks", str(root), "train")
-    fit, held = hold_out(train, HELD_FRACTION, seed, recipe.min_class_crops)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "fold.bundle"
-        finetune("landmarks", str(root), out, recipe=recipe, train_data=fit)
-        predictor = Predictor(load_bundle(str(out)))
-        card, names = predictor.card, predictor.card.class_names
-        probs = predict_probabilities(predictor, held.images)
+    fit, held = hold_out(train, HELD_FRACTION, seed, Recipe.from_dict(spec).min_class_crops)
+    probs, card = held_out_probabilities(spec, root, fit, held.images)
+    names = card.class_names
     held_classes = {train.classes[t] for t in held.targets}
     floors = []
-    for floor in TILE_FLOORS:
-        classes = floored_tiles(probs, card, floor)
-        report = classification_report(held.targets, classes, len(names), 0, names=names)
+    for row in tile_floor_rows(probs, held.targets, card):
+        classes = floored_tiles(probs, card, row["floor"])
         absent = Counter(names[c] for c in classes if names[c] not in held_classes)
-        floors.append({"floor": floor, "f1_weighted": round(report["f1_weighted"], 3),
-                       "f1_macro": round(report["f1_macro"], 3),
+        floors.append({"floor": row["floor"], "f1_weighted": round(row["f1_weighted"], 3),
+                       "f1_macro": round(row["f1_macro"], 3),
                        "false_alarms_of_absent_classes": dict(absent)})
-    observations = {name: len({g for t, g in zip(fit.targets, fit.groups, strict=True)
-                               if train.classes[t] == name}) for name in train.classes}
     return {"seed": seed, "held_products": len(set(held.groups)), "held_crops": len(held.targets),
-            "training_observations": observations, "floors": floors}
+            "training_observations": observations(fit), "floors": floors}
 
 
 def main(argv: list[str] | None = None) -> int:
