@@ -66,6 +66,19 @@ def test_map_writes_mask_and_vectors_with_default_names(tmp_path, bundle, capsys
         assert dst.crs == src.crs and dst.transform == src.transform
 
 
+def test_the_default_vector_layer_goes_beside_the_mask_not_into_the_scenes_folder(
+        tmp_path, bundle, capsys):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive.mkdir()
+    out.mkdir()
+    scene = make_scene(archive / "scene.tif")
+    code, _, err = run_cli(["map", str(scene), "--model", str(bundle), "-o",
+                            str(out / "m.tif"), "-q"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in archive.iterdir()) == ["scene.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["m.tif", "scene_features.gpkg"]
+
+
 def test_map_options_shapefile_probabilities_circles(tmp_path, bundle, capsys):
     scene = make_scene(tmp_path / "s.tif")
     code, _, err = run_cli(["map", str(scene), "--model", str(bundle), "-o",

@@ -11,6 +11,7 @@ half-written left) are :mod:`momo_geo.cli.runs`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -49,13 +50,22 @@ def _map_options(command: Any) -> Any:
     return command
 
 
+def beside_mask(scene: str, mask: str | None) -> Path:
+    """The default vector layer: ``SCENE_features.gpkg`` in the class mask's folder (beside
+    the scene when the mask is too), so ``-o`` elsewhere writes nothing into the scene's
+    folder, which may be a read-only data archive."""
+    path = default_vector_path(scene)
+    return path if mask is None else Path(mask).parent / path.name
+
+
 @click.command("map")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False),
                 callback=existing_files)
 @click.option("-o", "--output", "mask", type=click.Path(), callback=output_folder,
               help="Class mask GeoTIFF (COG). Default: SCENE_mask.tif beside the scene.")
 @click.option("--vector", type=click.Path(), callback=output_folder,
-              help="Vector layer: .gpkg, .shp or .geojson. Default: SCENE_features.gpkg.")
+              help="Vector layer: .gpkg, .shp or .geojson. Default: SCENE_features.gpkg "
+                   "beside the class mask.")
 @click.option("--no-vector", is_flag=True, help="Write only the class mask.")
 @click.option("--model", default=None,
               help="Model bundle folder or bundled model name. Default: the bundled crater "
@@ -95,7 +105,7 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
     # reads the card only: a bad --model fails before torch is imported
     check_model(model_name, options.trust_unhashed)
     jobs = [dict(scene=scene, mask_path=mask,
-                 vector_path=None if no_vector else (vector or default_vector_path(scene)),
+                 vector_path=None if no_vector else (vector or beside_mask(scene, mask)),
                  model=model_name, options=options, probabilities=probabilities)
             for scene in scenes]
     # Output names, formats and existing files: checked for every scene before any model loads.
