@@ -11,7 +11,7 @@ import torch
 
 from momo_geo.bundle import ModelCard, load_bundle, save_bundle
 from momo_geo.errors import MomoGeoError
-from momo_geo.evaluate import TaskData, _tile_input
+from momo_geo.evaluate import TaskData, crop_input
 from momo_geo.inference.engine import Predictor, predict_array
 from momo_geo.models.vit import create_encoder, encoder_config
 from momo_geo.normalization import fold_patch_embed, grey_normalization
@@ -81,7 +81,7 @@ def test_one_bundle_gives_identical_inputs_on_every_path(tmp_path: Path,
     image = _image()
 
     finetune = _finetune_input(recipe, card, image)
-    evaluate = _tile_input(load_bundle(task).card, image)
+    evaluate = crop_input(load_bundle(task).card, image)
     mapped = _map_input(task, image)
     assert finetune.shape == (1, 3, SIZE, SIZE)
     assert torch.equal(finetune, evaluate)
@@ -108,7 +108,7 @@ def test_a_grey_task_model_folds_per_channel_statistics_exactly(tmp_path: Path) 
     image = _image()
     grey = _finetune_input(recipe, card, image)
     assert torch.equal(grey, _map_input(task, image))
-    assert torch.equal(grey, _tile_input(load_bundle(task).card, image))
+    assert torch.equal(grey, crop_input(load_bundle(task).card, image))
     raw = torch.from_numpy(image)[None, None]
     rgb = pretrain_input(raw, None, ODD_STATS)
     enc = load_bundle(encoder).build_model()
