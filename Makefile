@@ -70,15 +70,15 @@ reproduce: venv
 	$(PY) training/reproduce.py
 
 # The bundled models: every arm of training/recipes/{crater-seg,landmarks}.json (equal CPU
-# budgets, plus the crater U-Net trained longer and continued, and the landmark CNN at 192 px;
-# one shared MOMO pretraining run under build/models/; about 8 CPU-hours), the best arm on the held-out
+# budgets, plus the crater U-Net trained longer and continued, the landmark CNN at 192 px and
+# as members, and landmark arms started from the crater U-Net, so they follow it in this list;
+# one shared MOMO pretraining run under build/models/; about 12 CPU-hours), the best arm on the held-out
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
 ARMS := craters-unet craters-unet-long craters-unet-longer craters-unet-longest craters-unet-48ep \
         craters-unet-coarse craters-unet-416 \
         craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192 landmarks-cnn-zoom landmarks-cnn-folds \
-        landmarks-cnn-folds8 landmarks-unet-transfer landmarks-unet-scratch \
-        landmarks-unet-transfer8
+        landmarks-cnn-folds8 landmarks-unet-transfer landmarks-unet-scratch
 models: venv
 	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \
 	  --out build/models/bundles --work build/models
