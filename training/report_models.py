@@ -128,10 +128,11 @@ def selection_score(card: dict[str, Any], criterion: list[str], floor: str = "ch
     return sum(float(point.get(k, 0.0)) for k in criterion) / len(criterion)
 
 
-def raw_point(card: dict[str, Any]) -> dict[str, Any]:
-    """A classifier's selection scores without a floor ({} if its card has no such row)."""
-    sweep = (card.get("training", {}).get("calibration") or {}).get("sweep") or []
-    return next((row for row in sweep if row["floor"] == 0.0), {})
+def raw_point(card: dict[str, Any], sweep: str = "sweep") -> dict[str, Any]:
+    """A classifier's scores without a floor ({} if its card has no such row): on the
+    selection crops, or with ``sweep="folds_sweep"`` on a members arm's out-of-fold crops."""
+    rows = (card.get("training", {}).get("calibration") or {}).get(sweep) or []
+    return next((row for row in rows if row["floor"] == 0.0), {})
 
 
 def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
@@ -589,12 +590,6 @@ def members_reading(card: dict[str, Any] | None, single: dict[str, Any] | None) 
                  f"{folds[floor]['score']:.3f} at {floor:g}.")
     return text
 
-def out_of_fold_point(card: dict[str, Any]) -> dict[str, Any]:
-    """A members arm's out-of-fold training-crop scores without a floor ({} if none)."""
-    sweep = (card.get("training", {}).get("calibration") or {}).get("folds_sweep") or []
-    return next((row for row in sweep if row["floor"] == 0.0), {})
-
-
 def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | None,
                      cnn: dict[str, Any] | None) -> str:
     """What a crater U-Net's weights add to the landmark classifier on its down path
@@ -604,8 +599,8 @@ def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | 
     if not transfer or not control:
         return ""
 
-    def pair(card: dict[str, Any], point: Any) -> str:
-        scores = point(card)
+    def pair(card: dict[str, Any], sweep: str) -> str:
+        scores = raw_point(card, sweep)
         return f"{scores['f1_weighted']:.3f} / {scores['f1_macro']:.3f}" if scores else "–"
 
     source = transfer["training"]["finetune_from"].removesuffix(".bundle")
@@ -614,12 +609,12 @@ def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | 
             f"(`landmarks-unet-transfer`, from `{source}`) "
             f"{'helped' if helped else 'did not help'} against the same network and recipe "
             f"from random weights (`landmarks-unet-scratch`): weighted / macro F1 without "
-            f"floors {pair(transfer, raw_point)} against {pair(control, raw_point)} on the "
-            f"selection crops, and {pair(transfer, out_of_fold_point)} against "
-            f"{pair(control, out_of_fold_point)} on the out-of-fold training crops.")
+            f"floors {pair(transfer, 'sweep')} against {pair(control, 'sweep')} on the "
+            f"selection crops, and {pair(transfer, 'folds_sweep')} against "
+            f"{pair(control, 'folds_sweep')} on the out-of-fold training crops.")
     if cnn:
         text += (f" The CNN members of the same folds (`landmarks-cnn-folds`) read "
-                 f"{pair(cnn, raw_point)} and {pair(cnn, out_of_fold_point)}.")
+                 f"{pair(cnn, 'sweep')} and {pair(cnn, 'folds_sweep')}.")
     return text
 
 
