@@ -150,7 +150,9 @@ def _power_law_diameters(rng: np.random.Generator, n: int, d_min: float, d_max: 
 def _mean_disc_area(d_min: float, d_max: float, slope: float) -> float:
     d = np.geomspace(d_min, d_max, 2048)
     pdf = slope * d_min**slope * d ** (-slope - 1) / (1 - (d_min / d_max) ** slope)
-    return float(np.trapz(math.pi / 4 * d**2 * pdf, d))
+    # numpy 2 removed trapz; numpy 1.x has no trapezoid
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    return float(trapezoid(math.pi / 4 * d**2 * pdf, d))
 
 
 def _make_scene(size: int | tuple[int, int], gsd: float, seed: int, sun_azimuth: float,

@@ -6,10 +6,13 @@ stack). So each module defines its Lightning classes in a builder function and e
 through a module ``__getattr__`` (PEP 562): ``from momo_geo.training.pretrain import
 MAEPretrainModule`` builds the class once, registers it under its plain name (so pickling and
 ``load_from_checkpoint`` find it) and returns it.
+
+Also the one reading of a recipe's wall-clock cap (``max_minutes``) as Lightning's ``max_time``.
 """
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -41,3 +44,11 @@ def lazy_classes(module_name: str, builders: dict[str, Callable[[], type]]
         return cls
 
     return __getattr__
+
+
+def wall_clock_cap(minutes: float) -> datetime.timedelta | None:
+    """Lightning's ``max_time`` for a cap in minutes (0: none). Lightning checks it after every
+    step, so a run stops within one step of the cap."""
+    if minutes < 0:
+        raise MomoGeoError(f"max_minutes must be 0 (no cap) or positive, not {minutes}")
+    return datetime.timedelta(minutes=minutes) if minutes else None

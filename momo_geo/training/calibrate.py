@@ -314,14 +314,16 @@ def best_gate(sweep: list[dict[str, float]], key: str = "crater_f1") -> dict[str
 
 
 def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True,
-                     held_out: tuple[list[int], np.ndarray] | None = None) -> dict[str, Any]:
+                     held_out: tuple[list[int], np.ndarray] | None = None,
+                     device: str = "cpu") -> dict[str, Any]:
     """Sweep the floors of a saved bundle on ``select`` and record the chosen one in its card
     (``min_confidence``, and the sweep under ``training.calibration``); for a crater model
     then (``coarse``) its coarse passes at that floor (``coarse_passes``, maybe none).
 
     ``held_out`` (a classifier of cross-fitted members, :mod:`.members`): the training crops'
     targets and out-of-fold probabilities, on which the floor is chosen instead; ``select``
-    (may be ``None``) is then only scored at each floor, for the record."""
+    (may be ``None``) is then only scored at each floor, for the record. ``device``: where the
+    sweeps run (the training's device)."""
     import json
 
     from momo_geo.bundle import load_bundle
@@ -335,7 +337,7 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True,
     bundle.card.min_diameter = {}
     bundle.card.max_diameter = {}
     bundle.card.coarse_passes = []
-    predictor = Predictor(bundle, "cpu")
+    predictor = Predictor(bundle, device)
     probabilities, size, cap = None, 0.0, 0.0
     folds_sweep = None
     if bundle.card.task == "classification":

@@ -31,7 +31,7 @@ from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TASK_KIND, TaskData, evaluate_bundle, load_task_data
 from momo_geo.models import create_model
 from momo_geo.models.heads import freeze_encoder, load_encoder_weights, make_loss, param_groups_lrd
-from momo_geo.training._lightning import lazy_classes, require_lightning
+from momo_geo.training._lightning import lazy_classes, require_lightning, wall_clock_cap
 from momo_geo.training.task_data import (
     EpochChips,
     augment,
@@ -119,6 +119,14 @@ class Recipe:
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``bf16-mixed`` on a GPU."""
+    num_workers: int = 0
+    """DataLoader worker processes that cut the chips (:class:`.task_data.EpochChips`); 0: the
+    training process itself (the CPU recipes' chip stream). A GPU needs several."""
+    max_minutes: float = 0.0
+    """Wall-clock cap on training (0: none). A safety net for a run on a lent machine whose
+    speed is unknown beforehand: the recipe is sized to finish inside it, and the recorded
+    recipe's ``extra["stopped_at_cap"]`` says whether it did not (the schedule was then cut
+    short)."""
     split_seed: int | None = None
     """Seed of the selection hold-out (``None``: ``seed``). A run that continues another
     (``finetune(init_bundle=...)``) keeps its parent's split, so that its selection images stay
@@ -356,20 +364,26 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
     check_zoom(recipe.zoom)  # before training starts, not at its first step
     average = weight_average(model, recipe.ema)
     module = sys.modules[__name__].FineTuneModule(model, recipe, steps, class_weight, average)
-    loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=0)
+    loader = torch.utils.data.DataLoader(chips, batch_size=None, num_workers=recipe.num_workers,
+                                         persistent_workers=recipe.num_workers > 0)
     if curve is not None and average is not None:
         curve = _scored_with(model, average, curve)
     callbacks = [] if curve is None else [_curve_callback(L, curve, recipe)]
     trainer = L.Trainer(accelerator=recipe.accelerator, devices=1, precision=recipe.precision,
                         max_epochs=recipe.epochs, max_steps=steps, callbacks=callbacks,
+                        max_time=wall_clock_cap(recipe.max_minutes),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, deterministic=True,
+                        enable_model_summary=False,
+                        deterministic=True if training_device(recipe) == "cpu" else "warn",
                         limit_train_batches=chips.batches_per_epoch())
     start = time.perf_counter()
     trainer.fit(module, loader)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
+    if recipe.max_minutes:
+        recipe.extra["stopped_at_cap"] = trainer.global_step < steps
     return time.perf_counter() - start
+
 
 
 def weight_average(model: torch.nn.Module, decay: float) -> torch.nn.Module | None:
@@ -413,7 +427,8 @@ def _curve_callback(L: Any, curve: Callable[[int], None], recipe: Recipe) -> Any
 def learning_curve(model: torch.nn.Module, card: ModelCard, select: TaskData, recipe: Recipe,
                    chips_per_epoch: int, points: list[dict[str, Any]]) -> Callable[[int], None]:
     """A ``curve(epoch)`` that scores ``model`` on the held-out selection images (no
-    bootstrap) and appends ``{epoch, samples, minutes, metrics}`` to ``points``."""
+    bootstrap, on the training's device) and appends ``{epoch, samples, minutes, metrics}`` to
+    ``points``."""
     from momo_geo.evaluate import evaluate_model
 
     start = time.perf_counter()
@@ -421,7 +436,7 @@ def learning_curve(model: torch.nn.Module, card: ModelCard, select: TaskData, re
             "accuracy")
 
     def curve(epoch: int) -> None:
-        report = evaluate_model(model, card, select, n_boot=0)
+        report = evaluate_model(model, card, select, n_boot=0, device=training_device(recipe))
         point = {"epoch": epoch, "samples": epoch * chips_per_epoch,
                  "minutes": round((time.perf_counter() - start) / 60, 2),
                  **{k: round(float(report[k]), 4) for k in keys if k in report}}
@@ -544,10 +559,16 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
                                                          or select.circles is not None)):
         from momo_geo.training.calibrate import calibrate_bundle
 
-        calibrate_bundle(path, select, held_out=held_out)
-    device = {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
-    metrics = score_bundle(path, eval_tasks or [(task, roots[0])], device)
+        calibrate_bundle(path, select, held_out=held_out, device=training_device(recipe))
+    metrics = score_bundle(path, eval_tasks or [(task, roots[0])], training_device(recipe))
     return path, metrics
+
+
+def training_device(recipe: Recipe) -> str:
+    """The torch device of the recipe's accelerator, on which its model is also scored."""
+    if recipe.accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return {"gpu": "cuda"}.get(recipe.accelerator, recipe.accelerator)
 
 
 def _train_members(task: str, card: ModelCard, data: TaskData, recipe: Recipe,

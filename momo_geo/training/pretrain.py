@@ -32,7 +32,7 @@ import torch
 
 from momo_geo.errors import MomoGeoError
 from momo_geo.sensors import ALL_SENSORS_NORMALIZATION, get_sensor
-from momo_geo.training._lightning import lazy_classes, require_lightning
+from momo_geo.training._lightning import lazy_classes, require_lightning, wall_clock_cap
 from momo_geo.training.pretrain_data import SENSOR_NAMES, chip_noise
 
 
@@ -103,6 +103,10 @@ class PretrainConfig:
     precision: str | None = None
     """Lightning precision; default ``bf16-mixed`` on a GPU that supports it, else ``32-true``."""
     num_workers: int = 0
+    max_minutes: float = 0.0
+    """Wall-clock cap on the run (0: none): a safety net on a machine of unknown speed. The
+    budget (``samples``) is what the run is sized by; a run stopped by the cap keeps the
+    checkpoints it wrote, and its bundle records the samples it saw."""
     threads: int | None = None
     """CPU threads for torch during the run (restored after); 1 is fastest for tiny models on a
     busy machine, where thread hand-offs cost more than the arithmetic."""
@@ -381,6 +385,7 @@ def _trainer(config: PretrainConfig, run_dir: Path) -> Any:
         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         use_distributed_sampler=False, deterministic=True if on_cpu else "warn",
+        max_time=wall_clock_cap(config.max_minutes),
         callbacks=[runs.SampleCheckpointer(run_dir, config)])
 
 
@@ -411,7 +416,10 @@ def run_pretrain(config: PretrainConfig | dict[str, Any]) -> Path:
     finally:
         torch.set_num_threads(threads)
     if trainer.global_rank == 0:
-        write_bundle(run_dir, module, config, {"world_size": trainer.world_size})
+        extra: dict[str, Any] = {"world_size": trainer.world_size}
+        if config.max_minutes:  # the samples a capped run saw (the budget is ``samples``)
+            extra["samples_seen"] = trainer.global_step * config.batch_size
+        write_bundle(run_dir, module, config, extra)
     if trainer.world_size > 1:
         trainer.strategy.barrier()
     return run_dir

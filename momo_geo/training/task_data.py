@@ -156,25 +156,36 @@ def resize_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="area")
 
 
+def crater_pixels(targets: list[np.ndarray]) -> list[np.ndarray]:
+    """Flat indices of each mask's crater pixels, found once rather than per chip (on a CTX
+    tile the search costs more than cutting the chip)."""
+    return [np.flatnonzero(mask == 1) for mask in targets]
+
+
 def crater_chips(data: TaskData, n: int, size: int, rng: np.random.Generator,
-                 crater_fraction: float = 1 / 3, targets: list[np.ndarray] | None = None
+                 crater_fraction: float = 1 / 3, targets: list[np.ndarray] | None = None,
+                 pixels: list[np.ndarray] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """``n`` random ``size`` crops: raw ``(n, 1, size, size)``, masks ``(n, size, size)``
-    (from ``targets`` if given, e.g. with ignore rings) and the source image of each."""
+    (from ``targets`` if given, e.g. with ignore rings) and the source image of each.
+    ``pixels``: :func:`crater_pixels` of those masks, when the caller keeps them."""
     weights = np.array(data.weights if data.weights is not None
                        else [img.size for img in data.images], dtype=np.float64)
     weights /= weights.sum()
     which = rng.choice(len(data.images), size=n, p=weights)
     raws = np.empty((n, 1, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=np.int64)
+    targets = targets or data.targets
     for k, i in enumerate(which):
-        img, mask = data.images[i], (targets or data.targets)[i]
+        img, mask = data.images[i], targets[i]
         h, w = img.shape
-        if rng.random() < crater_fraction and (mask == 1).any():
-            ys, xs = np.nonzero(mask == 1)
-            j = rng.integers(len(ys))
-            r0 = int(np.clip(ys[j] - rng.integers(size), 0, h - size))
-            c0 = int(np.clip(xs[j] - rng.integers(size), 0, w - size))
+        near_crater = rng.random() < crater_fraction
+        inside = (pixels[i] if pixels is not None else np.flatnonzero(mask == 1)
+                  ) if near_crater else ()
+        if len(inside):
+            y, x = divmod(int(inside[rng.integers(len(inside))]), w)
+            r0 = int(np.clip(y - rng.integers(size), 0, h - size))
+            c0 = int(np.clip(x - rng.integers(size), 0, w - size))
         else:
             r0, c0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
         raws[k, 0] = img[r0:r0 + size, c0:c0 + size]
@@ -304,7 +315,11 @@ def coarse_crater_data(data: TaskData, targets: list[np.ndarray], size: int
 class EpochChips(torch.utils.data.IterableDataset):
     """Fresh crater chips each epoch (seeded), landmarks shuffled; yields normalised batches.
 
-    ``normalization``: the task card's statistics (see :func:`normalise`)."""
+    ``normalization``: the task card's statistics (see :func:`normalise`). In a DataLoader with
+    workers (``recipe.num_workers``, persistent), worker ``k`` of ``K`` yields batches ``k, k+K,
+    ...`` of each epoch, its crater chips drawn from its own seeded stream: cutting chips is
+    Python work, and one process cannot feed a GPU. Without workers the stream is the one of
+    earlier releases, so CPU recipes train on the same chips."""
 
     def __init__(self, task: str, data: TaskData, recipe: Recipe,
                  normalization: dict[str, Any] | None = None) -> None:
@@ -319,6 +334,7 @@ class EpochChips(torch.utils.data.IterableDataset):
         else:
             self.ranges = image_ranges(data.images, recipe)
             self.targets = rim_ignore_targets(data, recipe.rim_ignore)
+            self.pixels = crater_pixels(self.targets)
             self.coarse = None
             if recipe.coarse_chips > 0:
                 self.coarse, self.coarse_parent = coarse_crater_data(data, self.targets,
@@ -328,9 +344,14 @@ class EpochChips(torch.utils.data.IterableDataset):
         return batches_per_epoch(self.task, self.data, self.recipe)
 
     def __iter__(self) -> Any:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rng = np.random.default_rng([self.recipe.seed, self.epoch])
+        if workers > 1 and TASK_KIND[self.task] != "classification":
+            rng = np.random.default_rng([self.recipe.seed, self.epoch, worker])
         self.epoch += 1
         bs = self.recipe.batch_size
+        mine = range(worker, self.batches_per_epoch(), workers)
         if TASK_KIND[self.task] == "classification":
             if self.recipe.sampling == "sqrt_balanced":
                 counts = np.bincount(self.y.numpy())
@@ -340,23 +361,24 @@ class EpochChips(torch.utils.data.IterableDataset):
                 order = torch.from_numpy(rng.permutation(len(self.y)))
             else:
                 raise MomoGeoError(f"unknown sampling {self.recipe.sampling!r}")
-            for b in range(self.batches_per_epoch()):
+            for b in mine:
                 idx = order[b * bs:(b + 1) * bs]
                 yield self.x[idx], self.y[idx]
         else:
-            raw, mask, which = self._crater_chips(rng)
+            raw, mask, which = self._crater_chips(rng, len(mine) * bs)
             ranges = None if self.ranges is None else self.ranges[torch.from_numpy(which)]
             x = normalise(raw, self.recipe, ranges, self.normalization)
-            for b in range(self.batches_per_epoch()):
+            for b in range(len(mine)):
                 yield x[b * bs:(b + 1) * bs], mask[b * bs:(b + 1) * bs]
 
-    def _crater_chips(self, rng: np.random.Generator
+    def _crater_chips(self, rng: np.random.Generator, n: int
                       ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """One epoch's chips, a ``coarse_chips`` share of them (shuffled in) from the reduced
+        """``n`` chips, a ``coarse_chips`` share of them (shuffled in) from the reduced
         images; ``which`` names each chip's full-resolution source image."""
-        n, size = self.batches_per_epoch() * self.recipe.batch_size, self.recipe.input_size
+        size = self.recipe.input_size
         n_coarse = 0 if self.coarse is None else int(round(self.recipe.coarse_chips * n))
-        raw, mask, which = crater_chips(self.data, n - n_coarse, size, rng, targets=self.targets)
+        raw, mask, which = crater_chips(self.data, n - n_coarse, size, rng, targets=self.targets,
+                                        pixels=self.pixels)
         if n_coarse == 0:
             return raw, mask, which
         c_raw, c_mask, c_which = crater_chips(self.coarse, n_coarse, size, rng)
