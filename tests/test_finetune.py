@@ -238,3 +238,51 @@ def test_zoom_enlarges_a_random_square_and_turns_masks_with_their_chips() -> Non
         with pytest.raises(MomoGeoError, match="zoom"):
             zoom_chips(x, gen, bad)
 
+
+
+def test_a_wall_clock_cap_stops_fine_tuning_early_and_the_card_says_so(themis_like, tmp_path):
+    """``max_minutes`` is a GPU run's safety net: a schedule far longer than the cap stops
+    within a step of it, and the recorded recipe says the schedule was cut."""
+    from momo_geo.errors import MomoGeoError
+
+    base = dict(architecture="unet", width=4, levels=2, input_size=32, chips=64,
+                batch_size=16)
+    capped = Recipe(**base, epochs=500, max_minutes=0.002)  # 2000 steps against 0.12 s
+    card = load_bundle(finetune("themis-craters", str(themis_like), tmp_path / "c.bundle",
+                                recipe=capped)[0]).card
+    assert card.training["recipe"]["extra"]["stopped_at_cap"] is True
+    assert card.training["seconds"] < 60
+    plain = Recipe(**base, epochs=1)
+    card = load_bundle(finetune("themis-craters", str(themis_like), tmp_path / "p.bundle",
+                                recipe=plain)[0]).card
+    assert "stopped_at_cap" not in card.training["recipe"]["extra"]
+    with pytest.raises(MomoGeoError, match="max_minutes"):
+        finetune("themis-craters", str(themis_like), tmp_path / "n.bundle",
+                 recipe=Recipe(**base, epochs=1, max_minutes=-1))
+
+
+def test_chip_workers_cut_each_epoch_once_and_the_cpu_stream_is_unchanged(themis_like):
+    """With DataLoader workers each cuts its own share of an epoch's batches from its own
+    seeded stream (reproducible, fresh every epoch); without them the chips are exactly the
+    single-process stream CPU recipes were built with."""
+    from momo_geo.training.task_data import EpochChips, crater_chips, normalise, rim_ignore_targets
+
+    data = load_task_data("themis-craters", str(themis_like), "train")
+    recipe = Recipe(input_size=32, chips=96, batch_size=16, rim_ignore=0.15, seed=4)
+
+    def epochs(workers: int, n: int = 2) -> list[list[torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            EpochChips("themis-craters", data, recipe), batch_size=None, num_workers=workers,
+            persistent_workers=workers > 0)
+        return [[x for x, _ in loader] for _ in range(n)]
+
+    two = epochs(2)
+    assert [len(e) for e in two] == [6, 6]
+    first = torch.cat(two[0])
+    assert len({tuple(x.flatten()[:64].tolist()) for x in two[0]}) == 6  # no batch twice
+    assert not torch.equal(first, torch.cat(two[1]))  # a new epoch, new chips
+    assert torch.equal(first, torch.cat(epochs(2, 1)[0]))  # seeded
+    alone = epochs(0, 1)[0]
+    raw, _, which = crater_chips(data, 96, 32, np.random.default_rng([4, 0]),
+                                 targets=rim_ignore_targets(data, 0.15))
+    assert torch.equal(torch.cat(alone), normalise(raw, recipe))

@@ -243,3 +243,18 @@ def test_overwriting_a_momo_run_never_deletes_a_users_folder(tmp_path: Path) -> 
     (out / "ctx").rmdir()
     _prepare_output(out, ("ctx",), overwrite=True)
     assert not run.exists()
+
+
+def test_a_wall_clock_cap_stops_pretraining_and_the_bundle_records_what_it_saw(
+        shared_data, tmp_path: Path) -> None:
+    """A capped run keeps its checkpoints and bundle; its card says how many samples it saw
+    against the budget it was sized by."""
+    run = run_pretrain(dict(output=str(tmp_path / "r"), sensors="hirise", samples=8192,
+                            checkpoint_every=16, max_minutes=0.002, data_root=str(shared_data),
+                            **TINY))
+    training = load_bundle(str(run / "encoder.bundle")).card.training
+    assert training["samples"] == 8192
+    assert 0 < training["samples_seen"] < 8192
+    with pytest.raises(MomoGeoError, match="max_minutes"):
+        run_pretrain(dict(output=str(tmp_path / "n"), sensors="hirise", samples=16,
+                          max_minutes=-1, data_root=str(shared_data), **TINY))
