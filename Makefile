@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 SCENE ?= sample_data/crater_field.tif
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help system venv demo test lint plugin bench pretrain-smoke reproduce models clean
+.PHONY: help system venv demo test lint plugin bench pretrain-smoke reproduce models models-gpu clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -83,6 +83,18 @@ models: venv
 	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \
 	  --out build/models/bundles --work build/models
 	$(PY) training/report_models.py --bundles build/models/bundles --promote
+
+# The GPU arms (a CUDA GPU; never part of `models`): the crater U-Net at GPU scale and the MOMO
+# comparison at ViT-S/16, 224 px (MOMO encoder, the same network from random weights, the CNN
+# U-Net alone), built side by side on one GPU, sized for about ten minutes on an H200 (each
+# recipe's max_minutes caps it). Their bundles join build/models/bundles; logs beside them.
+GPU_ARMS := craters-gpu-unet craters-gpu-unet224 craters-gpu-scratch craters-gpu-momo
+models-gpu: venv
+	mkdir -p build/models/bundles
+	for arm in $(GPU_ARMS); do \
+	  $(PY) training/build_models.py training/recipes/$$arm.json --threads 2 \
+	    --out build/models/bundles --work build/models > build/models/$$arm.log 2>&1 & \
+	done; wait
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -373,7 +373,7 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
                         max_epochs=recipe.epochs, max_steps=steps, callbacks=callbacks,
                         max_time=wall_clock_cap(recipe.max_minutes),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False,
+                        enable_model_summary=False,  # CUDA: no deterministic bilinear backward
                         deterministic=True if training_device(recipe) == "cpu" else "warn",
                         limit_train_batches=chips.batches_per_epoch())
     start = time.perf_counter()
