@@ -91,6 +91,10 @@ class ModelCard:
     one crop is memorised, and its predictions elsewhere are false alarms). The engine masks
     their logits, so each such tile goes to its next most likely class
     (``Recipe.min_class_crops``)."""
+    tta: str = "none"
+    """Test-time augmentation the engine applies (:mod:`momo_geo.inference.tta`): ``none`` or
+    ``d4`` (probabilities averaged over the eight flips and quarter turns); chosen by the
+    calibration on held-out images where the recipe asks it to choose."""
     coarse_passes: list[dict[str, Any]] = field(default_factory=list)
     """Further passes at lower resolutions for features larger than the model's view, each
     ``{"class", "scale", "min_diameter", "min_confidence"}`` (:mod:`momo_geo.inference.coarse`);

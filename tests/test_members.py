@@ -82,7 +82,7 @@ def test_each_member_predicts_only_the_products_it_never_saw():
     for i, fold in enumerate(folds):
         assert seen[i].isdisjoint(data.groups[j] for j in fold)
         crater = np.exp(i + 1) / (1 + np.exp(i + 1))
-        assert np.allclose(members.held_out[fold, 1], crater, atol=1e-5)
+        assert np.allclose(members.held_out["none"][fold, 1], crater, atol=1e-5)
 
 
 def landmark_folder(root, n_products: int = 8):

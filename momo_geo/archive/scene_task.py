@@ -27,15 +27,15 @@ MODEL_LOADS = 0
 """How many times this process loaded a model (the tests check it stays at one)."""
 
 
-def _predictor(model: str, device: str, precision: str) -> Any:
+def _predictor(model: str, device: str, precision: str, tta: str) -> Any:
     global MODEL_LOADS
-    key = (model, device, precision)
+    key = (model, device, precision, tta)
     with _LOCK:  # a worker with several threads loads the model once, not once per thread
         if key not in _PREDICTORS:
             from momo_geo.bundle import load_bundle
             from momo_geo.inference import Predictor
 
-            _PREDICTORS[key] = Predictor(load_bundle(model), device, precision)
+            _PREDICTORS[key] = Predictor(load_bundle(model), device, precision, tta)
             MODEL_LOADS += 1
         return _PREDICTORS[key]
 
@@ -104,7 +104,7 @@ def _map(job: dict[str, Any]) -> dict[str, Any]:
     # with assume_mars, open_scene reads the coordinates on Mars (as map_scene does)
     info = open_scene(job["scene"], **({"assume_mars": True} if assume_mars else {}))
     check_body(info, assume_mars)
-    predictor = _predictor(job["model"], options.device, options.precision)
+    predictor = _predictor(job["model"], options.device, options.precision, options.tta)
     _clear_stale_locks(job["mask_path"], job["vector_path"])
     messages: list[str] = []
     result = map_scene(info.path, job["mask_path"], job["vector_path"], job["model"], options,

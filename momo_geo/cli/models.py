@@ -71,6 +71,8 @@ def _kept(card: object) -> str:
               for name, size in (getattr(card, "max_diameter", None) or {}).items()]
     for spec in getattr(card, "coarse_passes", None) or []:
         parts.append(f"{spec['class']} coarse pass at 1/{round(1 / spec['scale'])}")
+    if getattr(card, "tta", "none") == "d4":
+        parts.append("mean over the 8 flips and quarter turns of each tile")
     unmapped = getattr(card, "unmapped_classes", None) or []
     if unmapped:
         parts.append(f"never mapped (too few training crops): {', '.join(unmapped)}")

@@ -140,7 +140,7 @@ def run_serial(jobs: list[dict], quiet: bool, summary: Callable[[Any], str],
                 report.finish(stop)
             options = jobs[0]["options"]
             predictor = Predictor(load_bundle(jobs[0]["model"], **_trust(options)),
-                                  options.device, options.precision)
+                                  options.device, options.precision, options.tta)
             for job in jobs:
                 if stop.requested():
                     break
@@ -366,7 +366,7 @@ def _map_job(job: dict, predictor: Any, stop: Stop) -> tuple[str, Any, Any]:
         if predictor is None:
             options = job["options"]
             predictor = Predictor(load_bundle(job["model"], **_trust(options)), options.device,
-                                  options.precision)
+                                  options.precision, options.tta)
         with stop.mapping():
             result = map_scene(**job, log=messages.append, predictor=predictor,
                                cancel=stop.requested)

@@ -63,6 +63,7 @@ from momo_geo.inference.options import (
 from momo_geo.inference.plan import check_tiling, plan_shape, plan_tiles
 from momo_geo.inference.reader import ArraySource, Normalizer, Prefetcher, RasterSource
 from momo_geo.inference.stitch import NODATA_CLASS, NODATA_PROB, RowBandStitcher
+from momo_geo.inference.tta import averaged, check_tta
 from momo_geo.io import Scene
 from momo_geo.outputs import OutputSet, writing
 
@@ -156,7 +157,7 @@ class Predictor:
     """A model on a device that turns a normalised batch into per-class probabilities."""
 
     def __init__(self, bundle: Bundle, device: str = DEFAULTS.device,
-                 precision: str = DEFAULTS.precision) -> None:
+                 precision: str = DEFAULTS.precision, tta: str = DEFAULTS.tta) -> None:
         card = bundle.card
         if card.task not in ("segmentation", "classification"):
             raise MomoGeoError(f"model {card.name!r} is a {card.task} model with no classes to "
@@ -168,6 +169,8 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = precision
         self._autocast = _autocast(self.device, precision)  # validates precision early
+        self.tta = check_tta(card.tta if tta == "auto" else tta)
+        """Test-time augmentation (:mod:`momo_geo.inference.tta`): ``auto`` takes the card's."""
         try:
             model = bundle.build_model()
         except RuntimeError as exc:  # shape mismatch, e.g. weights for another band count
@@ -181,8 +184,12 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` -> probabilities ``(B, K, H, W)`` (segmentation) or ``(B, K)``."""
+        """``(B, C, H, W)`` -> probabilities ``(B, K, H, W)`` (segmentation) or ``(B, K)``,
+        averaged over the turns of :attr:`tta`."""
         x = inputs.to(self.device, non_blocking=True)
+        return averaged(self._probabilities, x, self.tta, self.card.task == "segmentation")
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         with _autocast(self.device, self.precision):
             try:
                 logits = self.model(x)
@@ -423,7 +430,7 @@ def predict_array(model: str | os.PathLike[str] | Bundle | None, image: np.ndarr
     """
     options = _options(options, changes)
     bundle = as_bundle(model) if predictor is None else None
-    predictor = predictor or Predictor(bundle, options.device, options.precision)
+    predictor = predictor or Predictor(bundle, options.device, options.precision, options.tta)
     card = predictor.card
     source = ArraySource(image, valid, card.bands)
     h, w = source.height, source.width
@@ -618,7 +625,7 @@ def _map_reserved(info: Scene, outputs: OutputSet,
     mask_out, vector_out, prob_out = paths
     if predictor is None:
         predictor = Predictor(as_bundle(model, options.trust_unhashed), options.device,
-                              options.precision)
+                              options.precision, options.tta)
     card = predictor.card
     notice = assumed_mars_notice(info)
     if notice and log is not None:

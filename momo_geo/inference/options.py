@@ -24,6 +24,7 @@ from momo_geo.errors import MomoGeoError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BLENDS = ("crop", "smooth")
+TTAS = ("auto", "none", "d4")
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson")
 """Vector formats ``map_scene`` writes, by file name suffix; the first is the default."""
 
@@ -54,6 +55,9 @@ class MapOptions:
                           choices=DEVICES)
     precision: str = _option("fp32", "Numeric precision of the model (fp16 needs a GPU).",
                              choices=PRECISIONS)
+    tta: str = _option("auto", "Test-time augmentation: d4 averages the model over the eight "
+                       "flips and quarter turns of each tile (8x the time); none: one pass; "
+                       "auto: what the model card chose.", choices=TTAS)
     blend: str = _option("crop", "crop: each pixel from the tile whose centre holds it; smooth: "
                          "weighted blend of overlapping tiles' probabilities.", choices=BLENDS)
     coarse: bool = _option(True, "Run the model card's coarse passes, if it has any: the "

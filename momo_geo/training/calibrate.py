@@ -314,22 +314,21 @@ def best_gate(sweep: list[dict[str, float]], key: str = "crater_f1") -> dict[str
 
 
 def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True,
-                     held_out: tuple[list[int], np.ndarray] | None = None,
-                     device: str = "cpu") -> dict[str, Any]:
+                     held_out: tuple[list[int], dict[str, np.ndarray]] | None = None,
+                     device: str = "cpu", tta: tuple[str, ...] = ("none",)) -> dict[str, Any]:
     """Sweep the floors of a saved bundle on ``select`` and record the chosen one in its card
     (``min_confidence``, and the sweep under ``training.calibration``); for a crater model
     then (``coarse``) its coarse passes at that floor (``coarse_passes``, maybe none).
 
     ``held_out`` (a classifier of cross-fitted members, :mod:`.members`): the training crops'
-    targets and out-of-fold probabilities, on which the floor is chosen instead; ``select``
-    (may be ``None``) is then only scored at each floor, for the record. ``device``: where the
-    sweeps run (the training's device)."""
+    targets and out-of-fold probabilities (one array per test-time augmentation), on which the
+    floor is chosen instead; ``select`` (may be ``None``) is then only scored at each floor, for
+    the record. ``tta``: the test-time augmentations to choose from by the same criterion
+    (:mod:`momo_geo.inference.tta`; a tie keeps the first, the cheapest); the card records the
+    chosen one. ``device``: where the sweeps run (the training's device)."""
     import json
 
     from momo_geo.bundle import load_bundle
-    from momo_geo.evaluate import crater_class
-    from momo_geo.inference.engine import Predictor
-    from momo_geo.inference.options import is_background
     from momo_geo.training.finetune import set_card_fields
 
     bundle = load_bundle(str(path))
@@ -337,24 +336,68 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True,
     bundle.card.min_diameter = {}
     bundle.card.max_diameter = {}
     bundle.card.coarse_passes = []
-    predictor = Predictor(bundle, device)
-    probabilities, size, cap = None, 0.0, 0.0
+    tried = {mode: _sweep_floors(bundle, mode, select, held_out, device) for mode in tta}
+    chosen = max(tta, key=lambda mode: tried[mode]["score"])  # max keeps the first on a tie
+    calibration, predictor = tried[chosen]["calibration"], tried[chosen]["predictor"]
+    floor, names = calibration["floor"], calibration["class"]
+    size = calibration.get("min_diameter", 0.0)
+    floors = tried[chosen]["floors"]
+    if len(tta) > 1:  # each one's choosing sweep, so arms can also be read without it
+        calibration["tta"] = {"criterion": calibration["criterion"], "chosen": chosen,
+                              "scores": {mode: tried[mode]["score"] for mode in tta},
+                              "sweeps": {mode: _choosing_sweep(tried[mode]["calibration"])
+                                         for mode in tta}}
+    cap = 0.0
+    passes: list[dict[str, Any]] = []
+    if bundle.card.task == "segmentation" and coarse:
+        chip = float(bundle.card.input_size)
+        cap, passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0],
+                                                   tried[chosen]["probabilities"], size,
+                                                   tuple(w * chip for w in CAP_WIDTHS))
+        calibration["coarse"] = {"criterion": "crater_f1 + iou on the selection images, at the "
+                                 "chosen floor and smallest size; for each largest fine size "
+                                 "passes added greedily", "max_diameter": cap,
+                                 "chosen": passes,
+                                 "sweeps": sweeps}
+    training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
+    training["calibration"] = calibration
+    set_card_fields(Path(path), tta=chosen,
+                    min_confidence={n: f for n, f in floors.items() if f > 0},
+                    min_diameter={names[0]: size} if size > 0 else {},
+                    max_diameter={names[0]: cap} if cap > 0 else {},
+                    coarse_passes=passes, training=training)
+    return calibration
+
+
+def _sweep_floors(bundle: Any, tta: str, select: Any,
+                  held_out: tuple[list[int], dict[str, np.ndarray]] | None,
+                  device: str) -> dict[str, Any]:
+    """One test-time augmentation's floor sweep (:func:`calibrate_bundle`): its calibration
+    record, the floors it chose, its criterion score, the predictor and (craters) the fine
+    probability maps the coarse passes reuse."""
+    from momo_geo.evaluate import crater_class
+    from momo_geo.inference.engine import Predictor
+    from momo_geo.inference.options import is_background
+
+    predictor = Predictor(bundle, device, tta=tta)
+    probabilities, size = None, 0.0
     folds_sweep = None
     if bundle.card.task == "classification":
         names = [c.name for c in bundle.card.classes if not is_background(c.name)]
         criterion = "mean of f1_weighted and f1_macro on the selection images"
         if held_out is not None:
-            folds_sweep = tile_floor_rows(held_out[1], held_out[0], bundle.card)
+            folds_sweep = tile_floor_rows(held_out[1][tta], held_out[0], bundle.card)
             criterion = ("mean of f1_weighted and f1_macro on the out-of-fold predictions of "
                          "the training crops")
         sweep = folds_sweep if select is None else tile_floor_sweep(predictor, select)
-        floor = choose_floor(folds_sweep or sweep, "score")
+        best = best_gate(folds_sweep or sweep, "score")
+        floor, score = best["floor"], best["score"]
         floors = dict.fromkeys(names, floor)
     else:
         probabilities = fine_probabilities(predictor, select)
         sweep = floor_sweep(predictor, select, probabilities=probabilities)
         best = best_gate(sweep)
-        floor, size = best["floor"], best["min_diameter"]
+        floor, size, score = best["floor"], best["min_diameter"], best["crater_f1"]
         names = [bundle.card.class_names[crater_class(bundle.card)]]
         criterion = "crater_f1 on the selection images"
         floors = {names[0]: floor} if floor > 0.5 else {}
@@ -365,21 +408,10 @@ def calibrate_bundle(path: str | Path, select: Any, coarse: bool = True,
         calibration.update(folds_sweep=folds_sweep, training_crops=len(held_out[0]))
     if size > 0:
         calibration["min_diameter"] = size
-    passes: list[dict[str, Any]] = []
-    if bundle.card.task == "segmentation" and coarse:
-        chip = float(bundle.card.input_size)
-        cap, passes, sweeps = choose_coarse_passes(predictor, select, floor, names[0],
-                                                   probabilities, size,
-                                                   tuple(w * chip for w in CAP_WIDTHS))
-        calibration["coarse"] = {"criterion": "crater_f1 + iou on the selection images, at the "
-                                 "chosen floor and smallest size; for each largest fine size "
-                                 "passes added greedily", "max_diameter": cap,
-                                 "chosen": passes,
-                                 "sweeps": sweeps}
-    training = json.loads((Path(path) / "card.json").read_text()).get("training", {})
-    training["calibration"] = calibration
-    set_card_fields(Path(path), min_confidence={n: f for n, f in floors.items() if f > 0},
-                    min_diameter={names[0]: size} if size > 0 else {},
-                    max_diameter={names[0]: cap} if cap > 0 else {},
-                    coarse_passes=passes, training=training)
-    return calibration
+    return {"calibration": calibration, "floors": floors, "score": score,
+            "predictor": predictor, "probabilities": probabilities}
+
+
+def _choosing_sweep(calibration: dict[str, Any]) -> list[dict[str, float]]:
+    """The sweep a calibration chose its floor on (out-of-fold crops, else selection)."""
+    return calibration.get("folds_sweep") or calibration["sweep"]

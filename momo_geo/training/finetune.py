@@ -119,6 +119,10 @@ class Recipe:
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto`` (GPU runs: the full-size recipe)."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``bf16-mixed`` on a GPU."""
+    tta: str = "none"
+    """Test-time augmentation of the model (:mod:`momo_geo.inference.tta`): ``none``, ``d4``,
+    or ``choose``: the calibration tries both and keeps ``d4`` only if it scores better on the
+    held-out images that choose the floor (it costs eight passes per tile)."""
     num_workers: int = 0
     """DataLoader worker processes that cut the chips (:class:`.task_data.EpochChips`); 0: the
     training process itself (the CPU recipes' chip stream). A GPU needs several."""
@@ -193,8 +197,16 @@ def task_card(task: str, recipe: Recipe, classes: list[str] | None = None,
                      value_scaling=recipe.value_scaling,
                      normalization=task_normalization(recipe, encoder),
                      sensors=[TASK_SENSOR[task]], gsd=TASK_GSD[task], classes=class_info,
-                     source_tile=TASK_CROP_PX.get(task),
+                     source_tile=TASK_CROP_PX.get(task), tta=tta_modes(recipe)[0],
                      tile_size=recipe.input_size, tile_overlap=recipe.input_size // 4)
+
+
+def tta_modes(recipe: Recipe) -> tuple[str, ...]:
+    """The test-time augmentations the calibration chooses from (the first is the card's until
+    it has chosen)."""
+    from momo_geo.inference.tta import TTA_MODES, check_tta
+
+    return TTA_MODES if recipe.tta == "choose" else (check_tta(recipe.tta),)
 
 
 def task_architecture(kind: str, recipe: Recipe) -> dict[str, Any]:
@@ -559,7 +571,8 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
                                                          or select.circles is not None)):
         from momo_geo.training.calibrate import calibrate_bundle
 
-        calibrate_bundle(path, select, held_out=held_out, device=training_device(recipe))
+        calibrate_bundle(path, select, held_out=held_out, device=training_device(recipe),
+                         tta=tta_modes(recipe))
     metrics = score_bundle(path, eval_tasks or [(task, roots[0])], training_device(recipe))
     return path, metrics
 
@@ -575,7 +588,8 @@ def _train_members(task: str, card: ModelCard, data: TaskData, recipe: Recipe,
                    encoder_bundle: str | None, select: TaskData | None,
                    points: list[dict[str, Any]]) -> tuple[torch.nn.Module, float, Any]:
     """``recipe.folds`` cross-fitted members (:func:`.members.train_members`) as one model, the
-    seconds they took, and (training targets, out-of-fold probabilities) for the floor."""
+    seconds they took, and (training targets, out-of-fold probabilities per test-time
+    augmentation) for the floor."""
     from momo_geo.training.members import member_card, train_members
 
     if TASK_KIND[task] != "classification" or recipe.folds < 2:
@@ -590,7 +604,7 @@ def _train_members(task: str, card: ModelCard, data: TaskData, recipe: Recipe,
 
     members = train_members(card, data, recipe, recipe.folds,
                             lambda: build_task_model(single, encoder_bundle)[0], train,
-                            select, points)
+                            select, points, tta=tta_modes(recipe))
     return members.model, members.seconds, (data.targets, members.held_out)
 
 

@@ -58,9 +58,9 @@ class Members:
     """Trained members, as one model, and their predictions on the products each never saw."""
 
     model: MeanProbability
-    held_out: np.ndarray
-    """Class probabilities ``(crops, classes)``, row ``i`` for training crop ``i``, each from
-    the member whose training lacked that crop's product."""
+    held_out: dict[str, np.ndarray]
+    """Test-time augmentation -> class probabilities ``(crops, classes)``, row ``i`` for
+    training crop ``i``, each from the member whose training lacked that crop's product."""
     seconds: float
 
 
@@ -68,17 +68,20 @@ def train_members(card: ModelCard, data: TaskData, recipe: Any, k: int,
                   build: Callable[[], torch.nn.Module],
                   train: Callable[[torch.nn.Module, TaskData, Any], float],
                   select: TaskData | None = None,
-                  points: list[dict[str, Any]] | None = None) -> Members:
+                  points: list[dict[str, Any]] | None = None,
+                  tta: tuple[str, ...] = ("none",)) -> Members:
     """Train ``k`` members of ``card``'s network on ``data`` less one fold each.
 
     ``build()`` returns a fresh member network (encoder weights loaded, if any); ``train(model,
     fit, recipe)`` trains it in place and returns its seconds. Member ``i`` uses seed
     ``recipe.seed + i``. With ``select``, the mean of the members trained so far is scored on
-    it after each, a learning-curve point per member appended to ``points``.
+    it after each, a learning-curve point per member appended to ``points``. Held-out
+    probabilities are computed for each test-time augmentation in ``tta``.
     """
     single = member_card(card)
     folds = product_folds(data, k, recipe.seed)
-    held_out = np.zeros((len(data.images), card.num_classes), dtype=np.float32)
+    held_out = {mode: np.zeros((len(data.images), card.num_classes), dtype=np.float32)
+                for mode in tta}
     members: list[torch.nn.Module] = []
     seconds, samples = 0.0, 0
     for i, fold in enumerate(folds):
@@ -90,8 +93,9 @@ def train_members(card: ModelCard, data: TaskData, recipe: Any, k: int,
         seconds += train(model, fit, member_recipe)
         model.eval()
         members.append(model)
-        held_out[fold] = predict_probabilities(_predictor(single, model),
-                                               [data.images[j] for j in fold])
+        for mode, probs in held_out.items():
+            probs[fold] = predict_probabilities(_predictor(single, model, mode),
+                                                [data.images[j] for j in fold])
         samples += recipe.epochs * recipe.batch_size * batches_per_epoch(fit.task, fit, recipe)
         if select is not None and points is not None:
             points.append(_curve_point(card, members, select, recipe.epochs, samples, seconds))
@@ -99,10 +103,10 @@ def train_members(card: ModelCard, data: TaskData, recipe: Any, k: int,
     return Members(MeanProbability(members), held_out, seconds)
 
 
-def _predictor(card: ModelCard, model: torch.nn.Module) -> Any:
+def _predictor(card: ModelCard, model: torch.nn.Module, tta: str = "auto") -> Any:
     from momo_geo.inference.engine import Predictor
 
-    return Predictor(Bundle(card, model.state_dict()))
+    return Predictor(Bundle(card, model.state_dict()), tta=tta)
 
 
 def _curve_point(card: ModelCard, members: list[torch.nn.Module], select: TaskData,
