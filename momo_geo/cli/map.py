@@ -11,7 +11,6 @@ half-written left) are :mod:`momo_geo.cli.runs`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -48,14 +47,6 @@ def _map_options(command: Any) -> Any:
                                   show_default=default is not None)
         command = option(command)
     return command
-
-
-def beside_mask(scene: str, mask: str | None) -> Path:
-    """The default vector layer: ``SCENE_features.gpkg`` in the class mask's folder (beside
-    the scene when the mask is too), so ``-o`` elsewhere writes nothing into the scene's
-    folder, which may be a read-only data archive."""
-    path = default_vector_path(scene)
-    return path if mask is None else Path(mask).parent / path.name
 
 
 @click.command("map")
@@ -105,7 +96,8 @@ def map_command(scenes: tuple[str, ...], mask: str | None, vector: str | None, n
     # reads the card only: a bad --model fails before torch is imported
     check_model(model_name, options.trust_unhashed)
     jobs = [dict(scene=scene, mask_path=mask,
-                 vector_path=None if no_vector else (vector or beside_mask(scene, mask)),
+                 vector_path=None if no_vector
+                 else (vector or default_vector_path(scene, mask=mask)),
                  model=model_name, options=options, probabilities=probabilities)
             for scene in scenes]
     # Output names, formats and existing files: checked for every scene before any model loads.

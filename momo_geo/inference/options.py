@@ -158,10 +158,14 @@ def default_mask_path(scene: str | os.PathLike[str]) -> Path:
     return scene.with_name(f"{scene.stem}{MASK_SUFFIX}")
 
 
-def default_vector_path(scene: str | os.PathLike[str], suffix: str = VECTOR_SUFFIXES[0]) -> Path:
-    """``scene.v2.tif`` -> ``scene.v2_features.gpkg`` (or ``.shp``, ``.geojson``) beside it."""
+def default_vector_path(scene: str | os.PathLike[str], suffix: str = VECTOR_SUFFIXES[0],
+                        mask: str | os.PathLike[str] | None = None) -> Path:
+    """``scene.v2.tif`` -> ``scene.v2_features.gpkg`` (or ``.shp``, ``.geojson``) beside it,
+    or beside the class ``mask`` when one is named: a mask written elsewhere puts nothing into
+    the scene's folder, which may be a read-only data archive."""
     scene = Path(scene)
-    return scene.with_name(f"{scene.stem}{VECTOR_STEM_SUFFIX}{suffix}")
+    name = f"{scene.stem}{VECTOR_STEM_SUFFIX}{suffix}"
+    return scene.with_name(name) if mask is None else Path(mask).parent / name
 
 
 RASTER_SUFFIXES = (".tif", ".tiff")
