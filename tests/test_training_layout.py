@@ -394,6 +394,16 @@ def test_transfer_is_read_against_its_random_start_and_the_cnn_members() -> None
     assert "(`landmarks-cnn-folds`) read 0.840 / 0.740 and 0.840 / 0.470." in text
     assert "did not help" in report_models.transfer_reading(control, transfer, None)
     assert report_models.transfer_reading(transfer, None, cnn) == ""
+    assert report_models.tta_reading("t", transfer) == ""
+    rows = {"none": [{"floor": 0.0, "f1_weighted": 0.85, "f1_macro": 0.5}],
+            "d4": [{"floor": 0.0, "f1_weighted": 0.86, "f1_macro": 0.52}]}
+    transfer["training"]["calibration"]["tta"] = {
+        "criterion": "mean of f1_weighted and f1_macro on the out-of-fold predictions of the "
+                     "training crops", "chosen": "d4", "scores": {"none": 0.675, "d4": 0.69},
+        "sweeps": rows}
+    text = report_models.tta_reading("t", transfer)
+    assert "training crops 0.690 against 0.675" in text and "kept `d4`" in text
+    assert "on the out-of-fold training crops: 0.860 / 0.520 against 0.850 / 0.500" in text
     assert report_models.arm_encoder(transfer) == "`craters-unet-longest` (transfer)"
     assert report_models.arm_encoder(control) == "none (CNN)"
     assert report_models.arm_encoder({"architecture": {"kind": "vit_cls"},

@@ -202,6 +202,7 @@ def arm_rows(cards: dict[str, dict[str, Any]], task_keys: dict[str, list[str]]) 
         encoder = arm_encoder(card)
         members = card["architecture"].get("members", 1)
         network = card["architecture"]["kind"] + (f" × {members}" if members > 1 else "")
+        network += " + D4 turns" if card.get("tta") == "d4" else ""
         row = [name, network, encoder,
                f"{training['seconds'] / 60:.0f}", str(last.get("samples", "–")), sel]
         row += [fmt(card["metrics"].get(task, {}), key)
@@ -521,6 +522,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
     averaged += transfer_reading(arms.get("landmarks-unet-transfer"),
                                  arms.get("landmarks-unet-scratch"),
                                  arms.get("landmarks-cnn-folds"))
+    averaged += "".join(tta_reading(name, card) for name, card in arms.items())
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
@@ -589,6 +591,26 @@ def members_reading(card: dict[str, Any] | None, single: dict[str, Any] | None) 
                  f"{folds[theirs]['score']:.3f} (mean of weighted and macro F1) against "
                  f"{folds[floor]['score']:.3f} at {floor:g}.")
     return text
+
+def tta_reading(name: str, card: dict[str, Any]) -> str:
+    """What the test-time augmentation choice of an arm's calibration measured (empty if it
+    had none to make): the criterion with and without the turns, and the scores without a
+    floor on the images that chose."""
+    choice = (card.get("training", {}).get("calibration") or {}).get("tta")
+    if not choice:
+        return ""
+    scores, sweeps = choice["scores"], choice["sweeps"]
+
+    def raw(mode: str) -> str:
+        row = next((r for r in sweeps[mode] if r["floor"] == 0.0), None)
+        return f"{row['f1_weighted']:.3f} / {row['f1_macro']:.3f}" if row else "–"
+
+    on = "out-of-fold training crops" if "out-of-fold" in choice["criterion"] else "selection"
+    return (f" `{name}`'s calibration tried the mean over the eight flips and quarter turns "
+            f"(`d4`) against one pass: {choice['criterion']} {scores['d4']:.3f} against "
+            f"{scores['none']:.3f} (weighted / macro F1 without floors on the {on}: "
+            f"{raw('d4')} against {raw('none')}); it kept `{choice['chosen']}`.")
+
 
 def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | None,
                      cnn: dict[str, Any] | None) -> str:
