@@ -15,8 +15,13 @@ from __future__ import annotations
 import sys
 import time
 
-from momo_geo.training.finetune import (Recipe, build_task_model, learning_curve, task_card,
-                                        train_lightning)
+from momo_geo.training.finetune import (
+    Recipe,
+    build_task_model,
+    learning_curve,
+    task_card,
+    train_lightning,
+)
 from momo_geo.training.task_data import synthetic_crater_data
 
 NETWORKS = {"unet": {}, "vit_unet": {"encoder": "vit_small_patch16_224"}}
