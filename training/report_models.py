@@ -543,8 +543,9 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "median fitted diameter is within about 10 % of the labelled one in every size bin, and "
         "growing them does not help: `training/crater_sizes.py`). We know no change at this "
         "CPU scale that passes it: the candidates are a network whose view spans those "
-        "craters at full resolution (wider and deeper than this U-Net, a GPU-scale run) and "
-        "more labelled large craters. "
+        "craters at full resolution (wider and deeper than this U-Net, a GPU-scale run: the "
+        "recipe `craters-gpu-unet`, 16 channels, 6 levels, 384 px chips, is written for one GPU "
+        "(`make models-gpu`) and not yet run) and more labelled large craters. "
         "CTX recall is bound by 7 training tiles of "
         "one quadrangle beside hundreds of THEMIS crops: more labelled CTX tiles (e.g. the rest "
         "of the Mars Crater Catalogue's or Robbins' craters on CTX).",
