@@ -637,7 +637,10 @@ def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | 
             f"{pair(control, 'folds_sweep')} on the out-of-fold training crops.")
     if cnn:
         text += (f" The CNN members of the same folds (`landmarks-cnn-folds`) read "
-                 f"{pair(cnn, 'sweep')} and {pair(cnn, 'folds_sweep')}.")
+                 f"{pair(cnn, 'sweep')} and {pair(cnn, 'folds_sweep')}")
+        turned = transfer.get("tta") == "d4" and cnn.get("tta", "none") == "none"
+        text += (" (one pass each; the transfer arm's numbers are with the eight turns its "
+                 "calibration chose, and without them below)." if turned else ".")
     return text
 
 
