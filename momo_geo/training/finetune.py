@@ -397,7 +397,6 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
     return time.perf_counter() - start
 
 
-
 def weight_average(model: torch.nn.Module, decay: float) -> torch.nn.Module | None:
     """An exponential moving average of ``model``'s weights and buffers (``None`` for decay 0)."""
     if not decay:
