@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from momo_geo.errors import MomoGeoError
 from momo_geo.evaluate import TASK_KIND, TaskData
+from momo_geo.inference.tta import turn
 from momo_geo.preprocess import scene_range, to_model_input
 from momo_geo.sensors import ALL_SENSORS_NORMALIZATION
 
@@ -208,9 +209,9 @@ def augment_chips(x: torch.Tensor, gen: torch.Generator, jitter: float = 0.0,
         for f in (False, True):
             sel = (k == rot) & (flip == f)
             if sel.any():
-                out[sel] = _turn(x[sel], rot, f)
+                out[sel] = turn(x[sel], rot, f)
                 if out_masks is not None:
-                    out_masks[sel] = _turn(masks[sel], rot, f)
+                    out_masks[sel] = turn(masks[sel], rot, f)
     if jitter > 0:
         gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
         shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
@@ -247,11 +248,6 @@ def zoom_chips(x: torch.Tensor, gen: torch.Generator, zoom: float,
             crop = masks[i:i + 1, None][window].float()
             out_masks[i] = F.interpolate(crop, size=(size, size), mode="nearest")[0, 0].long()
     return out if masks is None else (out, out_masks)
-
-
-def _turn(chips: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
-    chips = torch.rot90(chips, rot, dims=(-2, -1))
-    return chips.flip(-1) if flip else chips
 
 
 def augment(x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator
