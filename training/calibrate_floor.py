@@ -20,7 +20,13 @@ import torch
 
 from momo_geo.errors import MomoGeoError
 from momo_geo.training.calibrate import calibrate_bundle
-from momo_geo.training.finetune import Recipe, score_bundle, task_of_root, training_split
+from momo_geo.training.finetune import (
+    Recipe,
+    score_bundle,
+    task_of_root,
+    training_split,
+    tta_modes,
+)
 from momo_geo.training.recipes import finetune_data, load_recipe
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         _, select = training_split(spec["task"], roots, recipe, extra)
         if select is None:
             raise MomoGeoError("the recipe holds out no selection images (select_fraction 0)")
-        calibration = calibrate_bundle(args.bundle, select)
+        calibration = calibrate_bundle(args.bundle, select, tta=tta_modes(recipe))
         print(json.dumps(calibration))
         metrics = score_bundle(args.bundle, [(task_of_root(spec["task"], r), r) for r in roots])
         print(json.dumps({task: {k: v for k, v in m.items() if isinstance(v, float)}

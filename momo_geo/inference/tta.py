@@ -35,6 +35,7 @@ def unturn(x: torch.Tensor, quarter_turns: int, flip: bool) -> torch.Tensor:
 
 
 def check_tta(mode: str) -> str:
+    """``mode`` if it is one of :data:`TTA_MODES`, else a one-line error."""
     if mode not in TTA_MODES:
         raise MomoGeoError(f"tta must be one of {', '.join(TTA_MODES)}, not {mode!r}")
     return mode
