@@ -95,3 +95,23 @@ def test_a_recipe_names_the_bundle_it_starts_from(tmp_path):
         build_model(recipe, tmp_path / "out", tmp_path / "work", str(tmp_path))
     with pytest.raises(MomoGeoError, match="or another recipe's bundle"):
         build_model({**recipe, "finetune_from": "craters"}, tmp_path, tmp_path, str(tmp_path))
+
+
+def test_the_balanced_probe_scores_every_row_by_a_fit_on_the_other_folds() -> None:
+    """The landmark probe's logistic regression: a rare class is learnt (the loss weighs it up),
+    and a row is predicted by a fit that never saw its fold (a row whose label contradicts its
+    features is not memorised)."""
+    import numpy as np
+
+    from momo_geo.training.probes import out_of_fold_classes
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 60 + [1] * 60 + [2] * 9)
+    x = (rng.normal(size=(len(y), 4)) + 3 * np.eye(4)[y]).astype(np.float32)
+    y_noisy = y.copy()
+    y_noisy[0] = 1  # a class-0 row labelled 1
+    folds = [list(range(i, len(y), 3)) for i in range(3)]
+    predicted = out_of_fold_classes(x, y_noisy, folds, 3)
+    assert (predicted[1:] == y[1:]).mean() > 0.95
+    assert (predicted[y == 2] == 2).all()
+    assert predicted[0] == 0

@@ -3,11 +3,12 @@
 A cheap check, before any fine-tuning, of whether a network trained on another task (the crater
 U-Net) learnt features that carry HiRISE landmark classes: every level of the down path is
 mean- and max-pooled (as the ``unet_cls`` classifier pools it), and a class-balanced logistic
-regression on those features is scored out of fold, in folds of whole products
-(:func:`momo_geo.training.members.product_folds`). The crops are a landmark arm's training
-crops (the train split less its selection products, as ``finetune`` draws them), so neither the
-selection nor the validation products are read. ``--random`` probes the same network with
-random weights: the difference is what the training on craters carries.
+regression on those features (:func:`momo_geo.training.probes.out_of_fold_classes`) is scored
+out of fold, in folds of whole products (:func:`momo_geo.training.members.product_folds`). The
+crops are a landmark arm's training crops (the train split less its selection products, as
+``finetune`` draws them), so neither the selection nor the validation products are read.
+``--random`` probes the same network with random weights: the difference is what the training
+on craters carries.
 
     python training/landmark_probe.py build/bundles/craters-unet-longest.bundle \\
         training/recipes/landmarks-cnn-folds.json --size 96 128 --random
@@ -23,9 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from momo_geo.training.chips import default_data_root
-
-L2 = 1e-3
-"""Weight of the L2 penalty of the logistic regression (features standardised per fold)."""
 
 
 def pooled_features(bundle: Path, data, size: int, random: bool):  # noqa: ANN001, ANN201
@@ -49,45 +47,6 @@ def pooled_features(bundle: Path, data, size: int, random: bool):  # noqa: ANN00
         return torch.cat([model.eval()(crop_input(card, image)) for image in data.images]).numpy()
 
 
-def fit_logistic(x, y, n_classes: int):  # noqa: ANN001, ANN201
-    """A linear layer fitted by L-BFGS to class-balanced (1/sqrt n) cross-entropy plus L2."""
-    import torch
-    import torch.nn.functional as F
-
-    counts = np.bincount(y.numpy(), minlength=n_classes)
-    weight = torch.tensor(1 / np.sqrt(np.maximum(counts, 1)), dtype=torch.float32)
-    linear = torch.nn.Linear(x.shape[1], n_classes)
-    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=200)
-
-    def loss() -> torch.Tensor:
-        optimiser.zero_grad()
-        value = F.cross_entropy(linear(x), y, weight=weight) + L2 * linear.weight.pow(2).sum()
-        value.backward()
-        return value
-
-    optimiser.step(loss)
-    return linear
-
-
-def out_of_fold(features: np.ndarray, targets: np.ndarray, folds: list[list[int]],
-                n_classes: int) -> np.ndarray:
-    """Each crop's class by a logistic regression fitted on the other folds."""
-    import torch
-
-    predicted = np.zeros(len(targets), dtype=np.int64)
-    for held in folds:
-        fit = np.setdiff1d(np.arange(len(targets)), held)
-        mean, std = features[fit].mean(0), features[fit].std(0) + 1e-6
-
-        def standard(rows: np.ndarray) -> torch.Tensor:
-            return torch.tensor((features[rows] - mean) / std, dtype=torch.float32)  # noqa: B023
-
-        linear = fit_logistic(standard(fit), torch.tensor(targets[fit]), n_classes)
-        with torch.no_grad():
-            predicted[held] = linear(standard(np.asarray(held))).argmax(1).numpy()
-    return predicted
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="a U-Net segmentation bundle")
@@ -103,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from momo_geo.metrics import classification_report
     from momo_geo.training.finetune import Recipe, training_split
     from momo_geo.training.members import product_folds
+    from momo_geo.training.probes import out_of_fold_classes
     from momo_geo.training.task_data import rare_classes, without_classes
 
     torch.set_num_threads(1)
@@ -115,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.size:
         for random in (False, True) if args.random else (False,):
             features = pooled_features(args.bundle, train, size, random)
-            predicted = out_of_fold(features, targets, folds, len(train.classes))
+            predicted = out_of_fold_classes(features, targets, folds, len(train.classes))
             report = classification_report(targets, predicted, len(train.classes), 0,
                                            names=train.classes)
             print(json.dumps({"weights": "random" if random else args.bundle.name,

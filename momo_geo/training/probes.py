@@ -4,7 +4,8 @@ The encoder comparison (the checkout's ``training/reproduce.py``) scores 9 encod
 3 seeds on a 2-core CPU; running the frozen encoder once per chip (:func:`probe_features`) instead
 of once per training step is what makes that fit. The probes are deliberately weak — a linear
 classifier on pooled tokens, a linear per-token crater probe — so that they measure the
-representation, not the head.
+representation, not the head. :func:`out_of_fold_classes` is the probe of a frozen network
+on a small labelled set without a split of its own (the landmark probe of the crater U-Net).
 """
 
 from __future__ import annotations
@@ -107,3 +108,44 @@ def grid_tiles(data: TaskData, size: int, max_side: int | None = None
                 owner.append(i)
     return (torch.from_numpy(np.stack(raws)).unsqueeze(1),
             torch.from_numpy(np.stack(masks).astype(np.uint8)), owner)
+
+
+BALANCED_L2 = 1e-3
+"""Weight of the L2 penalty of :func:`fit_balanced_logistic` (features standardised)."""
+
+
+def fit_balanced_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> nn.Linear:
+    """A linear layer fitted by L-BFGS to class-balanced (1/sqrt n) cross-entropy plus L2: a
+    probe whose rare classes count without a learning-rate schedule to tune."""
+    counts = np.bincount(y.numpy(), minlength=n_classes)
+    weight = torch.tensor(1 / np.sqrt(np.maximum(counts, 1)), dtype=torch.float32)
+    linear = nn.Linear(x.shape[1], n_classes)
+    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=200)
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        penalty = BALANCED_L2 * linear.weight.pow(2).sum()
+        value = F.cross_entropy(linear(x), y, weight=weight) + penalty
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return linear
+
+
+def out_of_fold_classes(features: np.ndarray, targets: np.ndarray, folds: list[list[int]],
+                        n_classes: int) -> np.ndarray:
+    """Each row's class by :func:`fit_balanced_logistic` fitted on the other folds (features
+    standardised with the fitting folds' statistics)."""
+    predicted = np.zeros(len(targets), dtype=np.int64)
+    for held in folds:
+        fit = np.setdiff1d(np.arange(len(targets)), held)
+        mean, std = features[fit].mean(0), features[fit].std(0) + 1e-6
+
+        def standard(rows: np.ndarray) -> torch.Tensor:
+            return torch.tensor((features[rows] - mean) / std, dtype=torch.float32)  # noqa: B023
+
+        linear = fit_balanced_logistic(standard(fit), torch.tensor(targets[fit]), n_classes)
+        with torch.no_grad():
+            predicted[held] = linear(standard(np.asarray(held))).argmax(1).numpy()
+    return predicted
