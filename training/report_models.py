@@ -131,7 +131,11 @@ def selection_score(card: dict[str, Any], criterion: list[str], floor: str = "ch
 def raw_point(card: dict[str, Any], sweep: str = "sweep") -> dict[str, Any]:
     """A classifier's scores without a floor ({} if its card has no such row): on the
     selection crops, or with ``sweep="folds_sweep"`` on a members arm's out-of-fold crops."""
-    rows = (card.get("training", {}).get("calibration") or {}).get(sweep) or []
+    return no_floor_row((card.get("training", {}).get("calibration") or {}).get(sweep) or [])
+
+
+def no_floor_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The floor-0 row of a landmark floor sweep ({} if it has none)."""
     return next((row for row in rows if row["floor"] == 0.0), {})
 
 
@@ -603,7 +607,7 @@ def tta_reading(name: str, card: dict[str, Any]) -> str:
     scores, sweeps = choice["scores"], choice["sweeps"]
 
     def raw(mode: str) -> str:
-        row = next((r for r in sweeps[mode] if r["floor"] == 0.0), None)
+        row = no_floor_row(sweeps[mode])
         return f"{row['f1_weighted']:.3f} / {row['f1_macro']:.3f}" if row else "–"
 
     on = "out-of-fold training crops" if "out-of-fold" in choice["criterion"] else "selection"
