@@ -392,8 +392,9 @@ def train_lightning(model: torch.nn.Module, task: str, data: TaskData, recipe: R
     trainer.fit(module, loader)
     if average is not None:
         model.load_state_dict(average.module.state_dict())
-    if recipe.max_minutes:
-        recipe.extra["stopped_at_cap"] = trainer.global_step < steps
+    if recipe.max_minutes:  # cross-fitted members share these notes: one stopped is enough
+        stopped = recipe.extra.get("stopped_at_cap", False) or trainer.global_step < steps
+        recipe.extra["stopped_at_cap"] = stopped
     return time.perf_counter() - start
 
 
