@@ -38,6 +38,9 @@ CRATER_F1_FLOORS = {"themis-craters": 0.52, "ctx-craters": 0.15}
 CRATER_METRICS = ("iou", "crater_precision", "crater_recall", "crater_f1")
 HIRISE_CRATER_SHARE_MAX = 0.02
 """Crater share of the real HiRISE scene's image (its frame excluded): 0.0006 reached."""
+LANDMARK_OTHER_SHARE_MIN = 0.95
+"""Share of the same scene's mapped image the landmark model calls other (wind-eroded ridges,
+no landmark a browse crop would label): 0.985 reached with the card's turns."""
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -206,3 +209,28 @@ def test_default_model_maps_no_crater_in_the_real_hirise_frame(hirise_scene, tmp
     inside = mask[~outside]
     crater_share = float((inside == 1).mean())
     assert crater_share <= HIRISE_CRATER_SHARE_MAX, crater_share
+
+
+@pytest.mark.shared_data
+def test_landmark_model_reads_the_real_hirise_scene_at_its_own_scale(hirise_scene, tmp_path
+                                                                     ) -> None:
+    # The landmark crops are browse-image views of about 5 m per model pixel (the card's gsd,
+    # training/landmark_scale.py); the 25 m/px scene is read resampled to that scale, and tiles
+    # mostly in the collar stay unmapped. Before the card had a scale, one 227 px tile spanned
+    # most of the scene's width and 38 % of it was called slope streak (one TTA pass here).
+    from momo_geo.inference import map_scene
+    from momo_geo.inference.frame import find_frame
+
+    card = load_card(BUNDLED_DIR / "landmarks.bundle")
+    result = map_scene(hirise_scene, tmp_path / "mask.tif", None, "landmarks", device="cpu",
+                       tta="none")
+    assert result.resample_factor == pytest.approx(card.gsd / 25.03, rel=0.01)
+    frame = find_frame(str(hirise_scene))
+    with rasterio.open(tmp_path / "mask.tif") as src:
+        mask = src.read(1)
+        outside = ~frame.valid(Window(0, 0, src.width, src.height))
+    assert (mask[outside] == 255).all()
+    inside = mask[~outside]
+    assert (inside == 255).mean() < 0.15  # the unmapped strip along the collar
+    mapped = inside[inside != 255]
+    assert (mapped == card.class_names.index("other")).mean() >= LANDMARK_OTHER_SHARE_MIN

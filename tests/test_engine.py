@@ -333,6 +333,29 @@ def test_tile_level_classification_bundle(tmp_path):
     assert small_mask[0, 0] < 3
 
 
+def test_classification_tiles_mostly_in_a_collar_are_left_unmapped(tmp_path):
+    """A tile with under three quarters of image is not classified; the rest are."""
+    from momo_geo.inference.engine import MIN_CLASSIFIED_SHARE
+
+    card = ModelCard(name="landmark-tiny", task="classification",
+                     architecture={"kind": "test_pooled_cls", "encoder": "none"},
+                     input_size=32, tile_size=32, tile_overlap=0, in_chans=1,
+                     classes=[{"id": 0, "name": "other", "color": "#000000"},
+                              {"id": 1, "name": "crater", "color": "#ff0000"}])
+    torch.manual_seed(0)
+    bundle = Bundle(card=card, state_dict=create_model(card).state_dict())
+    image = np.random.default_rng(1).integers(1, 255, (64, 96), dtype=np.uint8)
+    image[:, :20] = 0  # left tiles: 12 of 32 columns are image
+    image[:, 88:] = 0  # right tiles: 24 of 32 columns, exactly the share
+    assert 12 / 32 < MIN_CLASSIFIED_SHARE <= 24 / 32
+    scene = write_scene(tmp_path / "collar.tif", image, nodata=0)
+    result = map_scene(scene, model=bundle)
+    with rasterio.open(result.mask_path) as out:
+        mask, nodata = out.read(1), out.nodata
+    assert (mask[:, :32] == nodata).all()  # image pixels too: left unmapped
+    assert (mask[:, 32:88] < 2).all() and (mask[:, 88:] == nodata).all()
+
+
 def test_bf16_runs_and_fp16_on_cpu_is_a_clear_error(tmp_path, bundle):
     image = checkerboard(100, 100)
     scene = write_scene(tmp_path / "s.tif", image)

@@ -71,6 +71,11 @@ from momo_geo.outputs import OutputSet, writing
 FULLY_CONVOLUTIONAL = {"conv", "unet"}
 # How far (ratio of GSDs) a scene may be from the model's GSD before we warn loudly.
 EXTREME_GSD_RATIO = 8.0
+# A classification tile with less of the image than this is left unclassified: landmark crops
+# never hold nodata, and a tile partly in a map-projected product's black collar reads as
+# terrain with a straight edge (on the real HiRISE scene, false slope streaks along the
+# collar: 1.9 % of the image called slope streak at 0.5, 0.9 % at 0.75, 8 % left unmapped).
+MIN_CLASSIFIED_SHARE = 0.75
 GDAL_CACHE_BYTES = 32 * 2**20
 DEFAULTS = MapOptions()
 
@@ -279,9 +284,17 @@ def _stitch_batch(predictor: Predictor, normalizer: Normalizer, batch: Any,
     else:  # classification: the tile's class for all its pixels
         array = np.broadcast_to(probs.cpu().numpy()[:, :, None, None],
                                 (*probs.shape, first.height, first.width))
-    for plan, p, valid in zip(batch.plans, array, batch.valids, strict=True):
+    valids = batch.valids if probs.ndim == 4 else [classified(v) for v in batch.valids]
+    for plan, p, valid in zip(batch.plans, array, valids, strict=True):
         stitcher.add(plan, p, valid)
         tiles_done(1)
+
+
+def classified(valid: np.ndarray) -> np.ndarray:
+    """A classification tile's valid pixels, or none when less than
+    :data:`MIN_CLASSIFIED_SHARE` of the tile is image (its pixels stay unmapped unless an
+    overlapping tile classifies them)."""
+    return valid if valid.mean() >= MIN_CLASSIFIED_SHARE else np.zeros_like(valid)
 
 
 def _run_tiles(source: RasterSource | ArraySource, width: int, height: int,
