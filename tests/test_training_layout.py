@@ -428,3 +428,29 @@ def test_the_data_curve_is_rendered_per_share(tmp_path) -> None:
     assert "| 100% | 80 | 2,331 | 1 | 0.800 [0.800, 0.800] |" in text
     assert "weighted F1 by +0.080 and macro F1 by +0.150" in text and "3 runs" in text
     assert "Two draws of one share differ by up to 0.040 in weighted F1" in text
+
+
+def test_a_built_arm_is_recorded_and_read_where_its_bundle_is_gone(tmp_path) -> None:
+    """build_models records each arm's card; report_models prefers a built bundle's card and
+    falls back to the recorded one, and refuses to promote an arm it cannot copy."""
+    from training import build_models, report_models
+
+    built = tmp_path / "bundles" / "arm-a.bundle"
+    built.mkdir(parents=True)
+    (built / "card.json").write_text(json.dumps({"name": "built", "weights_sha256": "aa"}))
+    recorded = tmp_path / "cards"
+    assert build_models.record_card(built, recorded) == recorded / "arm-a.json"
+    (recorded / "arm-b.json").write_text(json.dumps({"name": "old", "weights_sha256": "bb"}))
+    (recorded / "arm-a.json").write_text(json.dumps({"name": "stale", "weights_sha256": "cc"}))
+    cards = report_models.load_cards(tmp_path / "bundles", ["arm-a", "arm-b", "arm-c"],
+                                     recorded)
+    assert {k: v["name"] for k, v in cards.items()} == {"arm-a": "built", "arm-b": "old"}
+    shipped = tmp_path / "weights" / "x.bundle"
+    shipped.mkdir(parents=True)
+    (shipped / "card.json").write_text(json.dumps({"weights_sha256": "bb"}))
+    report_models.promote(tmp_path / "bundles", "arm-b", shipped, cards["arm-b"])  # shipped
+    assert json.loads((shipped / "card.json").read_text()) == {"weights_sha256": "bb"}
+    with pytest.raises(SystemExit, match="arm-b is chosen"):
+        report_models.promote(tmp_path / "bundles", "arm-b", shipped, {"weights_sha256": "dd"})
+    report_models.promote(tmp_path / "bundles", "arm-a", shipped, cards["arm-a"])
+    assert json.loads((shipped / "card.json").read_text())["name"] == "built"

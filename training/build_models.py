@@ -10,11 +10,18 @@ Each recipe runs the one pipeline of the package (``momo_geo.training.pipeline.r
 ``OUT/<bundle>`` with its card (metrics on the validation split, the recipe, the pretraining
 settings). Recipes with the same ``pretrain`` part share one pretraining run under ``--work``.
 All seeds are in the recipes.
+
+Each built arm's card is also copied to ``training/cards/<arm>.json`` (``--cards``), to be
+committed: bundles live in a build folder that a fresh checkout lacks, and
+``training/report_models.py`` reads a recorded card where the bundle is gone, so results.md
+can be written again without rebuilding every arm. Runs with ``--set`` overrides are not
+recorded (a smoke run must not replace an arm's record).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +32,16 @@ from momo_geo.errors import MomoGeoError
 from momo_geo.training.recipes import build_model, load_recipe
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+CARDS = CHECKOUT / "training" / "cards"
+"""The recorded cards of built arms (one ``<arm>.json`` each; see the module doc)."""
+
+
+def record_card(bundle: Path, cards: Path) -> Path:
+    """Copy ``bundle``'s card to ``cards/<arm>.json`` (the arm: the bundle's name)."""
+    cards.mkdir(parents=True, exist_ok=True)
+    target = cards / f"{Path(bundle).name.removesuffix('.bundle')}.json"
+    shutil.copyfile(Path(bundle) / "card.json", target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="KEY.PATH=VALUE", help="override a recipe value (repeatable)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a shared CPU more threads fight)")
+    parser.add_argument("--cards", type=Path, default=CARDS,
+                        help="where each built arm's card is recorded (not with --set)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -47,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             bundle = build_model(recipe, args.out, args.work, args.data, args.threads)
             print(f"{path} -> {bundle} ({time.perf_counter() - start:.0f} s)", flush=True)
+            if not args.overrides:
+                print(f"card recorded: {record_card(bundle, args.cards)}", flush=True)
     except MomoGeoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "training" / "recipes"
+CARDS = ROOT / "training" / "cards"
+"""Recorded cards of built arms (``training/build_models.py``), read where a bundle is gone."""
 SELECTIONS = ("crater-seg.json", "landmarks.json")
 DATA = ROOT.parent / "shared" / "data"
 TARGETS = {
@@ -37,12 +39,16 @@ TARGETS = {
 """The targets of the model issue, on the validation splits."""
 
 
-def load_cards(bundles: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+def load_cards(bundles: Path, names: list[str], recorded: Path = CARDS
+               ) -> dict[str, dict[str, Any]]:
+    """Each arm's card: its built bundle's, else its recorded card (arms with neither are
+    left out)."""
     cards = {}
     for name in names:
-        path = bundles / f"{name}.bundle" / "card.json"
-        if path.is_file():
-            cards[name] = json.loads(path.read_text())
+        for path in (bundles / f"{name}.bundle" / "card.json", recorded / f"{name}.json"):
+            if path.is_file():
+                cards[name] = json.loads(path.read_text())
+                break
     return cards
 
 
@@ -151,8 +157,15 @@ def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str |
     return max(scored, key=scored.get) if scored else None
 
 
-def promote(bundles: Path, arm: str, target: Path) -> None:
-    """Copy an arm's bundle to ``target`` (a bundled model folder), replacing it whole."""
+def promote(bundles: Path, arm: str, target: Path, card: dict[str, Any]) -> None:
+    """Copy an arm's bundle to ``target`` (a bundled model folder), replacing it whole; an arm
+    known only by its recorded card must already be the bundled one (same weights)."""
+    if not (bundles / f"{arm}.bundle").is_dir():
+        shipped = json.loads((target / "card.json").read_text()) if target.is_dir() else {}
+        if shipped.get("weights_sha256") != card.get("weights_sha256"):
+            raise SystemExit(f"{arm} is chosen but {bundles / (arm + '.bundle')} is not built: "
+                             "build it (training/build_models.py) before --promote")
+        return
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     shutil.copytree(bundles / f"{arm}.bundle", tmp / "bundle")
     old = target.with_name(f".{target.name}.old")
@@ -834,8 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     arms = load_cards(args.bundles, names)
     continue_curves(arms)
     if not arms:
-        print(f"no arm bundles in {args.bundles}; run training/build_models.py first",
-              file=sys.stderr)
+        print(f"no arm bundles in {args.bundles} and no recorded cards in {CARDS}; run "
+              "training/build_models.py first", file=sys.stderr)
         return 1
     chosen, defaults = {}, {}
     for selection in selections.values():
@@ -844,13 +857,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.rescore:
             path = args.bundles / f"{arm}.bundle"
+            if not path.is_dir():
+                raise SystemExit(f"--rescore: {arm} is not built in {args.bundles}")
             rescore(path, arms[arm])
             arms[arm] = json.loads((path / "card.json").read_text())
         chosen[selection["bundle"]] = arm
         defaults[selection["bundle"]] = arms[arm]
         if args.promote:
             target = ROOT / "momo_geo" / "weights" / selection["bundle"]
-            promote(args.bundles, arm, target)
+            promote(args.bundles, arm, target, arms[arm])
             if selection.get("card"):
                 from momo_geo.training.finetune import set_card_fields
 
