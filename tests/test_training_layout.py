@@ -454,3 +454,18 @@ def test_a_built_arm_is_recorded_and_read_where_its_bundle_is_gone(tmp_path) -> 
         report_models.promote(tmp_path / "bundles", "arm-b", shipped, {"weights_sha256": "dd"})
     report_models.promote(tmp_path / "bundles", "arm-a", shipped, cards["arm-a"])
     assert json.loads((shipped / "card.json").read_text())["name"] == "built"
+
+
+def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
+    from training import report_models
+
+    def arm(weighted: float) -> dict:
+        row = {"floor": 0.0, "f1_weighted": weighted, "f1_macro": 0.8}
+        return {"training": {"calibration": {"sweep": [row]}}}
+
+    selection = {"criterion": ["f1_weighted", "f1_macro"], "compare_at_floor": "none",
+                 "choose_from": ["first", "second", "third"]}
+    cards = {"second": arm(0.93), "first": arm(0.93), "third": arm(0.92)}
+    assert report_models.choose(selection, cards) == "first"
+    cards["third"] = arm(0.94)
+    assert report_models.choose(selection, cards) == "third"

@@ -146,8 +146,9 @@ def no_floor_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
-    """The arm of the best selection score; a selection recipe's ``compare_at_floor``
-    (``"chosen"``, the default, or ``"none"``) says at which floor arms are compared."""
+    """The arm of the best selection score (a tie keeps the arm listed first in
+    ``choose_from``); a selection recipe's ``compare_at_floor`` (``"chosen"``, the default, or
+    ``"none"``) says at which floor arms are compared."""
     floor = selection.get("compare_at_floor", "chosen")
     if floor not in ("chosen", "none"):
         raise ValueError(f"compare_at_floor must be 'chosen' or 'none', not {floor!r}")
