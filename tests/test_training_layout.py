@@ -469,3 +469,19 @@ def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
     assert report_models.choose(selection, cards) == "first"
     cards["third"] = arm(0.94)
     assert report_models.choose(selection, cards) == "third"
+
+
+def test_landmark_scale_reads_crop_spans_from_how_much_a_crater_fills() -> None:
+    """A crater filling half a crop's width means a crop of 120 browse pixels (30 a side)."""
+    import numpy as np
+
+    from training import landmark_scale
+
+    fill = np.array([0.5, 0.5, 0.5, np.nan, 0.75])
+    out = landmark_scale.scale_estimate(fill, input_size=96, browse_gsd=4.0,
+                                        browse_range=(2.0, 8.0))
+    assert out["crater_crops"] == 5 and out["crater_found"] == 4
+    assert out["span_browse_px"]["median"] == 120
+    assert out["gsd"] == round(4.0 * 120 / 96, 1)
+    lo, hi = out["gsd_range"]
+    assert lo == round(2.0 * 120 / 96, 1) and hi > 8.0 * 120 / 96  # the 240 px crop widens it
