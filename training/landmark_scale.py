@@ -33,7 +33,6 @@ from momo_geo.training.chips import default_data_root
 
 MARGIN_PX = 30
 """Browse pixels added around each landmark's box on every side before resizing."""
-CROP_PX = 227
 CENTRE_SHARE = 0.35
 """A crater counts as the crop's landmark if its centre is this share of the crop from the
 crop's centre (the box is centred on its landmark)."""

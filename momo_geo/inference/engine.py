@@ -281,10 +281,11 @@ def _stitch_batch(predictor: Predictor, normalizer: Normalizer, batch: Any,
             probs = torch.nn.functional.interpolate(
                 probs, size=(first.height, first.width), mode="bilinear", align_corners=False)
         array = probs.cpu().numpy()
+        valids = batch.valids
     else:  # classification: the tile's class for all its pixels
         array = np.broadcast_to(probs.cpu().numpy()[:, :, None, None],
                                 (*probs.shape, first.height, first.width))
-    valids = batch.valids if probs.ndim == 4 else [classified(v) for v in batch.valids]
+        valids = [classified(v) for v in batch.valids]
     for plan, p, valid in zip(batch.plans, array, valids, strict=True):
         stitcher.add(plan, p, valid)
         tiles_done(1)
