@@ -471,6 +471,30 @@ def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
     assert report_models.choose(selection, cards) == "third"
 
 
+def test_the_curves_put_each_target_beside_the_validation_score_as_shipped() -> None:
+    """The learning-curve figure draws, on the THEMIS IoU panel, the issue's target and the
+    recorded arms' validation scores (the values the comparison tables hold)."""
+    import matplotlib.pyplot as plt
+
+    from training import report_models
+
+    names = ["craters-unet", "craters-unet-longest", "landmarks-unet-transfer"]
+    cards = report_models.load_cards(ROOT / "no-bundles", names)
+    report_models.continue_curves(cards)
+    fig = report_models.curve_figure(cards)
+    panels = dict(zip([p[1] for p in report_models.CURVE_PANELS], fig.axes, strict=True))
+    iou = panels["iou"]
+    diamonds = sorted(float(line.get_ydata()[0]) for line in iou.lines
+                      if line.get_marker() == "D")
+    expected = sorted(cards[n]["metrics"]["themis-craters"]["iou"] for n in names[:2])
+    assert diamonds == pytest.approx(expected)
+    assert any(list(line.get_ydata()) == [0.40, 0.40] for line in iou.lines)
+    macro = [float(line.get_ydata()[0]) for line in panels["f1_macro"].lines
+             if line.get_marker() == "D"]
+    assert macro == pytest.approx([cards[names[2]]["metrics"]["landmarks"]["f1_macro"]])
+    plt.close(fig)
+
+
 def test_landmark_scale_reads_crop_spans_from_how_much_a_crater_fills() -> None:
     """A crater filling half a crop's width means a crop of 120 browse pixels (30 a side)."""
     import numpy as np

@@ -306,39 +306,76 @@ def curve_rows(cards: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+CURVE_PANELS = (("craters", "crater_f1", "themis-craters", "crater F1"),
+                ("craters", "iou", "themis-craters", "crater pixel IoU"),
+                ("landmarks", "f1_weighted", "landmarks", "weighted F1"),
+                ("landmarks", "f1_macro", "landmarks", "macro F1"))
+"""The learning-curve panels: arms' prefix, score, validation task, label. Each panel pairs a
+selection score with the validation score that the model issue sets a target for."""
+
+
 def plot_curves(cards: dict[str, dict[str, Any]], out: Path) -> None:
-    """Selection score against training minutes, one panel per task."""
+    """Write :func:`curve_figure` to ``out``."""
+    import matplotlib.pyplot as plt
+
+    fig = curve_figure(cards)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def curve_figure(cards: dict[str, dict[str, Any]]) -> Any:
+    """Selection score against training minutes, one panel per score (:data:`CURVE_PANELS`),
+    with each arm's validation score as shipped and the issue's target beside its curve, so
+    the figure shows where a target stands against the plateau."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = {"craters": ("crater_f1", "crater F1 (selection images)"),
-              "landmarks": ("f1_weighted", "weighted F1 (selection products)")}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (prefix, (key, label)) in zip(axes, panels.items(), strict=True):
+    colours = {name: f"C{i % 10}" for i, name in enumerate(cards)}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    for ax, (prefix, key, task, label) in zip(axes.flat, CURVE_PANELS, strict=True):
         for name, card in cards.items():
-            curve = card["training"].get("learning_curve") or []
-            if name.startswith(prefix) and curve:
-                start = card["training"].get("continues")
-                curve = ([start] if start else []) + curve
-                style = "--" if prefix == "craters" and not old_rule(card) else "-"
-                line, = ax.plot([p["minutes"] for p in curve], [p.get(key, 0.0) for p in curve],
-                                style, marker="o", label=name)
-                final = selection_point(card)
-                if prefix == "craters" and final.get(key) is not None:
-                    ax.plot([curve[-1]["minutes"]], [final[key]], "*", ms=12,
-                            color=line.get_color())
-        if prefix == "craters":
-            ax.set_title("raw maps (solid: earlier rule, dashed: every speck counts); "
-                         "star: as shipped", fontsize=8)
+            if name.startswith(prefix):
+                curve_panel(ax, card, key, task, name, colours[name])
+        goal = TARGETS.get(task, {}).get(key)
+        if goal is not None:
+            ax.axhline(goal, color="black", ls=":", lw=1)
+            ax.annotate(f"target {goal:.2f}", (0.01, goal),
+                        xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+        ax.set_title(f"{label} ({task})", fontsize=9)
         ax.set_xlabel("training minutes (one CPU thread, curve scoring included)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if key in ("crater_f1", "f1_weighted"):
+            ax.legend(fontsize=7)
+    fig.suptitle("lines: selection images, raw maps (dashed: every speck counts); "
+                 "★ selection as shipped; ◆ validation as shipped; dotted: the issue's target "
+                 "(validation)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    return fig
+
+
+def curve_panel(ax: Any, card: dict[str, Any], key: str, task: str, name: str,
+                colour: str) -> None:
+    """One arm on one panel: its selection curve (dashed where every speck counts), its
+    selection score as shipped (crater arms: at the floor and coarse passes) and its
+    validation score as shipped, all at the minute its training ended."""
+    curve = card["training"].get("learning_curve") or []
+    if not curve:
+        return
+    start = card["training"].get("continues")
+    curve = ([start] if start else []) + curve
+    style = "--" if card.get("task") == "segmentation" and not old_rule(card) else "-"
+    minutes = [p["minutes"] for p in curve]
+    ax.plot(minutes, [p.get(key, 0.0) for p in curve], style, marker="o", ms=3,
+            color=colour, label=name)
+    final = selection_point(card)
+    if card.get("task") == "segmentation" and final.get(key) is not None:
+        ax.plot([minutes[-1]], [final[key]], "*", ms=11, color=colour)
+    valid = card.get("metrics", {}).get(task, {}).get(key)
+    if valid is not None:
+        ax.plot([minutes[-1]], [valid], "D", ms=6, color=colour, mec="black", mew=0.6)
 
 
 SCORES = {"themis-craters": ("crater_precision", "crater_recall", "crater_f1", "iou"),
@@ -741,7 +778,13 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "F1 + pixel IoU; an arm without a row was not calibrated for them.", "",
             *coarse_rows(crater_arms), "",
             "## Learning curves", "",
-            "![Selection score against training minutes](img/learning_curves.png)", "",
+            "![Selection and validation scores against training minutes, with the "
+            "targets](img/learning_curves.png)", "",
+            "Each panel pairs a score on the selection images (the curve, and ★ for a crater "
+            "arm as shipped) with the validation score the model issue sets a target for: ◆ "
+            "is each arm's validation score as shipped, drawn at the minute its training "
+            "ended, and the dotted line is the target. The ◆ values are the comparison "
+            "tables' (above); validation is reported there, never used to choose.", "",
             "Curve points score the raw maps (no floor, no smallest size). Crater arms "
             f"trained before {SCORING_RULE_CHANGED[:10]} "
             f"({', '.join(n for n, c in crater_arms.items() if old_rule(c)) or 'none'}) were "
