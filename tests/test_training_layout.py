@@ -495,6 +495,25 @@ def test_the_curves_put_each_target_beside_the_validation_score_as_shipped() -> 
     plt.close(fig)
 
 
+def test_the_validation_chain_is_read_against_a_line_in_log_chips() -> None:
+    """Four plain continuations on a straight line in log(chips) predict the fifth; a fifth
+    below the line is reported as below it, with the chips the line would need."""
+    from training import report_models
+
+    def arm(parent: str, chips: int, iou: float) -> dict:
+        return {"training": {"learning_curve": [{"samples": chips, "iou": 0.1}],
+                             "init_bundle": f"{parent}.bundle" if parent else None},
+                "metrics": {"themis-craters": {"iou": iou}}}
+
+    chain = {"a": arm("", 1000, 0.10), "b": arm("a", 2000, 0.15), "c": arm("b", 4000, 0.20),
+             "d": arm("c", 8000, 0.25), "e": arm("d", 16000, 0.26)}
+    text = report_models.validation_chain(chain, {"b": "a", "c": "b", "d": "c", "e": "d"})
+    assert "`a` → `b` → `c` → `d` → `e`" in text
+    assert "+0.050 per doubling" in text and "predicts 0.300 for the last, which read 0.260" in text
+    assert "would need 64,000 chips" in text
+    assert report_models.validation_chain(chain, {"b": "a", "c": "b"}) == ""
+
+
 def test_landmark_scale_reads_crop_spans_from_how_much_a_crater_fills() -> None:
     """A crater filling half a crop's width means a crop of 120 browse pixels (30 a side)."""
     import numpy as np

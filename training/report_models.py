@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -472,6 +473,46 @@ def continued_list(arms: dict[str, dict[str, Any]]) -> str:
     return ", ".join(items) or "none"
 
 
+def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str],
+                     task: str = "themis-craters", key: str = "iou") -> str:
+    """The validation score along the longest chain of plain continuations, against chips
+    seen, and what a straight line in log(chips) through all points but the last predicted
+    for the last: the plateau (or not) on the very score a target is set for. Reported only;
+    nothing is chosen by it."""
+    children = {parent: child for child, parent in plain_runs.items()}
+    roots = [p for p in children if p not in plain_runs]
+    chains = []
+    for root in roots:
+        chain = [root]
+        while chain[-1] in children:
+            chain.append(children[chain[-1]])
+        chains.append(chain)
+    if not chains or len(max(chains, key=len)) < 4:
+        return ""
+    chain = max(chains, key=len)
+    chips = [selection_point(arms[n])["samples"] for n in chain]
+    scores = [arms[n].get("metrics", {}).get(task, {}).get(key) for n in chain]
+    if any(v is None for v in scores):
+        return ""
+    x, y = [math.log(c) for c in chips[:-1]], scores[:-1]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    slope = (sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+             / sum((a - mx) ** 2 for a in x))
+    predicted = my + slope * (math.log(chips[-1]) - mx)
+    goal = TARGETS.get(task, {}).get(key)
+    reach = ""
+    if goal is not None and slope > 0:
+        reach = (f". Had the line held, the target {goal:.2f} would need "
+                 f"{math.exp(mx + (goal - my) / slope):,.0f} chips")
+    steps = ", ".join(f"{v:.3f}" for v in scores)
+    return (f" On the validation split ({task} {key}, reported, never used to choose), the "
+            f"chain `{'` → `'.join(chain)}` reads {steps} after "
+            f"{', '.join(f'{c:,}' for c in chips)} chips. A straight line in log(chips) "
+            f"through all but the last point gains {slope * math.log(2):+.3f} per doubling of "
+            f"the chips and predicts {predicted:.3f} for the last, which read {scores[-1]:.3f}"
+            f"{reach}.")
+
+
 def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str, str]) -> str:
     """``words`` (better, the same within 0.01, worse) by the crater criterion F1 + IoU."""
     gain = (after["crater_f1"] + after["iou"]) - (before["crater_f1"] + before["iou"])
@@ -586,7 +627,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "earlier rule). The minutes on the x-axis are wall-clock on a shared 2-core machine, "
         "so compare arms by chips seen (table above). The gains since came from the "
         "confidence floor (precision), the smallest size (specks) and the coarse passes "
-        "(area)." + continued + coarse,
+        "(area)." + continued + coarse + validation_chain(arms, plain_runs),
         "- What would pass the crater targets: crater F1 is bound by the fine pass's recall "
         "(validation table above), which the floor, the smallest size and the coarse passes "
         "do not raise (they trade precision and area); training longer is what raised it. "
