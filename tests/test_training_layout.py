@@ -452,8 +452,14 @@ def test_a_built_arm_is_recorded_and_read_where_its_bundle_is_gone(tmp_path) -> 
     assert json.loads((shipped / "card.json").read_text()) == {"weights_sha256": "bb"}
     with pytest.raises(SystemExit, match="arm-b is chosen"):
         report_models.promote(tmp_path / "bundles", "arm-b", shipped, {"weights_sha256": "dd"})
+    (built / "copied-in.bundle").mkdir()
+    with pytest.raises(SystemExit, match="holds copied-in.bundle"):
+        report_models.promote(tmp_path / "bundles", "arm-a", shipped, cards["arm-a"])
+    (built / "copied-in.bundle").rmdir()
+    (built / "weights.safetensors").write_bytes(b"")
     report_models.promote(tmp_path / "bundles", "arm-a", shipped, cards["arm-a"])
     assert json.loads((shipped / "card.json").read_text())["name"] == "built"
+    assert sorted(p.name for p in shipped.iterdir()) == ["card.json", "weights.safetensors"]
 
 
 def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:

@@ -168,6 +168,13 @@ def promote(bundles: Path, arm: str, target: Path, card: dict[str, Any]) -> None
             raise SystemExit(f"{arm} is chosen but {bundles / (arm + '.bundle')} is not built: "
                              "build it (training/build_models.py) before --promote")
         return
+    from momo_geo.bundle import CARD_NAME, WEIGHTS_NAME
+
+    extra = sorted(p.name for p in (bundles / f"{arm}.bundle").iterdir()
+                   if p.name not in (CARD_NAME, WEIGHTS_NAME))
+    if extra:
+        raise SystemExit(f"{bundles / (arm + '.bundle')} holds {', '.join(extra)} beside its "
+                         "card and weights; a bundled model ships nothing else")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     shutil.copytree(bundles / f"{arm}.bundle", tmp / "bundle")
     old = target.with_name(f".{target.name}.old")
