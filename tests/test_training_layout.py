@@ -520,6 +520,43 @@ def test_the_validation_chain_is_read_against_a_line_in_log_chips() -> None:
     assert report_models.validation_chain(chain, {"b": "a", "c": "b"}) == ""
 
 
+def test_crater_snapshots_ship_arms_as_their_mean_probability(tmp_path) -> None:
+    """Two saved U-Nets of one selection split become one bundle whose model returns the log
+    of their mean probability; arms of different splits are refused."""
+    import torch
+
+    from momo_geo.bundle import ModelCard, load_bundle, save_bundle
+    from momo_geo.errors import MomoGeoError
+    from momo_geo.models import create_model
+    from training import crater_snapshots
+
+    classes = [{"id": 0, "name": "background", "color": "#000000"},
+               {"id": 1, "name": "crater", "color": "#ff8000"}]
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        card = ModelCard(name=f"arm{seed}", task="segmentation", in_chans=1, input_size=32,
+                         architecture={"kind": "unet", "encoder": "unet", "width": 4,
+                                       "levels": 3},
+                         classes=classes,
+                         training={"selection_images": 2, "recipe": {"split_seed": 0}})
+        model = create_model(card).eval()
+        save_bundle(tmp_path / f"arm{seed}.bundle", model.state_dict(), card)
+        members.append(model)
+    out = tmp_path / "mean.bundle"
+    crater_snapshots.assemble(tmp_path, ["arm0", "arm1"], out)
+    ensemble = load_bundle(str(out)).build_model().eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = torch.stack([m(x).softmax(dim=1) for m in members]).mean(dim=0)
+        assert torch.allclose(ensemble(x).exp(), expected, atol=1e-5)
+    other = json.loads((tmp_path / "arm1.bundle" / "card.json").read_text())
+    other["training"]["selection_images"] = 3
+    (tmp_path / "arm1.bundle" / "card.json").write_text(json.dumps(other))
+    with pytest.raises(MomoGeoError, match="selection split"):
+        crater_snapshots.assemble(tmp_path, ["arm0", "arm1"], out)
+
+
 def test_landmark_scale_reads_crop_spans_from_how_much_a_crater_fills() -> None:
     """A crater filling half a crop's width means a crop of 120 browse pixels (30 a side)."""
     import numpy as np
