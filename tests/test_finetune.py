@@ -286,3 +286,22 @@ def test_chip_workers_cut_each_epoch_once_and_the_cpu_stream_is_unchanged(themis
     raw, _, which = crater_chips(data, 96, 32, np.random.default_rng([4, 0]),
                                  targets=rim_ignore_targets(data, 0.15))
     assert torch.equal(torch.cat(alone), normalise(raw, recipe))
+
+
+def test_a_recipes_selection_images_are_drawn_again_as_training_drew_them(themis_like):
+    """Scripts that calibrate or measure a built bundle get the very images its training held
+    out, and a recipe that holds out none is refused in one line."""
+    from momo_geo.errors import MomoGeoError
+    from momo_geo.training.finetune import training_split
+    from momo_geo.training.recipes import selection_data
+
+    spec = {"task": "themis-craters", "data": [themis_like.name],
+            "recipe": {"select_fraction": 0.2, "seed": 3}}
+    select = selection_data(spec, str(themis_like.parent))
+    recipe = Recipe(select_fraction=0.2, seed=3)
+    train, expected = training_split("themis-craters", [str(themis_like)], recipe)
+    assert len(select.images) == len(expected.images) == 2
+    assert all((a == b).all() for a, b in zip(select.images, expected.images, strict=True))
+    assert not any(any((a == b).all() for b in train.images) for a in select.images)
+    with pytest.raises(MomoGeoError, match="no selection images"):
+        selection_data({**spec, "recipe": {"select_fraction": 0.0}}, str(themis_like.parent))

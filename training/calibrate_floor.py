@@ -24,10 +24,9 @@ from momo_geo.training.finetune import (
     Recipe,
     score_bundle,
     task_of_root,
-    training_split,
     tta_modes,
 )
-from momo_geo.training.recipes import finetune_data, load_recipe
+from momo_geo.training.recipes import finetune_data, load_recipe, selection_data
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_recipe(args.recipe)["finetune"]
         recipe = Recipe.from_dict(spec.get("recipe", {}))
-        roots, extra = finetune_data(spec, args.data)
-        _, select = training_split(spec["task"], roots, recipe, extra)
-        if select is None:
-            raise MomoGeoError("the recipe holds out no selection images (select_fraction 0)")
+        roots, _ = finetune_data(spec, args.data)
+        select = selection_data(spec, args.data)
         calibration = calibrate_bundle(args.bundle, select, tta=tta_modes(recipe))
         print(json.dumps(calibration))
         metrics = score_bundle(args.bundle, [(task_of_root(spec["task"], r), r) for r in roots])

@@ -26,8 +26,7 @@ from safetensors.torch import load_file, save_file
 from momo_geo.bundle import CARD_NAME, WEIGHTS_NAME, sha256_file
 from momo_geo.errors import MomoGeoError
 from momo_geo.training.calibrate import calibrate_bundle
-from momo_geo.training.finetune import Recipe, training_split
-from momo_geo.training.recipes import finetune_data, load_recipe
+from momo_geo.training.recipes import load_recipe, selection_data
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
@@ -65,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assemble(args.bundles, args.arms, args.out)
         spec = load_recipe(CHECKOUT / "training" / "recipes" / f"{args.arms[0]}.json")
-        roots, extra = finetune_data(spec["finetune"], args.data)
-        recipe = Recipe.from_dict(spec["finetune"]["recipe"])
-        _, select = training_split(spec["finetune"]["task"], roots, recipe, extra)
-        calibrate_bundle(args.out, select)
+        calibrate_bundle(args.out, selection_data(spec["finetune"], args.data))
     except MomoGeoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -34,8 +34,7 @@ from momo_geo.training.calibrate import (
     selection_maps,
     with_passes,
 )
-from momo_geo.training.finetune import Recipe, training_split
-from momo_geo.training.recipes import finetune_data, load_recipe
+from momo_geo.training.recipes import load_recipe, selection_data
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 RESIDUALS = (None, 0.35, 0.3, 0.25, 0.2, 0.15)
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(CHECKOUT.parent / "shared" / "data"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    spec = load_recipe(args.recipe)["finetune"]
-    roots, extra = finetune_data(spec, args.data)
-    _, select = training_split(spec["task"], roots, Recipe.from_dict(spec["recipe"]), extra)
+    select = selection_data(load_recipe(args.recipe)["finetune"], args.data)
     bundle = load_bundle(args.bundle)
     card = json.loads((Path(args.bundle) / "card.json").read_text())
     predictor = Predictor(bundle, "cpu")

@@ -120,6 +120,20 @@ def finetune_data(spec: dict[str, Any], data_root: str) -> tuple[list[str], list
     return roots, [synthetic_crater_data(fields)] if fields else []
 
 
+def selection_data(spec: dict[str, Any], data_root: str) -> Any:
+    """The selection images that a recipe's ``finetune`` part holds out of training, drawn again
+    exactly as its training drew them (a :class:`~momo_geo.evaluate.TaskData`): what scripts
+    calibrate or measure a built bundle on without reading the validation split."""
+    from momo_geo.training.finetune import Recipe, training_split
+
+    roots, extra = finetune_data(spec, data_root)
+    _, select = training_split(spec["task"], roots, Recipe.from_dict(spec.get("recipe", {})),
+                               extra)
+    if select is None:
+        raise MomoGeoError("the recipe holds out no selection images (select_fraction 0)")
+    return select
+
+
 def continued_bundle(recipe: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path | None:
     """The bundle a recipe's ``continue_from`` names (another recipe's ``bundle``, built into
     the same ``out_dir`` first), or ``None``: the run then starts from its encoder."""
