@@ -486,7 +486,8 @@ def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str]
     seen, and what a straight line in log(chips) through all points but the last predicted
     for the last: the plateau (or not) on the very score a target is set for. Reported only;
     nothing is chosen by it."""
-    children = {parent: child for child, parent in plain_runs.items()}
+    by_chips = sorted(plain_runs.items(), key=lambda kv: selection_point(arms[kv[0]])["samples"])
+    children = {parent: child for child, parent in by_chips}  # two: the one of more chips
     roots = [p for p in children if p not in plain_runs]
     chains = []
     for root in roots:
