@@ -26,7 +26,7 @@ from momo_geo.training.finetune import (
     task_of_root,
     tta_modes,
 )
-from momo_geo.training.recipes import finetune_data, load_recipe, selection_data
+from momo_geo.training.recipes import data_roots, load_recipe, selection_data
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_recipe(args.recipe)["finetune"]
         recipe = Recipe.from_dict(spec.get("recipe", {}))
-        roots, _ = finetune_data(spec, args.data)
+        roots = data_roots(spec, args.data)
         select = selection_data(spec, args.data)
         calibration = calibrate_bundle(args.bundle, select, tta=tta_modes(recipe))
         print(json.dumps(calibration))

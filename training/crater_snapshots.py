@@ -30,7 +30,7 @@ from momo_geo.training.recipes import load_recipe, selection_data
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
-from training.report_models import selection_point  # noqa: E402
+from training.report_models import PASS_SCORES, selection_point  # noqa: E402
 
 
 def assemble(bundles: Path, arms: list[str], out: Path) -> None:
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     card = json.loads((args.out / CARD_NAME).read_text())
+    shipped = selection_point(card)  # its curve point is the first arm's: keep the scores
     print(json.dumps({"arms": args.arms, "coarse_passes": card["coarse_passes"],
-                      "selection": selection_point(card)}))
+                      "selection": {k: shipped[k] for k in (*PASS_SCORES, "min_diameter")}}))
     return 0
 
 

@@ -50,14 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     select = selection_data(load_recipe(args.recipe)["finetune"], args.data)
     bundle = load_bundle(args.bundle)
-    card = json.loads((Path(args.bundle) / "card.json").read_text())
+    card = bundle.card
     predictor = Predictor(bundle, "cpu")
-    feature, background = crater_class(bundle.card), background_class(bundle.card)
-    floor, size = card["min_confidence"]["crater"], card["min_diameter"]["crater"]
-    cap, passes = card.get("max_diameter", {}).get("crater", 0.0), card["coarse_passes"]
+    feature, background = crater_class(card), background_class(card)
+    floor, size = card.min_confidence["crater"], card.min_diameter["crater"]
+    cap, passes = card.max_diameter.get("crater", 0.0), card.coarse_passes
     probabilities = fine_probabilities(predictor, select)
     maps = selection_maps(predictor, select, floor, probabilities=probabilities,
-                          min_diameter=size)
+                          scales=tuple(spec["scale"] for spec in passes))
     for residual in RESIDUALS:
         counts, pixels = np.zeros(3, np.int64), np.zeros(2, np.int64)
         for item, probs in zip(maps, probabilities, strict=True):

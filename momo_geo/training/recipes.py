@@ -110,14 +110,18 @@ def pretrain_run(pretrain: dict[str, Any], work: str | os.PathLike[str], data_ro
     return out
 
 
+def data_roots(spec: dict[str, Any], data_root: str) -> list[str]:
+    """The data folders of a recipe's ``finetune`` part (what its bundle is scored on)."""
+    return [str(Path(data_root) / folder) for folder in spec["data"]]
+
+
 def finetune_data(spec: dict[str, Any], data_root: str) -> tuple[list[str], list[Any]]:
     """The data folders of a recipe's ``finetune`` part, and the synthetic crater fields that
     join their training images (an empty list when the recipe asks for none)."""
     from momo_geo.training.task_data import synthetic_crater_data
 
-    roots = [str(Path(data_root) / folder) for folder in spec["data"]]
     fields = int(spec.get("synthetic_fields", 0))
-    return roots, [synthetic_crater_data(fields)] if fields else []
+    return data_roots(spec, data_root), [synthetic_crater_data(fields)] if fields else []
 
 
 def selection_data(spec: dict[str, Any], data_root: str) -> Any:
