@@ -37,3 +37,17 @@ def test_report_finds_too_small_outlines_and_the_growth_that_fixes_them() -> Non
     assert abs(bins[128.0]["covered"] - 1 / 1.44) < 0.02
     assert report["growth"]["1.2"]["iou"] > report["growth"]["1"]["iou"] + 0.2
     assert report["growth"]["1"]["crater_f1"] == 1.0
+
+
+def test_report_says_what_mapping_each_size_whole_is_worth() -> None:
+    from training.crater_sizes import size_report
+
+    shape = (300, 300)
+    truth = np.array([[40.0, 40.0, 20.0], [180.0, 180.0, 200.0]])
+    target = circles_to_mask(shape, truth[:, 0], truth[:, 1], truth[:, 2] / 2).astype(np.int64)
+    mapped = _disc(shape, 40, 40, 20)  # the small crater whole, the large one missed
+    bins = {b["min_px"]: b for b in size_report([mapped], [target], [truth])["bins"]}
+    assert bins[8.0]["iou_if_whole_from_here"] == 1.0
+    assert bins[128.0]["iou_if_whole_from_here"] == 1.0
+    assert bins[256.0]["iou_if_whole_from_here"] < 0.05  # no labelled crater that large
+    assert bins[128.0]["covered"] == 0.0 and bins[8.0]["covered"] == 1.0

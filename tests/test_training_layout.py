@@ -571,3 +571,33 @@ def test_landmark_scale_reads_crop_spans_from_how_much_a_crater_fills() -> None:
     assert out["gsd"] == round(4.0 * 120 / 96, 1)
     lo, hi = out["gsd_range"]
     assert lo == round(2.0 * 120 / 96, 1) and hi > 8.0 * 120 / 96  # the 240 px crop widens it
+
+
+def test_the_crater_size_curve_is_rendered_by_chips_seen(tmp_path) -> None:
+    """crater_sizes.py lines of two arms become one row each, in order of chips seen, under the
+    bins' share of the labelled area; arms not in the report and other tasks are left out."""
+    from training import report_models
+
+    def line(arm: str, task: str, covered: list[float], iou: float) -> str:
+        bins = [{"min_px": low, "craters": n, "labelled_px": px, "covered": c,
+                 "iou_if_whole_from_here": 0.9 - k / 10}
+                for k, (low, n, px, c) in enumerate(zip((8.0, 128.0), (30, 2), (1000, 3000),
+                                                        covered, strict=True))]
+        return json.dumps({"arm": arm, "task": task, "images": 5, "bins": bins,
+                           "growth": {"1": {"iou": iou, "crater_f1": 0.6}}})
+
+    def arm(chips: int) -> dict:
+        return {"training": {"learning_curve": [{"samples": chips, "iou": 0.1}]}}
+
+    path = tmp_path / "sizes.jsonl"
+    assert report_models.size_curve_section({}, path) == []
+    path.write_text("\n".join([line("late", "themis-craters", [0.6, 0.5], 0.4),
+                               line("early", "themis-craters", [0.5, 0.2], 0.3),
+                               line("early", "ctx-craters", [0.1, 0.1], 0.1),
+                               line("gone", "themis-craters", [0.0, 0.0], 0.0)]) + "\n")
+    text = "\n".join(report_models.size_curve_section(
+        {"early": arm(1000), "late": arm(4000)}, path))
+    assert "| 8–128 | ≥ 128 |" in text and "| 25% (30) | 75% (2) |" in text
+    assert text.index("| early | 1,000 | 0.50 | 0.20 | 0.300 |") < text.index("| late | 4,000 |")
+    assert "gone" not in text and "0.10" not in text
+    assert "≥ 128 px 0.20 → 0.50" in text and "0.800 from 128 px" in text

@@ -9,12 +9,20 @@ its own selection images (one CTX tile and a tenth of the THEMIS train crops, as
 - whether the outlines of matched craters are too small or too large (median ratio of the
   fitted to the labelled diameter per bin): a systematic ratio would call for resizing;
 - pixel IoU and crater F1 when every mapped crater is grown outwards by a share of its own
-  diameter (1.0: as mapped), the test of that fix.
+  diameter (1.0: as mapped), the test of that fix;
+- pixel IoU had every labelled crater of a bin and the larger bins been mapped whole (the
+  rest as mapped): how much of the IoU target each size holds.
+
+Given the arms of a chain of continuations (``--out FILE``: one JSON line per arm and task,
+appended), it is the learning curve by crater size that ``docs/results.md`` shows
+(``docs/crater_size_curve.jsonl``): which sizes more training reached, and which it did not.
 
 The maps are the engine's (:func:`momo_geo.evaluate.predict_mask`, floor, sizes and coarse
 passes as the card says), exactly as ``momo-geo evaluate`` scores them.
 
     python training/crater_sizes.py build/bundles/craters-unet-longest.bundle
+    python training/crater_sizes.py build/bundles/craters-unet{,-long,-longer}.bundle \
+        --out docs/crater_size_curve.jsonl
 """
 
 from __future__ import annotations
@@ -81,9 +89,28 @@ def size_report(masks: list[np.ndarray], targets: list[np.ndarray], circles: lis
     bins = [{"min_px": BINS[k], "craters": int(counted[k]), "labelled_px": int(labelled[k]),
              "covered": round(covered[k] / labelled[k], 3) if labelled[k] else None,
              "matched": len(ratios[k]),
-             "diameter_ratio": round(float(np.median(ratios[k])), 3) if ratios[k] else None}
-            for k in range(n_bins)]
+             "diameter_ratio": round(float(np.median(ratios[k])), 3) if ratios[k] else None,
+             "iou_if_whole_from_here": whole}
+            for k, whole in zip(range(n_bins), iou_if_whole(masks, targets, truths), strict=True)]
     return {"bins": bins, "growth": growth}
+
+
+def iou_if_whole(masks: list[np.ndarray], targets: list[np.ndarray], truths: list[Circles]
+                 ) -> list[float]:
+    """Per bin, the pixel IoU of the maps with every labelled crater of that bin or a larger one
+    added whole (its disc), the rest as mapped: what covering those sizes would be worth."""
+    ious = []
+    for low in BINS[:-1]:
+        pixels = []
+        for craters, target, truth in zip(masks, targets, truths, strict=True):
+            rows, cols = np.indices(craters.shape)
+            whole = craters.copy()
+            for x, y, d in zip(truth.x, truth.y, truth.diameter, strict=True):
+                if d >= low:
+                    whole |= (cols - x) ** 2 + (rows - y) ** 2 <= (d / 2) ** 2
+            pixels.append(pixel_counts(whole.astype(np.uint8), target, valid=target != 255))
+        ious.append(round(segmentation_metrics(np.array(pixels))["iou"], 3))
+    return ious
 
 
 def _by_size(craters: np.ndarray, truth: Circles, match: CraterMatch, mapped: Circles,
@@ -133,16 +160,29 @@ def main(argv: list[str] | None = None) -> int:
     from momo_geo.inference.engine import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path, help="a crater arm's bundle (build/.../X.bundle)")
+    parser.add_argument("bundles", type=Path, nargs="+",
+                        help="crater arms' bundles (build/.../ARM.bundle)")
     parser.add_argument("--data", type=Path, default=default_data_root())
+    parser.add_argument("--out", type=Path, help="also append each line to this JSON-lines file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    predictor = Predictor(load_bundle(str(args.bundle)))
-    for task, select in selection_images(args.bundle, args.data).items():
-        masks = [predict_mask(predictor, image) == 1 for image in select.images]
-        report = size_report(masks, select.targets, select.circles)
-        print(json.dumps({"task": task, "images": len(select.images), **report}))
+    for bundle in args.bundles:
+        predictor = Predictor(load_bundle(str(bundle)))
+        for task, select in selection_images(bundle, args.data).items():
+            masks = [predict_mask(predictor, image) == 1 for image in select.images]
+            report = size_report(masks, select.targets, select.circles)
+            line = json.dumps({"arm": arm_name(bundle), "task": task,
+                               "images": len(select.images), **report})
+            print(line, flush=True)
+            if args.out is not None:
+                with args.out.open("a") as out:
+                    out.write(line + "\n")
     return 0
+
+
+def arm_name(bundle: Path) -> str:
+    """The arm a bundle folder holds: ``build/bundles/craters-unet.bundle`` -> ``craters-unet``."""
+    return bundle.name.removesuffix(".bundle")
 
 
 if __name__ == "__main__":

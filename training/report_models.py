@@ -842,8 +842,66 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "equal skill. Compare arms by the calibrated selection scores (tables above), "
             "which all follow the current rule.", "",
             *curve_rows(arms), "", *reading(arms, defaults.get("crater-seg.bundle")), "",
-            *data_curve_section(), "", *comparison_section()]
+            *size_curve_section(arms), "", *data_curve_section(), "", *comparison_section()]
     return "\n".join(out) + "\n"
+
+
+SIZE_CURVE = ROOT / "docs" / "crater_size_curve.jsonl"
+"""The runs of ``training/crater_sizes.py --out`` on the chain of crater continuations."""
+
+
+def size_curve_section(arms: dict[str, dict[str, Any]], path: Path = SIZE_CURVE,
+                       task: str = "themis-craters") -> list[str]:
+    """The crater learning curve by size: per arm (by chips seen), the share of the labelled
+    crater pixels of each diameter bin its map covers on the selection images, and what mapping
+    the largest craters whole would be worth; none before ``crater_sizes.py`` has run."""
+    if not path.is_file():
+        return []
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs = [r for r in runs if r["task"] == task and r["arm"] in arms]
+    if not runs:
+        return []
+    runs.sort(key=lambda r: selection_point(arms[r["arm"]]).get("samples", 0))
+    bins = runs[-1]["bins"]
+    edges = [f"{b['min_px']:g}–{bins[k + 1]['min_px']:g}" if k + 1 < len(bins)
+             else f"≥ {b['min_px']:g}" for k, b in enumerate(bins)]
+    area = sum(b["labelled_px"] for b in bins)
+    share = " | ".join(f"{b['labelled_px'] / area:.0%} ({b['craters']})" for b in bins)
+    lines = ["## Crater learning curve by size (selection images)", "",
+             f"Each arm's map of the {runs[-1]['images']} {task} selection crops (the engine, "
+             "floor, smallest size and coarse passes as its card says; validation unread): "
+             "the share of the labelled crater pixels of each diameter bin (px) that it "
+             "covers, its pixel IoU and crater F1 (`training/crater_sizes.py --out`, "
+             f"`docs/{path.name}`). The first row is each bin's share of the labelled "
+             "crater area (and its craters).", "",
+             f"| arm | chips seen | {' | '.join(edges)} | pixel IoU | crater F1 |",
+             "|---|---|" + "---|" * len(bins) + "---|---|",
+             f"| *labelled area (craters)* | | {share} | | |"]
+    for r in runs:
+        cells = " | ".join("–" if b["covered"] is None else f"{b['covered']:.2f}"
+                           for b in r["bins"])
+        first = r["growth"]["1"]
+        lines.append(f"| {r['arm']} | {selection_point(arms[r['arm']]).get('samples', 0):,} | "
+                     f"{cells} | {first['iou']:.3f} | {first['crater_f1']:.3f} |")
+    return lines + ["", size_curve_reading(runs, edges)]
+
+
+def size_curve_reading(runs: list[dict[str, Any]], edges: list[str]) -> str:
+    """Which sizes more chips reached, and what the largest ones would be worth mapped whole
+    (the last arm's maps, every labelled crater of a bin and the larger bins added as a disc)."""
+    first, last = runs[0]["bins"], runs[-1]["bins"]
+    moved = "; ".join(f"{edge} px {a['covered']:.2f} → {b['covered']:.2f}"
+                      for edge, a, b in zip(edges, first, last, strict=True)
+                      if a["covered"] is not None and b["covered"] is not None)
+    worth = ", ".join(f"{b['iou_if_whole_from_here']:.3f} from {b['min_px']:g} px"
+                      for b in last[1:] if "iou_if_whole_from_here" in b)
+    text = (f"From `{runs[0]['arm']}` to `{runs[-1]['arm']}` the covered share moved {moved}. "
+            f"Pixel IoU moved {runs[0]['growth']['1']['iou']:.3f} → "
+            f"{runs[-1]['growth']['1']['iou']:.3f}.")
+    if worth:
+        text += (f" Had `{runs[-1]['arm']}` mapped every labelled crater of a size and larger "
+                 f"whole (the rest as it maps them), its pixel IoU here would read {worth}.")
+    return text
 
 
 DATA_CURVE = ROOT / "docs" / "landmark_data_curve.jsonl"
