@@ -273,19 +273,24 @@ def test_continued_arms_are_read_by_what_changed_from_their_parent() -> None:
     from training import report_models
 
     def arm(parent: str | None, size: int = 160, coarse: float = 0.0, f1: float = 0.6,
-            iou: float = 0.3) -> dict:
-        recipe = {"input_size": size, "coarse_chips": coarse, "epochs": 12, "chips": 1440}
+            iou: float = 0.3, lr: float = 1e-3) -> dict:
+        recipe = {"input_size": size, "coarse_chips": coarse, "epochs": 12, "chips": 1440,
+                  "lr": lr}
         return {"training": {"init_bundle": f"{parent}.bundle" if parent else None,
                              "recipe": recipe,
                              "learning_curve": [{"samples": 100, "minutes": 1.0,
                                                  "crater_f1": f1, "iou": iou}]}}
 
     arms = {"base": arm(None), "longer": arm("base", f1=0.65), "coarse": arm("base", coarse=0.25),
-            "big": arm("base", size=416, iou=0.4), "orphan": arm("missing")}
-    plain, coarse, resized = report_models.continuations(arms)
-    assert (plain, coarse, resized) == ({"longer": "base"}, {"coarse": "base"}, {"big": "base"})
+            "big": arm("base", size=416, iou=0.4), "orphan": arm("missing"),
+            "annealed": arm("base", lr=3e-4, iou=0.295)}
+    plain, coarse, resized, annealed = report_models.continuations(arms)
+    assert (plain, coarse, resized, annealed) == (
+        {"longer": "base"}, {"coarse": "base"}, {"big": "base"}, {"annealed": "base"})
     text = "\n".join(report_models.reading(arms))
     assert "more training at 160 px still pays." in text
+    assert "for 12 epochs at learning rate 0.0003 (`annealed`; every continuation before " \
+           "restarted at 0.001)" in text and "the lower rate changes nothing" in text
     assert "on 416 px chips (`big`" in text and "0.300 → 0.400" in text
     assert "chips that hold the large craters whole pay." in text
     crater = {"metrics": {"themis-craters": {"crater_recall_by_diameter": [
@@ -314,16 +319,18 @@ def test_selection_point_keeps_the_fine_smallest_size_beside_the_coarse_scores()
 def test_the_continued_arms_are_listed_from_their_cards() -> None:
     from training import report_models
 
-    def arm(parent: str | None, size: int = 160, coarse: float = 0.0, epochs: int = 12) -> dict:
+    def arm(parent: str | None, size: int = 160, coarse: float = 0.0, epochs: int = 12,
+            lr: float = 1e-3) -> dict:
         return {"training": {"init_bundle": f"{parent}.bundle" if parent else None,
                              "recipe": {"input_size": size, "coarse_chips": coarse,
-                                        "epochs": epochs}}}
+                                        "epochs": epochs, "lr": lr}}}
 
     arms = {"base": arm(None), "long": arm("base", epochs=8), "big": arm("long", size=416),
-            "coarse": arm("base", coarse=0.25)}
+            "coarse": arm("base", coarse=0.25), "slow": arm("long", lr=3e-4)}
     assert report_models.continued_list(arms) == (
         "`long` (`base` + 8 epochs), `big` (`long` + 12 epochs on 416 px chips), "
-        "`coarse` (`base` + 12 epochs with coarse chips)")
+        "`coarse` (`base` + 12 epochs with coarse chips), "
+        "`slow` (`long` + 12 epochs at learning rate 0.0003)")
     assert report_models.continued_list({"base": arm(None)}) == "none"
 
 

@@ -445,25 +445,30 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
 
 def change_from_parent(card: dict[str, Any], parent: dict[str, Any]) -> str:
     """What a continued arm trained differently from its parent: ``coarse`` (coarse chips),
-    ``resized`` (another chip size) or "" (more of the same)."""
-    recipe = card["training"]["recipe"]
+    ``resized`` (another chip size), ``annealed`` (a lower learning rate) or "" (more of the
+    same)."""
+    recipe, was = card["training"]["recipe"], parent["training"]["recipe"]
     if recipe.get("coarse_chips"):
         return "coarse"
-    return "resized" if recipe["input_size"] != parent["training"]["recipe"]["input_size"] else ""
+    if recipe["input_size"] != was["input_size"]:
+        return "resized"
+    lower = recipe.get("lr", 0.0) < was.get("lr", 0.0)
+    return "annealed" if lower else ""
 
 
 def continuations(arms: dict[str, dict[str, Any]]
                   ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """Arms that continue another arm here, both with selection scores, as
     ``{child: parent}``: those trained as their parent was, those with coarse chips
-    (``Recipe.coarse_chips``) and those on chips of another size (``Recipe.input_size``)."""
-    runs: dict[str, dict[str, str]] = {"": {}, "coarse": {}, "resized": {}}
+    (``Recipe.coarse_chips``), those on chips of another size (``Recipe.input_size``) and those
+    at a lower learning rate (``Recipe.lr``)."""
+    runs: dict[str, dict[str, str]] = {"": {}, "coarse": {}, "resized": {}, "annealed": {}}
     for name, card in arms.items():
         parent = parent_arm(card)
         if parent not in arms or not (selection_point(card) and selection_point(arms[parent])):
             continue
         runs[change_from_parent(card, arms[parent])][name] = parent
-    return runs[""], runs["coarse"], runs["resized"]
+    return runs[""], runs["coarse"], runs["resized"], runs["annealed"]
 
 
 def continued_list(arms: dict[str, dict[str, Any]]) -> str:
@@ -475,6 +480,7 @@ def continued_list(arms: dict[str, dict[str, Any]]) -> str:
             continue
         recipe = card["training"]["recipe"]
         change = {"coarse": " with coarse chips", "resized": f" on {recipe['input_size']} px chips",
+                  "annealed": f" at learning rate {recipe['lr']:g}",
                   "": ""}[change_from_parent(card, arms[parent])]
         items.append(f"`{name}` (`{parent}` + {recipe['epochs']} epochs{change})")
     return ", ".join(items) or "none"
@@ -564,7 +570,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         largest = (f" (the bundled model finds {top['tp']} of the {top['n']} validation craters "
                    f"of {top['min_px']:g} px and more, recall {top['recall']:.2f})")
     continued = ""
-    plain_runs, coarse_runs, resized_runs = continuations(arms)
+    plain_runs, coarse_runs, resized_runs, annealed_runs = continuations(arms)
     for child, parent in sorted(plain_runs.items(), key=lambda kv: selection(kv[0])["samples"]):
         longer, shorter = selection(child), selection(parent)
         continued += (f" Continuing `{parent}` for "
@@ -602,6 +608,16 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                       "craters whole "
                       + verdict(bigger, before, ("pay.", "change nothing (within 0.01).",
                                                  "hurt.")))
+    for child, parent in annealed_runs.items():
+        after, before = selection(child), selection(parent)
+        recipe, was = arms[child]["training"]["recipe"], arms[parent]["training"]["recipe"]
+        continued += (f" Continuing `{parent}` for {recipe['epochs']} epochs at learning rate "
+                      f"{recipe['lr']:g} (`{child}`; every continuation before restarted at "
+                      f"{was['lr']:g}) moved the calibrated selection crater F1 "
+                      f"{before['crater_f1']:.3f} → {after['crater_f1']:.3f} and pixel IoU "
+                      f"{before['iou']:.3f} → {after['iou']:.3f}: the lower rate "
+                      + verdict(after, before, ("pays.", "changes nothing (within 0.01).",
+                                                "hurts.")))
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
     averaged = ""
     if ema and plain:
