@@ -289,8 +289,11 @@ def test_continued_arms_are_read_by_what_changed_from_their_parent() -> None:
         {"longer": "base"}, {"coarse": "base"}, {"big": "base"}, {"annealed": "base"})
     text = "\n".join(report_models.reading(arms))
     assert "more training at 160 px still pays." in text
-    assert "for 12 epochs at learning rate 0.0003 (`annealed`; every continuation before " \
-           "restarted at 0.001)" in text and "the lower rate changes nothing" in text
+    assert "for 12 epochs at learning rate 0.0003 (`annealed`; its other continuations ran " \
+           "at 0.001)" in text and "the lower rate changes nothing" in text
+    # a lower rate than its parent's, with no sibling at another rate, is more of the same
+    first = {"base": arm(None, lr=2e-3), "next": arm("base")}
+    assert report_models.continuations(first)[0] == {"next": "base"}
     assert "on 416 px chips (`big`" in text and "0.300 → 0.400" in text
     assert "chips that hold the large craters whole pay." in text
     crater = {"metrics": {"themis-craters": {"crater_recall_by_diameter": [
@@ -523,7 +526,7 @@ def test_the_validation_chain_is_read_against_a_line_in_log_chips() -> None:
     text = report_models.validation_chain(chain, {"b": "a", "c": "b", "d": "c", "e": "d"})
     assert "`a` → `b` → `c` → `d` → `e`" in text
     assert "+0.050 per doubling" in text and "predicts 0.300 for the last, which read 0.260" in text
-    assert "would need 64,000 chips" in text
+    assert "On that line the target 0.40 would need 64,000 chips" in text
     assert report_models.validation_chain(chain, {"b": "a", "c": "b"}) == ""
 
 

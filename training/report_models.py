@@ -445,29 +445,34 @@ def target_rows(defaults: dict[str, dict[str, Any]]) -> list[str]:
 
 def change_from_parent(card: dict[str, Any], parent: dict[str, Any]) -> str:
     """What a continued arm trained differently from its parent: ``coarse`` (coarse chips),
-    ``resized`` (another chip size), ``annealed`` (a lower learning rate) or "" (more of the
-    same)."""
-    recipe, was = card["training"]["recipe"], parent["training"]["recipe"]
+    ``resized`` (another chip size) or "" (more of the same; :func:`continuations` tells an
+    annealed one apart)."""
+    recipe = card["training"]["recipe"]
     if recipe.get("coarse_chips"):
         return "coarse"
-    if recipe["input_size"] != was["input_size"]:
-        return "resized"
-    lower = recipe.get("lr", 0.0) < was.get("lr", 0.0)
-    return "annealed" if lower else ""
+    return "resized" if recipe["input_size"] != parent["training"]["recipe"]["input_size"] else ""
 
 
 def continuations(arms: dict[str, dict[str, Any]]
-                  ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+                  ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, str]]:
     """Arms that continue another arm here, both with selection scores, as
     ``{child: parent}``: those trained as their parent was, those with coarse chips
-    (``Recipe.coarse_chips``), those on chips of another size (``Recipe.input_size``) and those
-    at a lower learning rate (``Recipe.lr``)."""
+    (``Recipe.coarse_chips``), those on chips of another size (``Recipe.input_size``) and
+    those annealed: at a lower learning rate than a sibling that continues the same parent
+    as it was trained."""
     runs: dict[str, dict[str, str]] = {"": {}, "coarse": {}, "resized": {}, "annealed": {}}
     for name, card in arms.items():
         parent = parent_arm(card)
         if parent not in arms or not (selection_point(card) and selection_point(arms[parent])):
             continue
         runs[change_from_parent(card, arms[parent])][name] = parent
+
+    def lr(name: str) -> float:
+        return arms[name]["training"]["recipe"].get("lr", 0.0)
+
+    for child, parent in list(runs[""].items()):
+        if any(lr(child) < lr(other) for other, p in runs[""].items() if p == parent):
+            runs["annealed"][child] = runs[""].pop(child)
     return runs[""], runs["coarse"], runs["resized"], runs["annealed"]
 
 
@@ -478,10 +483,11 @@ def continued_list(arms: dict[str, dict[str, Any]]) -> str:
         parent = parent_arm(card)
         if parent not in arms:
             continue
-        recipe = card["training"]["recipe"]
+        recipe, was = card["training"]["recipe"], arms[parent]["training"]["recipe"]
         change = {"coarse": " with coarse chips", "resized": f" on {recipe['input_size']} px chips",
-                  "annealed": f" at learning rate {recipe['lr']:g}",
                   "": ""}[change_from_parent(card, arms[parent])]
+        if recipe.get("lr") != was.get("lr"):
+            change += f" at learning rate {recipe['lr']:g}"
         items.append(f"`{name}` (`{parent}` + {recipe['epochs']} epochs{change})")
     return ", ".join(items) or "none"
 
@@ -516,7 +522,7 @@ def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str]
     goal = TARGETS.get(task, {}).get(key)
     reach = ""
     if goal is not None and slope > 0:
-        reach = (f". Had the line held, the target {goal:.2f} would need "
+        reach = (f". On that line the target {goal:.2f} would need "
                  f"{math.exp(mx + (goal - my) / slope):,.0f} chips")
     steps = ", ".join(f"{v:.3f}" for v in scores)
     return (f" On the validation split ({task} {key}, reported, never used to choose), the "
@@ -610,10 +616,12 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                                                  "hurt.")))
     for child, parent in annealed_runs.items():
         after, before = selection(child), selection(parent)
-        recipe, was = arms[child]["training"]["recipe"], arms[parent]["training"]["recipe"]
+        recipe = arms[child]["training"]["recipe"]
+        rate = max(arms[c]["training"]["recipe"]["lr"] for c, p in plain_runs.items()
+                   if p == parent)
         continued += (f" Continuing `{parent}` for {recipe['epochs']} epochs at learning rate "
-                      f"{recipe['lr']:g} (`{child}`; every continuation before restarted at "
-                      f"{was['lr']:g}) moved the calibrated selection crater F1 "
+                      f"{recipe['lr']:g} (`{child}`; its other continuations ran at "
+                      f"{rate:g}) moved the calibrated selection crater F1 "
                       f"{before['crater_f1']:.3f} → {after['crater_f1']:.3f} and pixel IoU "
                       f"{before['iou']:.3f} → {after['iou']:.3f}: the lower rate "
                       + verdict(after, before, ("pays.", "changes nothing (within 0.01).",
@@ -656,16 +664,20 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "(validation table above), which the floor, the smallest size and the coarse passes "
         "do not raise (they trade precision and area); training longer is what raised it. "
         "THEMIS pixel IoU is bound by the largest craters, which hold most of the labelled "
-        "area of a 416 px crop and are often cut by its edge" + largest + ". Continuing the "
-        "U-Net raised it up to 40 epochs; on the selection images (above) the fourth "
-        "continuation, coarse chips and chips that hold a whole THEMIS crop (416 px) did not, "
-        "and the matched craters' outlines are not too small (on the selection crops their "
-        "median fitted diameter is within about 10 % of the labelled one in every size bin, and "
-        "growing them does not help: `training/crater_sizes.py`). We know no change at this "
-        "CPU scale that passes it: the candidates are a network whose view spans those "
-        "craters at full resolution (wider and deeper than this U-Net, a GPU-scale run: the "
-        "recipe `craters-gpu-unet`, 16 channels, 6 levels, 384 px chips, is written for one GPU "
-        "(`make models-gpu`) and not yet run) and more labelled large craters. "
+        "area of a 416 px crop and are often cut by its edge" + largest + ". More training "
+        "at 160 px raises it, and the gain is in the large craters (the learning curve by size "
+        "below: the craters under 64 px gained little since 17,280 chips). A short "
+        "continuation that restarts at the full learning rate (`craters-unet-48ep`) lost some "
+        "of it on the selection images; one longer schedule (`craters-unet-64ep`) and a lower "
+        "rate (`craters-unet-anneal`) kept it. The matched craters' outlines are not too small "
+        "(on the selection crops their median fitted diameter is within about 10 % of the "
+        "labelled one in every size bin, and growing them does not help: "
+        "`training/crater_sizes.py`), and coarse chips or chips that hold a whole THEMIS crop "
+        "(416 px) did not help. The line through the validation chain (above) is the estimate "
+        "of the scale that passes the target: more chips at 160 px, hours on this CPU's one "
+        "thread or minutes on one GPU (the recipe `craters-gpu-unet`, a wider and deeper U-Net "
+        "on 384 px chips, is written for `make models-gpu` and not yet run); more labelled large "
+        "craters would help too. "
         "CTX recall is bound by 7 training tiles of "
         "one quadrangle beside hundreds of THEMIS crops: more labelled CTX tiles (e.g. the rest "
         "of the Mars Crater Catalogue's or Robbins' craters on CTX).",
