@@ -533,6 +533,12 @@ def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str]
             f"{reach}.")
 
 
+def moved(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """How a change moved the crater criterion's two scores on the selection images."""
+    return (f"moved the calibrated selection crater F1 {before['crater_f1']:.3f} → "
+            f"{after['crater_f1']:.3f} and pixel IoU {before['iou']:.3f} → {after['iou']:.3f}")
+
+
 def verdict(after: dict[str, Any], before: dict[str, Any], words: tuple[str, str, str]) -> str:
     """``words`` (better, the same within 0.01, worse) by the crater criterion F1 + IoU."""
     gain = (after["crater_f1"] + after["iou"]) - (before["crater_f1"] + before["iou"])
@@ -581,10 +587,8 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         longer, shorter = selection(child), selection(parent)
         continued += (f" Continuing `{parent}` for "
                       f"{arms[child]['training']['recipe']['epochs']} more epochs "
-                      f"(`{child}`, {longer['samples']:,} chips in all) moved the calibrated "
-                      f"selection crater F1 {shorter['crater_f1']:.3f} → "
-                      f"{longer['crater_f1']:.3f} and pixel IoU {shorter['iou']:.3f} → "
-                      f"{longer['iou']:.3f}: more training at "
+                      f"(`{child}`, {longer['samples']:,} chips in all) "
+                      f"{moved(shorter, longer)}: more training at "
                       f"{arms[child]['training']['recipe']['input_size']} px "
                       + verdict(longer, shorter, ("still pays.", "no longer pays (within 0.01).",
                                                   "made it worse.")))
@@ -607,10 +611,8 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         size = recipe["input_size"]
         continued += (f" Continuing `{parent}` for {recipe['epochs']} epochs on {size} px chips "
                       f"(`{child}`, {recipe['chips']:,} chips an epoch where its parent drew "
-                      f"{was['chips']:,} of {was['input_size']} px) moved the calibrated "
-                      f"selection crater F1 "
-                      f"{before['crater_f1']:.3f} → {bigger['crater_f1']:.3f} and pixel IoU "
-                      f"{before['iou']:.3f} → {bigger['iou']:.3f}: chips that hold the large "
+                      f"{was['chips']:,} of {was['input_size']} px) "
+                      f"{moved(before, bigger)}: chips that hold the large "
                       "craters whole "
                       + verdict(bigger, before, ("pay.", "change nothing (within 0.01).",
                                                  "hurt.")))
@@ -621,9 +623,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                    if p == parent)
         continued += (f" Continuing `{parent}` for {recipe['epochs']} epochs at learning rate "
                       f"{recipe['lr']:g} (`{child}`; its other continuations ran at "
-                      f"{rate:g}) moved the calibrated selection crater F1 "
-                      f"{before['crater_f1']:.3f} → {after['crater_f1']:.3f} and pixel IoU "
-                      f"{before['iou']:.3f} → {after['iou']:.3f}: the lower rate "
+                      f"{rate:g}) {moved(before, after)}: the lower rate "
                       + verdict(after, before, ("pays.", "changes nothing (within 0.01).",
                                                 "hurts.")))
     ema, plain = selection("landmarks-cnn-ema"), selection("landmarks-cnn")
