@@ -340,7 +340,11 @@ def curve_figure(cards: dict[str, dict[str, Any]]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {name: f"C{i % 10}" for i, name in enumerate(cards)}
+    palette = plt.get_cmap("tab20")  # up to 20 arms a panel, each its own colour
+    colours = {}
+    for prefix in {panel[0] for panel in CURVE_PANELS}:
+        arms = [name for name in cards if name.startswith(prefix)]
+        colours.update({name: palette(i % 20) for i, name in enumerate(arms)})
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     for ax, (prefix, key, task, label) in zip(axes.flat, CURVE_PANELS, strict=True):
         for name, card in cards.items():
