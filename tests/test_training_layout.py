@@ -527,7 +527,15 @@ def test_the_validation_chain_is_read_against_a_line_in_log_chips() -> None:
     assert "`a` → `b` → `c` → `d` → `e`" in text
     assert "+0.050 per doubling" in text and "predicts 0.300 for the last, which read 0.260" in text
     assert "On that line the target 0.40 would need 64,000 chips" in text
+    assert "other continuations" not in text
     assert report_models.validation_chain(chain, {"b": "a", "c": "b"}) == ""
+    chain |= {"f": arm("d", 12000, 0.31), "g": arm("f", 24000, 0.40), "h": arm("b", 3000, 0.5)}
+    text = report_models.validation_chain(chain, {"b": "a", "c": "b", "d": "c", "e": "d",
+                                                  "f": "d"}, off_chain={"g": "f", "h": "b"})
+    assert "`a` → `b` → `c` → `d` → `e`" in text
+    assert ("past its points: `f` (12,000 chips) predicted 0.279, read 0.310; "
+            "`g` (24,000 chips) predicted 0.329, read 0.400.") in text
+    assert "`h`" not in text
 
 
 def test_crater_snapshots_ship_arms_as_their_mean_probability(tmp_path) -> None:

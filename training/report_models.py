@@ -497,11 +497,14 @@ def continued_list(arms: dict[str, dict[str, Any]]) -> str:
 
 
 def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str],
-                     task: str = "themis-craters", key: str = "iou") -> str:
+                     task: str = "themis-craters", key: str = "iou",
+                     off_chain: dict[str, str] | None = None) -> str:
     """The validation score along the longest chain of plain continuations, against chips
     seen, and what a straight line in log(chips) through all points but the last predicted
-    for the last: the plateau (or not) on the very score a target is set for. Reported only;
-    nothing is chosen by it."""
+    for the last: the plateau (or not) on the very score a target is set for. The other
+    continuations (the plain ones off the chain and ``off_chain``, e.g. the annealed ones)
+    beyond the line's points are read against it too. Reported only; nothing is chosen by
+    it."""
     by_chips = sorted(plain_runs.items(), key=lambda kv: selection_point(arms[kv[0]])["samples"])
     children = {parent: child for child, parent in by_chips}  # two: the one of more chips
     roots = [p for p in children if p not in plain_runs]
@@ -528,6 +531,16 @@ def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str]
     if goal is not None and slope > 0:
         reach = (f". On that line the target {goal:.2f} would need "
                  f"{math.exp(mx + (goal - my) / slope):,.0f} chips")
+    others = sorted((n for n in {**plain_runs, **(off_chain or {})} if n not in chain
+                     and selection_point(arms[n])["samples"] > chips[-2]
+                     and arms[n].get("metrics", {}).get(task, {}).get(key) is not None),
+                    key=lambda n: selection_point(arms[n])["samples"])
+    tested = "; ".join(
+        f"`{n}` ({selection_point(arms[n])['samples']:,} chips) predicted "
+        f"{my + slope * (math.log(selection_point(arms[n])['samples']) - mx):.3f}, read "
+        f"{arms[n]['metrics'][task][key]:.3f}" for n in others)
+    if tested:
+        reach += f". The line against the other continuations past its points: {tested}"
     steps = ", ".join(f"{v:.3f}" for v in scores)
     return (f" On the validation split ({task} {key}, reported, never used to choose), the "
             f"chain `{'` → `'.join(chain)}` reads {steps} after "
@@ -663,7 +676,8 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "earlier rule). The minutes on the x-axis are wall-clock on a shared 2-core machine, "
         "so compare arms by chips seen (table above). The gains since came from the "
         "confidence floor (precision), the smallest size (specks) and the coarse passes "
-        "(area)." + continued + coarse + validation_chain(arms, plain_runs),
+        "(area)." + continued + coarse
+        + validation_chain(arms, plain_runs, off_chain=annealed_runs),
         "- What would pass the crater targets: crater F1 is bound by the fine pass's recall "
         "(validation table above), which the floor, the smallest size and the coarse passes "
         "do not raise (they trade precision and area); training longer is what raised it. "
