@@ -72,10 +72,11 @@ reproduce: venv
 # The bundled models: every arm of training/recipes/{crater-seg,landmarks}.json (equal CPU
 # budgets, plus the crater U-Net trained longer and continued, the landmark CNN at 192 px and
 # as members, and landmark arms started from the crater U-Net, so they follow it in this list;
-# one shared MOMO pretraining run under build/models/; about 14 CPU-hours), the best arm on the held-out
+# one shared MOMO pretraining run under build/models/; about 17 CPU-hours), the best arm on the held-out
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
 ARMS := craters-unet craters-unet-long craters-unet-longer craters-unet-longest craters-unet-48ep \
         craters-unet-coarse craters-unet-416 craters-unet-64ep craters-unet-anneal \
+        craters-unet-anneal2 craters-unet-anneal-restart \
         craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192 landmarks-cnn-zoom landmarks-cnn-folds \
         landmarks-cnn-folds8 landmarks-unet-transfer landmarks-unet-scratch landmarks-unet-transfer48

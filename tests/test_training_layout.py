@@ -483,8 +483,10 @@ def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
                  "choose_from": ["first", "second", "third"]}
     cards = {"second": arm(0.93), "first": arm(0.93), "third": arm(0.92)}
     assert report_models.choose(selection, cards) == "first"
+    assert report_models.tied(selection, cards, "first") == ["second"]
     cards["third"] = arm(0.94)
     assert report_models.choose(selection, cards) == "third"
+    assert report_models.tied(selection, cards, "third") == []
 
 
 def test_the_curves_put_each_target_beside_the_validation_score_as_shipped() -> None:

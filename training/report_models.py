@@ -159,6 +159,19 @@ def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str |
     return max(scored, key=scored.get) if scored else None
 
 
+def tied(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: str
+         ) -> list[str]:
+    """The arms whose selection score equals the chosen arm's at the cards' four decimals:
+    :func:`choose` kept the one listed first, and the report says so, since the selection
+    images then do not tell those arms apart (the validation split must not)."""
+    floor = selection.get("compare_at_floor", "chosen")
+    best = selection_score(cards[chosen], selection["criterion"], floor)
+    return [name for name in selection["choose_from"]
+            if name != chosen and name in cards and best is not None
+            and (score := selection_score(cards[name], selection["criterion"], floor))
+            is not None and abs(score - best) < 5e-5]
+
+
 def promote(bundles: Path, arm: str, target: Path, card: dict[str, Any]) -> None:
     """Copy an arm's bundle to ``target`` (a bundled model folder), replacing it whole; an arm
     known only by its recorded card must already be the bundled one (same weights)."""
@@ -687,7 +700,12 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "below: the craters under 64 px gained little since 17,280 chips). A short "
         "continuation that restarts at the full learning rate (`craters-unet-48ep`) lost some "
         "of it on the selection images; one longer schedule (`craters-unet-64ep`) and a lower "
-        "rate (`craters-unet-anneal`) kept it. The matched craters' outlines are not too small "
+        "rate (`craters-unet-anneal`) kept it. Continued 24 epochs more to 115,200 chips, the "
+        "bundled model tied itself on the selection images at the full rate "
+        "(`craters-unet-anneal-restart`) and fell behind at the lower one "
+        "(`craters-unet-anneal2`): at this scale the 62 selection crops no longer separate the "
+        "arms, while the validation line (above) still rises. The matched craters' outlines "
+        "are not too small "
         "(on the selection crops their median fitted diameter is within about 10 % of the "
         "labelled one in every size bin, and growing them does not help: "
         "`training/crater_sizes.py`), and coarse chips or chips that hold a whole THEMIS crop "
@@ -823,6 +841,11 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
                "on those images)" if sel.get("compare_at_floor") == "none" else "")
         out.append(f"- `{name}` = arm **{arm}**, chosen among {', '.join(sel['choose_from'])} "
                    f"by {' + '.join(sel['criterion'])} on the selection images{raw}.")
+        for twin in tied(sel, arms, arm):
+            out.append(f"  - `{twin}` ties it there ({' + '.join(sel['criterion'])} equal to "
+                       "four decimals); a tie keeps the arm listed first. The selection images "
+                       "do not tell the two apart, and their validation scores (below) are "
+                       "reported, never used to choose.")
     out += ["", "### Validation scores", "", *score_rows(defaults), "",
             "### Against the targets of the model issue", "", *target_rows(defaults), "",
             "### Crater recall by diameter (validation)", "", *recall_rows(defaults), "",
