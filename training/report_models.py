@@ -146,16 +146,23 @@ def no_floor_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return next((row for row in rows if row["floor"] == 0.0), {})
 
 
-def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
-    """The arm of the best selection score (a tie keeps the arm listed first in
-    ``choose_from``); a selection recipe's ``compare_at_floor`` (``"chosen"``, the default, or
-    ``"none"``) says at which floor arms are compared."""
+def selection_scores(selection: dict[str, Any], cards: dict[str, dict[str, Any]]
+                     ) -> dict[str, float]:
+    """Each scored arm of ``choose_from`` (in its order) with its selection score; a selection
+    recipe's ``compare_at_floor`` (``"chosen"``, the default, or ``"none"``) says at which
+    floor arms are compared."""
     floor = selection.get("compare_at_floor", "chosen")
     if floor not in ("chosen", "none"):
         raise ValueError(f"compare_at_floor must be 'chosen' or 'none', not {floor!r}")
     scored = {name: selection_score(cards[name], selection["criterion"], floor)
               for name in selection["choose_from"] if name in cards}
-    scored = {k: v for k, v in scored.items() if v is not None}
+    return {k: v for k, v in scored.items() if v is not None}
+
+
+def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
+    """The arm of the best selection score (a tie keeps the arm listed first in
+    ``choose_from``)."""
+    scored = selection_scores(selection, cards)
     return max(scored, key=scored.get) if scored else None
 
 
@@ -164,12 +171,10 @@ def tied(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: st
     """The arms whose selection score equals the chosen arm's at the cards' four decimals:
     :func:`choose` kept the one listed first, and the report says so, since the selection
     images then do not tell those arms apart (the validation split must not)."""
-    floor = selection.get("compare_at_floor", "chosen")
-    best = selection_score(cards[chosen], selection["criterion"], floor)
-    return [name for name in selection["choose_from"]
-            if name != chosen and name in cards and best is not None
-            and (score := selection_score(cards[name], selection["criterion"], floor))
-            is not None and abs(score - best) < 5e-5]
+    scored = selection_scores(selection, cards)
+    best = scored.get(chosen)
+    return [name for name, score in scored.items()
+            if name != chosen and best is not None and abs(score - best) < 5e-5]
 
 
 def promote(bundles: Path, arm: str, target: Path, card: dict[str, Any]) -> None:
@@ -538,20 +543,22 @@ def validation_chain(arms: dict[str, dict[str, Any]], plain_runs: dict[str, str]
     mx, my = sum(x) / len(x), sum(y) / len(y)
     slope = (sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
              / sum((a - mx) ** 2 for a in x))
-    predicted = my + slope * (math.log(chips[-1]) - mx)
+
+    def line(count: int) -> float:
+        return my + slope * (math.log(count) - mx)
+
+    predicted = line(chips[-1])
     goal = TARGETS.get(task, {}).get(key)
     reach = ""
     if goal is not None and slope > 0:
         reach = (f". On that line the target {goal:.2f} would need "
                  f"{math.exp(mx + (goal - my) / slope):,.0f} chips")
-    others = sorted((n for n in {**plain_runs, **(off_chain or {})} if n not in chain
-                     and selection_point(arms[n])["samples"] > chips[-2]
-                     and arms[n].get("metrics", {}).get(task, {}).get(key) is not None),
-                    key=lambda n: selection_point(arms[n])["samples"])
+    seen = {n: selection_point(arms[n])["samples"] for n in {**plain_runs, **(off_chain or {})}
+            if n not in chain and arms[n].get("metrics", {}).get(task, {}).get(key) is not None}
     tested = "; ".join(
-        f"`{n}` ({selection_point(arms[n])['samples']:,} chips) predicted "
-        f"{my + slope * (math.log(selection_point(arms[n])['samples']) - mx):.3f}, read "
-        f"{arms[n]['metrics'][task][key]:.3f}" for n in others)
+        f"`{n}` ({count:,} chips) predicted {line(count):.3f}, read "
+        f"{arms[n]['metrics'][task][key]:.3f}"
+        for n, count in sorted(seen.items(), key=lambda kv: kv[1]) if count > chips[-2])
     if tested:
         reach += f". The line against the other continuations past its points: {tested}"
     steps = ", ".join(f"{v:.3f}" for v in scores)
