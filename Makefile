@@ -76,7 +76,7 @@ reproduce: venv
 # selection images copied into momo_geo/weights/, and docs/results.md written from the cards.
 ARMS := craters-unet craters-unet-long craters-unet-longer craters-unet-longest craters-unet-48ep \
         craters-unet-coarse craters-unet-416 craters-unet-64ep craters-unet-anneal \
-        craters-unet-anneal2 craters-unet-anneal-restart \
+        craters-unet-anneal2 craters-unet-anneal-restart craters-unet-soup \
         craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192 landmarks-cnn-zoom landmarks-cnn-folds \
         landmarks-cnn-folds8 landmarks-unet-transfer landmarks-unet-scratch landmarks-unet-transfer48

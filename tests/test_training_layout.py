@@ -91,7 +91,9 @@ def test_recipe_files_map_onto_the_package_parameters() -> None:
                                               and not start.endswith(".bundle")), path.name
         # a bundle it starts from (continue_from, finetune_from NAME.bundle) is built before
         # it, into the same folder
-        for parent in (recipe.get("continue_from"), recipe.get("finetune_from")):
+        merge = recipe.get("merge_of", {})
+        for parent in (recipe.get("continue_from"), recipe.get("finetune_from"),
+                       merge.get("base"), *merge.get("tuned", [])):
             if parent is None or not parent.endswith(".bundle"):
                 continue
             parent = parent.removesuffix(".bundle")

@@ -157,8 +157,12 @@ def built_bundle(name: str, out_dir: str | os.PathLike[str], field: str) -> Path
 def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
                 work: str | os.PathLike[str], data_root: str, threads: int | None = None,
                 verbose: bool = True) -> Path:
-    """Pretrain (or reuse), fine-tune and describe one model; returns its bundle path."""
-    from momo_geo.training.finetune import Recipe, finetune, set_card_fields, task_of_root
+    """Pretrain (or reuse), fine-tune and describe one model; returns its bundle path. A
+    ``merge_of`` recipe merges other recipes' bundles instead (:mod:`.soup`)."""
+    from momo_geo.training.finetune import Recipe, finetune, task_of_root
+
+    if "merge_of" in recipe:
+        return _described(build_merged_model(recipe, out_dir, data_root), recipe, "merge_of")
 
     source = str(recipe.get("finetune_from", "momo"))
     pretrains = source not in ("scratch",) and not source.endswith(".bundle")
@@ -190,9 +194,28 @@ def build_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str],
                        half=bool(spec.get("half", False)),
                        description=card.get("description", ""),
                        init_bundle=str(init) if init is not None else None)
+    return _described(path, recipe, source, recipe.get("pretrain") if encoder else None)
+
+
+def build_merged_model(recipe: dict[str, Any], out_dir: str | os.PathLike[str], data_root: str
+                       ) -> Path:
+    """A ``merge_of`` recipe's bundle (:func:`momo_geo.training.soup.build_merged`)."""
+    from momo_geo.training.soup import build_merged
+
+    for part in ("bundle", "finetune", "card"):
+        if part not in recipe:
+            raise MomoGeoError(f"recipe has no {part!r}")
+    return build_merged(recipe, out_dir, data_root)
+
+
+def _described(path: Path, recipe: dict[str, Any], source: str,
+               pretrain: dict[str, Any] | None = None) -> Path:
+    """The card's training record completed with what the recipe says about its data, where
+    it started and how to build it again."""
+    from momo_geo.training.finetune import set_card_fields
+
     training = json.loads((path / "card.json").read_text())["training"]
-    training.update(data=card.get("data", training["data"]), finetune_from=source,
-                    pretrain=recipe.get("pretrain") if encoder else None,
-                    regenerate="make models (seeds fixed)")
+    training.update(data=recipe["card"].get("data", training["data"]), finetune_from=source,
+                    pretrain=pretrain, regenerate="make models (seeds fixed)")
     set_card_fields(path, training=training)
     return path
