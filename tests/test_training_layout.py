@@ -339,6 +339,41 @@ def test_the_continued_arms_are_listed_from_their_cards() -> None:
     assert report_models.continued_list({"base": arm(None)}) == "none"
 
 
+def test_a_merged_arm_counts_every_chip_of_its_runs_and_is_read_against_the_better():
+    """A ``merge_of`` arm sits on the curves at its base's chips plus what each merged run
+    trained past the base, is listed with its runs, and its reading compares it with the
+    better run on the selection images."""
+    from training import report_models
+
+    def arm(parent: str | None, chips: int, f1: float, iou: float, minutes: float = 1.0,
+            merge: dict | None = None) -> dict:
+        training = {"init_bundle": f"{parent}.bundle" if parent else None,
+                    "recipe": {"input_size": 160, "epochs": 8, "lr": 1e-3},
+                    "learning_curve": [{"samples": chips, "minutes": minutes,
+                                        "crater_f1": f1, "iou": iou}]}
+        if merge:
+            training["merge_of"] = merge
+        return {"training": training}
+
+    merge = {"base": "base.bundle", "tuned": ["a.bundle", "b.bundle"], "lam": 0.5}
+    arms = {"base": arm(None, 1000, 0.6, 0.30, 10.0), "a": arm("base", 500, 0.62, 0.33, 5.0),
+            "b": arm("base", 500, 0.61, 0.31, 6.0), "soup": arm(None, 0, 0.63, 0.36, 0.5, merge)}
+    report_models.continue_curves(arms)
+    point = arms["soup"]["training"]["learning_curve"][0]
+    assert point["samples"] == 1000 + 500 + 500 and point["minutes"] == 10.0 + 5 + 6 + 0.5
+    report_models.continue_curves(arms)  # counted once
+    assert arms["soup"]["training"]["learning_curve"][0]["samples"] == 2000
+    assert report_models.merged_runs(arms) == {"soup": ["a", "b"]}
+    assert "`soup` (the mean of `a` and `b`)" in report_models.continued_list(arms)
+    text = "\n".join(report_models.reading(arms))
+    assert ("Merging `a` and `b` by task arithmetic (`soup`: λ 0.5, BatchNorm statistics "
+            "measured again, no gradient step) moved the calibrated selection crater F1 "
+            "0.620 → 0.630 and pixel IoU 0.330 → 0.360 against the better of them: merging "
+            "pays.") in text
+    del arms["b"]
+    assert report_models.merged_runs(arms) == {}
+
+
 def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
     from training import report_models
 

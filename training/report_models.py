@@ -79,8 +79,10 @@ def parent_arm(card: dict[str, Any]) -> str:
 
 def continue_curves(cards: dict[str, dict[str, Any]]) -> None:
     """Count a continued arm's curve from where its parent's ended (chips seen and minutes),
-    in place, so the two read as one schedule."""
+    in place, so the two read as one schedule; a merged arm's one point counts every chip
+    and minute of the runs it merges (:func:`merge_totals`)."""
     for card in cards.values():
+        merge_totals(card, cards)
         parent = parent_arm(card)
         start = (cards.get(parent, {}).get("training", {}).get("learning_curve") or [{}])[-1]
         if not parent or not start or card["training"].get("continues"):
@@ -89,6 +91,36 @@ def continue_curves(cards: dict[str, dict[str, Any]]) -> None:
         for point in card["training"].get("learning_curve") or []:
             point["samples"] += start["samples"]
             point["minutes"] = round(point["minutes"] + start["minutes"], 2)
+
+
+def merge_totals(card: dict[str, Any], cards: dict[str, dict[str, Any]]) -> None:
+    """A merged arm's (``merge_of``) point counted in place from its base's end plus what each
+    merged run trained past it: the chips and minutes it took to make, at this point of the
+    list (the runs come first, so their own curves are already counted from their chains)."""
+    merge = card.get("training", {}).get("merge_of")
+    if not merge or card["training"].get("continues"):
+        return
+    ends = [(cards.get(name.removesuffix(".bundle"), {}).get("training", {})
+             .get("learning_curve") or [{}])[-1] for name in [merge["base"], *merge["tuned"]]]
+    if not all(ends):
+        return
+    base, runs = ends[0], ends[1:]
+    card["training"]["continues"] = dict(base, arm=merge["base"].removesuffix(".bundle"))
+    for point in card["training"].get("learning_curve") or []:
+        for key in ("samples", "minutes"):
+            total = base[key] + sum(run[key] - base[key] for run in runs)
+            point[key] = round(point[key] + total, 2) if key == "minutes" else point[key] + total
+
+
+def merged_runs(arms: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Each merged arm with selection scores, and the runs it merges (all of them here)."""
+    out = {}
+    for name, card in arms.items():
+        merge = card.get("training", {}).get("merge_of")
+        runs = [n.removesuffix(".bundle") for n in (merge or {}).get("tuned", [])]
+        if runs and all(r in arms for r in runs) and selection_point(card):
+            out[name] = runs
+    return out
 
 
 PASS_SCORES = ("iou", "crater_precision", "crater_recall", "crater_f1")
@@ -511,6 +543,8 @@ def continued_list(arms: dict[str, dict[str, Any]]) -> str:
         if recipe.get("lr") != was.get("lr"):
             change += f" at learning rate {recipe['lr']:g}"
         items.append(f"`{name}` (`{parent}` + {recipe['epochs']} epochs{change})")
+    for name, runs in merged_runs(arms).items():
+        items.append(f"`{name}` (the mean of {' and '.join(f'`{r}`' for r in runs)})")
     return ", ".join(items) or "none"
 
 
@@ -653,6 +687,16 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                       "craters whole "
                       + verdict(bigger, before, ("pay.", "change nothing (within 0.01).",
                                                  "hurt.")))
+    for child, runs in merged_runs(arms).items():
+        after = selection(child)
+        lam = arms[child]["training"]["merge_of"]["lam"]
+        best = max(runs, key=lambda r: selection(r)["crater_f1"] + selection(r)["iou"])
+        continued += (f" Merging {' and '.join(f'`{r}`' for r in runs)} by task arithmetic "
+                      f"(`{child}`: λ {lam:g}, BatchNorm statistics measured again, no "
+                      f"gradient step) {moved(selection(best), after)} against the better of "
+                      "them: merging "
+                      + verdict(after, selection(best), ("pays.", "changes nothing (within "
+                                                         "0.01).", "hurts.")))
     for child, parent in annealed_runs.items():
         after, before = selection(child), selection(parent)
         recipe = arms[child]["training"]["recipe"]
@@ -697,7 +741,8 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "so compare arms by chips seen (table above). The gains since came from the "
         "confidence floor (precision), the smallest size (specks) and the coarse passes "
         "(area)." + continued + coarse
-        + validation_chain(arms, plain_runs, off_chain=annealed_runs),
+        + validation_chain(arms, plain_runs, off_chain={
+            **annealed_runs, **{m: runs[0] for m, runs in merged_runs(arms).items()}}),
         "- What would pass the crater targets: crater F1 is bound by the fine pass's recall "
         "(validation table above), which the floor, the smallest size and the coarse passes "
         "do not raise (they trade precision and area); training longer is what raised it. "
@@ -865,7 +910,9 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "The arms had equal CPU budgets except "
             "`craters-unet`, the 8-epoch `craters-unet-short` trained 12 epochs, and the "
             f"continued arms: {continued_list(arms)}; a continuation's chips are counted from "
-            "the start of its chain (the arm that continues none), its minutes are its own. "
+            "the start of its chain (the arm that continues none), its minutes are its own; "
+            "a merged arm's chips are every chip of the runs it merges, its minutes those of "
+            "the merge. "
             "Cross-fitted landmark members (`network` × K) cost K trainings on (K − 1)/K of the "
             "crops each; their minutes and chips are summed over the members. An arm whose "
             "encoder names another arm (transfer) starts from that arm's trained U-Net down "
