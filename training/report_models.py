@@ -732,6 +732,8 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
                                  arms.get("landmarks-unet-scratch"),
                                  arms.get("landmarks-cnn-folds"))
     averaged += "".join(tta_reading(name, card) for name, card in arms.items())
+    gpu_state = ("is written for `make models-gpu` and not yet run" if "craters-gpu-unet"
+                 not in arms else "built by `make models-gpu`: its scores are in the arm table")
     return [
         "### Reading the curves", "",
         f"- Craters: the CNN U-Net's selection crater F1 without a floor is "
@@ -749,23 +751,16 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "THEMIS pixel IoU is bound by the largest craters, which hold most of the labelled "
         "area of a 416 px crop and are often cut by its edge" + largest + ". More training "
         "at 160 px raises it, and the gain is in the large craters (the learning curve by size "
-        "below: the craters under 64 px gained little since 17,280 chips). A short "
-        "continuation that restarts at the full learning rate (`craters-unet-48ep`) lost some "
-        "of it on the selection images; one longer schedule (`craters-unet-64ep`) and a lower "
-        "rate (`craters-unet-anneal`) kept it. Continued 24 epochs more to 115,200 chips, the "
-        "bundled model tied itself on the selection images at the full rate "
-        "(`craters-unet-anneal-restart`) and fell behind at the lower one "
-        "(`craters-unet-anneal2`): at this scale the 62 selection crops no longer separate the "
-        "arms, while the validation line (above) still rises. The matched craters' outlines "
-        "are not too small "
+        "below: the craters under 64 px gained little since 17,280 chips); what each "
+        "continuation did on the selection images is read above, arm by arm. The matched "
+        "craters' outlines are not too small "
         "(on the selection crops their median fitted diameter is within about 10 % of the "
         "labelled one in every size bin, and growing them does not help: "
         "`training/crater_sizes.py`), and coarse chips or chips that hold a whole THEMIS crop "
         "(416 px) did not help. The line through the validation chain (above) is the estimate "
         "of the scale that passes the target: more chips at 160 px, hours on this CPU's one "
         "thread or minutes on one GPU (the recipe `craters-gpu-unet`, a wider and deeper U-Net "
-        "on 384 px chips, is written for `make models-gpu` and not yet run); more labelled large "
-        "craters would help too. "
+        f"on 384 px chips, {gpu_state}); more labelled large craters would help too. "
         "CTX recall is bound by 7 training tiles of "
         "one quadrangle beside hundreds of THEMIS crops: more labelled CTX tiles (e.g. the rest "
         "of the Mars Crater Catalogue's or Robbins' craters on CTX).",
