@@ -374,6 +374,44 @@ def test_a_merged_arm_counts_every_chip_of_its_runs_and_is_read_against_the_bett
     assert report_models.merged_runs(arms) == {}
 
 
+def test_the_selection_noise_is_rendered_with_validation_beside_it(tmp_path) -> None:
+    from training import report_models
+
+    def arm(chips: int, iou: float) -> dict:
+        return {"training": {"learning_curve": [{"samples": chips, "iou": 0.4}],
+                             "recipe": {"select_fraction": 0.1}},
+                "metrics": {"themis-craters": {"iou": iou}}}
+
+    noise = {"reference": "ref", "images": 63,
+             "images_by_folder": {"ctx-craters": 1, "themis-craters": 62}, "boot": 2000,
+             "arms": [{"arm": "ref", "value": 1.1766, "difference": 0.0,
+                       "difference_ci": [0.0, 0.0], "higher_share": 0.0},
+                      {"arm": "other", "value": 1.168, "difference": -0.0086,
+                       "difference_ci": [-0.05, 0.03], "higher_share": 0.31}],
+             "median_half_width": 0.04, "images_for": {"0.02": 252, "0.01": 1008}}
+    path, val = tmp_path / "noise.json", tmp_path / "val.json"
+    assert report_models.selection_noise_section({}, path, val) == []
+    path.write_text(json.dumps(noise))
+    arms = {"ref": arm(80640, 0.37), "other": arm(115200, 0.44)}
+    text = "\n".join(report_models.selection_noise_section(arms, path, val))
+    assert "63 selection images (1 ctx-craters, 62 themis-craters)" in text
+    assert "| other | 115,200 | 1.1680 | -0.0086 | [-0.0500, +0.0300] | 31% | – | – | – |" in text
+    assert "0.02 would need about 252 selection images and 0.01 about 1,008" in text
+    assert "the whole train split is about 630 images" in text
+    assert "On validation" not in text
+    rows = [{"arm": "ref", "value": 0.37, "difference": 0.0, "difference_ci": [0.0, 0.0],
+             "higher_share": 0.0},
+            {"arm": "other", "value": 0.44, "difference": 0.07, "difference_ci": [0.01, 0.12],
+             "higher_share": 0.99}]
+    val.write_text(json.dumps({"reference": "ref", "by_folder": {
+        "themis-craters": {"iou": rows}}}))
+    text = "\n".join(report_models.selection_noise_section(arms, path, val))
+    assert "| 31% | 0.440 | +0.070 | [+0.010, +0.120] |" in text
+    assert "On validation 1 of the 1 other arms' THEMIS IoU is above the reference's with a " \
+           "paired interval clear of zero (`other`)." in text
+    assert report_models.selection_noise_section({"other": arms["other"]}, path, val) == []
+
+
 def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:
     from training import report_models
 

@@ -960,7 +960,8 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "equal skill. Compare arms by the calibrated selection scores (tables above), "
             "which all follow the current rule.", "",
             *curve_rows(arms), "", *reading(arms, defaults.get("crater-seg.bundle")), "",
-            *size_curve_section(arms), "", *data_curve_section(), "", *comparison_section()]
+            *size_curve_section(arms), "", *selection_noise_section(arms), "",
+            *data_curve_section(), "", *comparison_section()]
     return "\n".join(out) + "\n"
 
 
@@ -1020,6 +1021,77 @@ def size_curve_reading(runs: list[dict[str, Any]], edges: list[str]) -> str:
         text += (f" Had `{runs[-1]['arm']}` mapped every labelled crater of a size and larger "
                  f"whole (the rest as it maps them), its pixel IoU here would read {worth}.")
     return text
+
+
+SELECTION_NOISE = ROOT / "docs" / "selection_noise.json"
+"""``training/selection_noise.py --out``: crater arms' paired bootstrap on the selection images."""
+VALIDATION_NOISE = ROOT / "docs" / "validation_noise.json"
+"""The same with ``--split val``: reported beside it, never used to choose."""
+
+
+def selection_noise_section(arms: dict[str, dict[str, Any]], path: Path = SELECTION_NOISE,
+                            validation: Path = VALIDATION_NOISE) -> list[str]:
+    """How far apart crater arms score on the selection images, with paired intervals, how
+    many selection images would resolve a difference, and (when measured) the paired THEMIS
+    IoU difference on validation beside it; none before the script has run."""
+    if not path.is_file():
+        return []
+    noise = json.loads(path.read_text())
+    rows = [r for r in noise["arms"] if r["arm"] in arms]
+    if len(rows) < 2 or rows[0]["arm"] != noise["reference"]:
+        return []
+    val = {}
+    if validation.is_file():
+        measured = json.loads(validation.read_text())
+        if measured["reference"] == noise["reference"]:
+            val = {r["arm"]: r for r in measured["by_folder"]["themis-craters"]["iou"]}
+    folders = ", ".join(f"{n} {task}" for task, n in noise["images_by_folder"].items())
+    lines = ["## Can the selection images tell crater arms apart?", "",
+             f"Crater F1 + pixel IoU of each arm's shipped maps on the {noise['images']} "
+             f"selection images ({folders}), and its difference from `{noise['reference']}` "
+             f"with a 95 % paired bootstrap interval ({noise['boot']} resamples of the images "
+             "within each folder, the same images for both arms; `training/selection_noise.py`, "
+             f"`docs/{path.name}`). Beside it, the THEMIS pixel IoU on validation and its paired "
+             f"difference measured the same way (`--split val`, `docs/{validation.name}`): read "
+             "afterwards, never used to choose.", "",
+             "| arm | chips seen | selection criterion | difference | 95 % interval | "
+             "resamples it is higher | validation THEMIS IoU | difference | 95 % interval |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        low, high = r["difference_ci"]
+        v = val.get(r["arm"])
+        beside = ("– | – | –" if v is None else
+                  f"{v['value']:.3f} | {v['difference']:+.3f} | "
+                  f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
+        lines.append(f"| {r['arm']} | {selection_point(arms[r['arm']]).get('samples', 0):,} | "
+                     f"{r['value']:.4f} | {r['difference']:+.4f} | [{low:+.4f}, {high:+.4f}] | "
+                     f"{r['higher_share']:.0%} | {beside} |")
+    return lines + ["", noise_reading(noise, rows, val, arms)]
+
+
+def noise_reading(noise: dict[str, Any], rows: list[dict[str, Any]],
+                  val: dict[str, dict[str, Any]], arms: dict[str, dict[str, Any]]) -> str:
+    """What the intervals say: a coin toss below their half-width, the images that would
+    resolve 0.02 and 0.01, and whether validation separates the arms any better."""
+    reading = (f"The median half-width of the selection intervals is "
+               f"{noise['median_half_width']:.3f}: a difference smaller than that is a coin "
+               "toss on these images")
+    need = noise.get("images_for") or {}
+    share = arms[noise["reference"]]["training"]["recipe"].get("select_fraction") or 0
+    if need and share:
+        reading += (". Resolving 0.02 would need about "
+                    f"{need['0.02']:,} selection images and 0.01 about {need['0.01']:,} "
+                    "(the half-width shrinks as one over the square root of the images); the "
+                    f"whole train split is about {noise['images'] / share:,.0f} images (the "
+                    f"selection images are {share:.0%} of it), so only scoring every training "
+                    "image out of fold (cross-fitting) comes near that scale")
+    others = [val[r["arm"]] for r in rows[1:] if r["arm"] in val]
+    if others:
+        clear = [v["arm"] for v in others if v["difference_ci"][0] > 0]
+        reading += (f". On validation {len(clear)} of the {len(others)} other arms' THEMIS IoU "
+                    "is above the reference's with a paired interval clear of zero"
+                    + (f" ({', '.join(f'`{a}`' for a in clear)})" if clear else ""))
+    return reading + "."
 
 
 DATA_CURVE = ROOT / "docs" / "landmark_data_curve.jsonl"

@@ -1,0 +1,64 @@
+"""``training/selection_noise.py``: the paired bootstrap that says whether the selection images
+can tell two crater arms apart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training import selection_noise
+
+
+def counts(rng: np.random.Generator, n: int, hit: float) -> np.ndarray:
+    """Per image: pixel (tp, fp, fn) and crater (tp, fp, fn) of an arm that finds ``hit`` of
+    each image's craters and pixels."""
+    truth_px = rng.integers(500, 5000, size=n)
+    truth_n = rng.integers(5, 30, size=n)
+    tp_px, tp_n = (truth_px * hit).astype(int), (truth_n * hit).astype(int)
+    return np.stack([tp_px, truth_px // 10, truth_px - tp_px,
+                     tp_n, truth_n // 5, truth_n - tp_n], axis=1)
+
+
+def test_the_criterion_is_crater_f1_plus_pooled_pixel_iou() -> None:
+    rows = np.array([[6, 2, 2, 3, 1, 0], [4, 0, 6, 1, 0, 1]])
+    iou = 10 / (10 + 2 + 8)
+    f1 = 2 * 4 / (2 * 4 + 1 + 1)
+    assert np.isclose(selection_noise.criterion(rows), f1 + iou)
+
+
+def test_paired_intervals_tell_a_better_arm_from_a_copy_and_say_how_sure() -> None:
+    rng = np.random.default_rng(0)
+    reference = counts(rng, 40, 0.6)
+    better = reference.copy()
+    better[:, 0] += better[:, 2] // 2  # half the missed pixels found, on every image
+    better[:, 2] -= better[:, 2] // 2
+    folders = np.array(["themis"] * 39 + ["ctx"])
+    rows = selection_noise.paired_intervals({"ref": reference, "copy": reference.copy(),
+                                             "better": better}, folders, n_boot=200)
+    ref, copy, up = rows
+    assert ref["difference"] == 0 and ref["difference_ci"] == [0.0, 0.0]
+    assert copy["difference_ci"] == [0.0, 0.0] and copy["higher_share"] == 0.0
+    assert up["difference"] > 0 and up["difference_ci"][0] > 0 and up["higher_share"] == 1.0
+    noisy = counts(np.random.default_rng(1), 40, 0.6)  # another arm as good, image by image
+    row = selection_noise.paired_intervals({"ref": reference, "other": noisy}, folders,
+                                           n_boot=200)[1]
+    assert row["difference_ci"][0] < row["difference"] < row["difference_ci"][1]
+
+
+def test_images_needed_grows_as_the_square_of_the_resolution_asked() -> None:
+    assert selection_noise.images_needed(0.04, 62, 0.04) == 62
+    assert selection_noise.images_needed(0.04, 62, 0.02) == 248
+    assert selection_noise.images_needed(0.04, 62, 0.01) == 992
+
+
+def test_each_folder_is_also_read_alone_by_iou_and_crater_f1() -> None:
+    rng = np.random.default_rng(2)
+    reference = counts(rng, 12, 0.5)
+    better = reference.copy()
+    better[:6, 0] += better[:6, 2]  # every missed pixel of the first folder found
+    better[:6, 2] = 0
+    folders = np.array(["themis"] * 6 + ["ctx"] * 6)
+    out = selection_noise.by_folder({"ref": reference, "better": better}, folders, n_boot=100)
+    assert set(out) == {"themis", "ctx"}
+    themis = out["themis"]["iou"]
+    assert themis[1]["value"] > themis[0]["value"] and themis[1]["higher_share"] == 1
+    assert out["ctx"]["iou"][1]["difference"] == 0 and out["ctx"]["crater_f1"][1]["difference"] == 0

@@ -1,0 +1,174 @@
+"""How far apart crater arms must score on the selection images before the rule can tell them.
+
+The crater model is chosen by crater F1 + pixel IoU on one CTX tile and 62 THEMIS crops held out
+of training. Arms of 80,000 chips and more now score within 0.01 of each other there, while
+their validation IoU spreads over 0.07 (results.md). This script measures what that spread is
+worth: for each arm, its criterion on the selection images as it ships (the engine's maps:
+floor, smallest size and coarse passes from the card, as ``momo-geo evaluate`` draws them),
+and for each arm against a reference arm the paired bootstrap interval of the difference
+(images resampled within each data folder, the same images for both arms, so what the
+images share cancels). From the interval's half-width it states how many selection images a
+difference of a given size would need (the half-width shrinks as one over the square root of
+the images).
+
+    python training/selection_noise.py build/bundles/craters-unet-anneal.bundle \\
+        build/bundles/craters-unet-anneal-restart.bundle --out docs/selection_noise.json
+
+The first bundle is the reference (the bundled arm). Nothing is chosen by it. ``--split val``
+measures the same on the validation split, to report beside it (``docs/validation_noise.json``):
+whether validation itself can tell the arms apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from momo_geo.metrics import (
+    Circles,
+    crater_metrics,
+    mask_to_circles,
+    match_craters,
+    pixel_counts,
+    segmentation_metrics,
+)
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))
+from training.crater_sizes import arm_name, selection_images  # noqa: E402
+
+N_BOOT = 2000
+
+
+def image_counts(predictor: object, select: object) -> np.ndarray:
+    """Per selection image: pixel (tp, fp, fn) and crater (tp, fp, fn) of the shipped map."""
+    from momo_geo.evaluate import predict_mask
+
+    rows = []
+    for image, target, circles in zip(select.images, select.targets, select.circles,
+                                      strict=True):
+        class_map = predict_mask(predictor, image)
+        truth = Circles.of(*np.asarray(circles, dtype=float).reshape(-1, 3).T)
+        match = match_craters(mask_to_circles(class_map, 1), truth)
+        rows.append((*pixel_counts(class_map, target, valid=target != 255),
+                     match.tp, match.fp, match.fn))
+    return np.array(rows, dtype=np.int64).reshape(-1, 6)
+
+
+def validation_images(data: Path) -> dict[str, object]:
+    """The validation split of each crater data folder (what results.md reports)."""
+    from momo_geo.evaluate import load_task_data
+
+    return {task: load_task_data(task, str(data / folder), "val")
+            for task, folder in (("themis-craters", "themis_craters"),
+                                 ("ctx-craters", "ctx_craters"))}
+
+
+def criterion(counts: np.ndarray) -> float:
+    """Crater F1 + pixel IoU of the rows pooled, as the selection rule scores an arm."""
+    return (crater_metrics(counts[:, 3:])["crater_f1"]
+            + segmentation_metrics(counts[:, :3])["iou"])
+
+
+def pixel_iou(counts: np.ndarray) -> float:
+    """Pixel IoU of the rows pooled (the THEMIS target's metric)."""
+    return segmentation_metrics(counts[:, :3])["iou"]
+
+
+def crater_f1(counts: np.ndarray) -> float:
+    """Crater F1 of the rows pooled."""
+    return crater_metrics(counts[:, 3:])["crater_f1"]
+
+
+def paired_intervals(arms: dict[str, np.ndarray], folders: np.ndarray,
+                     statistic: Callable[[np.ndarray], float] = criterion,
+                     n_boot: int = N_BOOT, seed: int = 0) -> list[dict[str, object]]:
+    """Each arm's ``statistic`` and, against the first arm, the difference with its 95 % paired
+    bootstrap interval and the share of resamples in which the arm scores higher; images are
+    resampled within each folder (``folders``: one label per image)."""
+    rng = np.random.default_rng(seed)
+    names = list(arms)
+    groups = [np.flatnonzero(folders == f) for f in np.unique(folders)]
+    draws = np.zeros((n_boot, len(names)))
+    for b in range(n_boot):
+        pick = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
+        draws[b] = [statistic(arms[name][pick]) for name in names]
+    out = []
+    for k, name in enumerate(names):
+        diff = draws[:, k] - draws[:, 0]
+        low, high = np.quantile(diff, [0.025, 0.975])
+        value, reference = statistic(arms[name]), statistic(arms[names[0]])
+        out.append({"arm": name, "value": round(value, 4),
+                    "difference": round(value - reference, 4),
+                    "difference_ci": [round(float(low), 4), round(float(high), 4)],
+                    "higher_share": round(float((diff > 0).mean()), 3)})
+    return out
+
+
+def by_folder(arms: dict[str, np.ndarray], folders: np.ndarray, n_boot: int
+              ) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """Pixel IoU and crater F1 of each folder's images alone, paired as the criterion is."""
+    out = {}
+    for folder in np.unique(folders):
+        rows = folders == folder
+        mine = {name: counts[rows] for name, counts in arms.items()}
+        out[str(folder)] = {name: paired_intervals(mine, folders[rows], statistic, n_boot)
+                            for name, statistic in (("iou", pixel_iou),
+                                                    ("crater_f1", crater_f1))}
+    return out
+
+
+def images_needed(half_width: float, images: int, difference: float) -> int:
+    """Selection images for a paired interval of half-width ``difference`` where ``images``
+    gave ``half_width`` (the half-width shrinks as one over the square root of the images)."""
+    return int(np.ceil(images * (half_width / difference) ** 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from momo_geo.bundle import load_bundle
+    from momo_geo.inference.engine import Predictor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundles", type=Path, nargs="+",
+                        help="crater arms' bundles; the first is the reference")
+    parser.add_argument("--data", type=Path, default=CHECKOUT.parent / "shared" / "data")
+    parser.add_argument("--split", choices=("selection", "val"), default="selection",
+                        help="val: the same on the validation split, to report beside it")
+    parser.add_argument("--boot", type=int, default=N_BOOT)
+    parser.add_argument("--out", type=Path, help="write the result (JSON) here too")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    arms, folders = {}, None
+    for bundle in args.bundles:
+        predictor = Predictor(load_bundle(str(bundle)))
+        parts = (selection_images(bundle, args.data) if args.split == "selection"
+                 else validation_images(args.data))
+        arms[arm_name(bundle)] = np.concatenate([image_counts(predictor, s)
+                                                 for s in parts.values()])
+        folders = np.concatenate([[task] * len(s.images) for task, s in parts.items()])
+        print(f"{arm_name(bundle)}: {criterion(arms[arm_name(bundle)]):.4f}", file=sys.stderr)
+    rows = paired_intervals(arms, folders, n_boot=args.boot)
+    widths = [(r["difference_ci"][1] - r["difference_ci"][0]) / 2 for r in rows[1:]]
+    result = {"reference": rows[0]["arm"], "split": args.split, "images": len(folders),
+              "images_by_folder": {str(f): int((folders == f).sum()) for f in np.unique(folders)},
+              "boot": args.boot, "arms": rows, "by_folder": by_folder(arms, folders, args.boot),
+              "median_half_width": round(float(np.median(widths)), 4) if widths else None}
+    if widths:
+        result["images_for"] = {f"{d:g}": images_needed(float(np.median(widths)),
+                                                        len(folders), d) for d in (0.02, 0.01)}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
