@@ -388,7 +388,10 @@ def test_the_selection_noise_is_rendered_with_validation_beside_it(tmp_path) -> 
                        "difference_ci": [0.0, 0.0], "higher_share": 0.0},
                       {"arm": "other", "value": 1.168, "difference": -0.0086,
                        "difference_ci": [-0.05, 0.03], "higher_share": 0.31}],
-             "median_half_width": 0.04, "images_for": {"0.02": 252, "0.01": 1008}}
+             "median_half_width": 0.04, "images_for": {"0.02": 252, "0.01": 1008},
+             "by_folder": {"themis-craters": {"iou": [
+                 {"arm": "ref", "difference": 0.0, "difference_ci": [0.0, 0.0]},
+                 {"arm": "other", "difference": 0.014, "difference_ci": [-0.028, 0.054]}]}}}
     path, val = tmp_path / "noise.json", tmp_path / "val.json"
     assert report_models.selection_noise_section({}, path, val) == []
     path.write_text(json.dumps(noise))
@@ -398,6 +401,8 @@ def test_the_selection_noise_is_rendered_with_validation_beside_it(tmp_path) -> 
     assert "| other | 115,200 | 1.1680 | -0.0086 | [-0.0500, +0.0300] | 31% | – | – | – |" in text
     assert "0.02 would need about 252 selection images and 0.01 about 1,008" in text
     assert "the whole train split is about 630 images" in text
+    assert "crops alone the other arms' pixel IoU differs by +0.014 [-0.028, +0.054] (`other`)" \
+        in text
     assert "On validation" not in text
     rows = [{"arm": "ref", "value": 0.37, "difference": 0.0, "difference_ci": [0.0, 0.0],
              "higher_share": 0.0},

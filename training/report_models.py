@@ -1064,7 +1064,8 @@ def selection_noise_section(arms: dict[str, dict[str, Any]], path: Path = SELECT
                   f"{v['value']:.3f} | {v['difference']:+.3f} | "
                   f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
         lines.append(f"| {r['arm']} | {selection_point(arms[r['arm']]).get('samples', 0):,} | "
-                     f"{r['value']:.4f} | {r['difference']:+.4f} | [{low:+.4f}, {high:+.4f}] | "
+                     f"{r['value']:.4f} | {r['difference'] + 0.0:+.4f} | "
+                     f"[{low + 0.0:+.4f}, {high + 0.0:+.4f}] | "
                      f"{r['higher_share']:.0%} | {beside} |")
     return lines + ["", noise_reading(noise, rows, val, arms)]
 
@@ -1085,6 +1086,11 @@ def noise_reading(noise: dict[str, Any], rows: list[dict[str, Any]],
                     f"whole train split is about {noise['images'] / share:,.0f} images (the "
                     f"selection images are {share:.0%} of it), so only scoring every training "
                     "image out of fold (cross-fitting) comes near that scale")
+    themis = (noise.get("by_folder") or {}).get("themis-craters", {}).get("iou", [])[1:]
+    if themis:
+        reading += (". On the THEMIS selection crops alone the other arms' pixel IoU differs by "
+                    + "; ".join(f"{t['difference']:+.3f} [{t['difference_ci'][0]:+.3f}, "
+                                f"{t['difference_ci'][1]:+.3f}] (`{t['arm']}`)" for t in themis))
     others = [val[r["arm"]] for r in rows[1:] if r["arm"] in val]
     if others:
         clear = [v["arm"] for v in others if v["difference_ci"][0] > 0]
