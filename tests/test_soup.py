@@ -65,6 +65,9 @@ def test_batchnorm_statistics_are_measured_again_on_training_chips(themis_like):
                          ["a", "b"])
     plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
     assert recompute_batchnorm(plain, "landmarks", None, recipe, 32, card_cls.normalization) == 0
+    kept = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert recompute_batchnorm(model, "themis-craters", data, recipe, 0, card.normalization) == 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items())  # untouched
 
 
 def test_a_merge_recipe_builds_the_mean_of_two_continuations_calibrated_and_scored(
@@ -117,6 +120,9 @@ def test_a_merge_refuses_runs_it_cannot_average(themis_like, tmp_path):  # noqa:
               "card": {"name": "merged"}}
     with pytest.raises(MomoGeoError, match="same network"):
         build_model(recipe, out, tmp_path / "work", str(themis_like.parent))
+    with pytest.raises(MomoGeoError, match="at least one tuned"):
+        build_model({**recipe, "merge_of": {"base": "p.bundle", "tuned": []}}, out,
+                    tmp_path / "work", str(themis_like.parent))
     missing = {**recipe, "merge_of": {"base": "p.bundle", "tuned": ["gone.bundle"]}}
     with pytest.raises(MomoGeoError, match="merge_of: .* is not built"):
         build_model(missing, out, tmp_path / "work", str(themis_like.parent))

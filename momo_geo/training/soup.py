@@ -53,8 +53,9 @@ def recompute_batchnorm(model: torch.nn.Module, task: str, data: Any, recipe: An
 
     from momo_geo.training.task_data import EpochChips
 
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return 0
+    if chips <= 0 or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                             for m in model.modules()):
+        return 0  # (no chips: the merged statistics stay; reset and unread they would be 0/1)
     update_bn(EpochChips(task, data, replace(recipe, chips=chips), normalization), model)
     model.eval()
     return chips
@@ -80,9 +81,12 @@ def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) ->
     from momo_geo.training.recipes import CARD_FIELDS, built_bundle, finetune_data
 
     spec, merge, about = recipe["finetune"], recipe["merge_of"], recipe["card"]
+    if not merge.get("tuned"):
+        raise MomoGeoError("merge_of: name at least one tuned bundle")
     ft = Recipe.from_dict(spec.get("recipe", {}))
     base = built_bundle(str(merge["base"]), out_dir, "merge_of")
     tuned = [built_bundle(str(name), out_dir, "merge_of") for name in merge["tuned"]]
+    lam = float(merge.get("lam", 1.0 / len(tuned)))
     roots, extra = finetune_data(spec, data_root)
     fit, select = training_split(spec["task"], roots, ft, extra)
     card = task_card(spec["task"], ft, None, about.get("name"))
@@ -91,11 +95,11 @@ def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) ->
             setattr(card, key, about[key])
     model, _ = build_task_model(card, None)
     start = time.perf_counter()
+    states = []
     for path in [base, *tuned]:  # refuses a bundle of another network or input scaling
         continue_weights(model, card, str(path))
-    model.load_state_dict(merged_weights(
-        load_bundle(base).state_dict, [load_bundle(t).state_dict for t in tuned],
-        float(merge.get("lam", 1.0 / len(tuned)))))
+        states.append(load_bundle(path).state_dict)
+    model.load_state_dict(merged_weights(states[0], states[1:], lam))
     read = recompute_batchnorm(model, spec["task"], fit, ft, int(merge.get("batchnorm_chips", 0)),
                                card.normalization)
     points: list[dict[str, Any]] = []
@@ -104,7 +108,7 @@ def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) ->
     card.training = {
         "encoder_bundle": None, "init_bundle": None,
         "merge_of": {"base": base.name, "tuned": [t.name for t in tuned],
-                     "lam": float(merge.get("lam", 1.0 / len(tuned))), "batchnorm_chips": read},
+                     "lam": lam, "batchnorm_chips": read},
         "data": [Path(r).name for r in roots], "recipe": asdict(ft),
         "train_images": len(fit.images), "learning_curve": points,
         "selection_images": len(select.images) if select is not None else 0,
