@@ -404,6 +404,11 @@ def test_the_selection_noise_is_rendered_with_validation_beside_it(tmp_path) -> 
     assert "crops alone the other arms' pixel IoU differs by +0.014 [-0.028, +0.054] (`other`)" \
         in text
     assert "On validation" not in text
+    assert report_models.selection_noise_pointer(path) == (
+        "Choosing an arm of that scale needs selection images that can tell it from the "
+        "others: the 63 held out resolve about ±0.040 of crater F1 + IoU (section *Can the "
+        "selection images tell crater arms apart?* below); ±0.02 would take about 252. ")
+    assert report_models.selection_noise_pointer(tmp_path / "none.json") == ""
     rows = [{"arm": "ref", "value": 0.37, "difference": 0.0, "difference_ci": [0.0, 0.0],
              "higher_share": 0.0},
             {"arm": "other", "value": 0.44, "difference": 0.07, "difference_ci": [0.01, 0.12],

@@ -761,6 +761,7 @@ def reading(arms: dict[str, dict[str, Any]], crater: dict[str, Any] | None = Non
         "of the scale that passes the target: more chips at 160 px, hours on this CPU's one "
         "thread or minutes on one GPU (the recipe `craters-gpu-unet`, a wider and deeper U-Net "
         f"on 384 px chips, {gpu_state}); more labelled large craters would help too. "
+        + selection_noise_pointer() +
         "CTX recall is bound by 7 training tiles of "
         "one quadrangle beside hundreds of THEMIS crops: more labelled CTX tiles (e.g. the rest "
         "of the Mars Crater Catalogue's or Robbins' craters on CTX).",
@@ -1068,6 +1069,20 @@ def selection_noise_section(arms: dict[str, dict[str, Any]], path: Path = SELECT
                      f"[{low + 0.0:+.4f}, {high + 0.0:+.4f}] | "
                      f"{r['higher_share']:.0%} | {beside} |")
     return lines + ["", noise_reading(noise, rows, val, arms)]
+
+
+def selection_noise_pointer(path: Path = SELECTION_NOISE) -> str:
+    """One sentence for the crater reading: what the selection images can resolve (the
+    section of its own has the table), or "" before ``selection_noise.py`` has run."""
+    if not path.is_file():
+        return ""
+    noise = json.loads(path.read_text())
+    need = (noise.get("images_for") or {}).get("0.02")
+    return ("Choosing an arm of that scale needs selection images that can tell it from the "
+            f"others: the {noise['images']} held out resolve about "
+            f"±{noise['median_half_width']:.3f} of crater F1 + IoU (section *Can the selection "
+            "images tell crater arms apart?* below)"
+            + (f"; ±0.02 would take about {need:,}. " if need else ". "))
 
 
 def noise_reading(noise: dict[str, Any], rows: list[dict[str, Any]],
