@@ -69,12 +69,6 @@ def validation_images(data: Path) -> dict[str, object]:
                                  ("ctx-craters", "ctx_craters"))}
 
 
-def criterion(counts: np.ndarray) -> float:
-    """Crater F1 + pixel IoU of the rows pooled, as the selection rule scores an arm."""
-    return (crater_metrics(counts[:, 3:])["crater_f1"]
-            + segmentation_metrics(counts[:, :3])["iou"])
-
-
 def pixel_iou(counts: np.ndarray) -> float:
     """Pixel IoU of the rows pooled (the THEMIS target's metric)."""
     return segmentation_metrics(counts[:, :3])["iou"]
@@ -83,6 +77,11 @@ def pixel_iou(counts: np.ndarray) -> float:
 def crater_f1(counts: np.ndarray) -> float:
     """Crater F1 of the rows pooled."""
     return crater_metrics(counts[:, 3:])["crater_f1"]
+
+
+def criterion(counts: np.ndarray) -> float:
+    """Crater F1 + pixel IoU of the rows pooled, as the selection rule scores an arm."""
+    return crater_f1(counts) + pixel_iou(counts)
 
 
 def paired_intervals(arms: dict[str, np.ndarray], folders: np.ndarray,

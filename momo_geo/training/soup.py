@@ -64,7 +64,7 @@ def recompute_batchnorm(model: torch.nn.Module, task: str, data: Any, recipe: An
 def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) -> Path:
     """Build the bundle of a ``merge_of`` recipe into ``out_dir``: merge, recompute BatchNorm,
     save, calibrate on the selection images and score on the validation split."""
-    from momo_geo.bundle import load_bundle, save_bundle
+    from momo_geo.bundle import save_bundle
     from momo_geo.training.calibrate import calibrate_bundle
     from momo_geo.training.finetune import (
         Recipe,
@@ -98,7 +98,7 @@ def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) ->
     states = []
     for path in [base, *tuned]:  # refuses a bundle of another network or input scaling
         continue_weights(model, card, str(path))
-        states.append(load_bundle(path).state_dict)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
     model.load_state_dict(merged_weights(states[0], states[1:], lam))
     read = recompute_batchnorm(model, spec["task"], fit, ft, int(merge.get("batchnorm_chips", 0)),
                                card.normalization)
