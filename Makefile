@@ -77,7 +77,7 @@ reproduce: venv
 ARMS := craters-unet craters-unet-long craters-unet-longer craters-unet-longest craters-unet-48ep \
         craters-unet-coarse craters-unet-416 craters-unet-64ep craters-unet-anneal \
         craters-unet-anneal2 craters-unet-anneal-restart craters-unet-soup \
-        craters-unet-anneal-restart-s9 \
+        craters-unet-anneal-restart-s9 craters-unet-restart2 craters-unet-soup-anneal \
         craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192 landmarks-cnn-zoom landmarks-cnn-folds \
         landmarks-cnn-folds8 landmarks-unet-transfer landmarks-unet-scratch landmarks-unet-transfer48
