@@ -36,6 +36,7 @@ from momo_geo.metrics import (
     MIN_DIAMETER_PX,
     N_BOOT,
     Circles,
+    CraterMatch,
     bootstrap_ci,
     classification_metrics,
     classification_report,
@@ -235,23 +236,45 @@ def crater_class(card: Any) -> int:
     raise MomoGeoError(f"model {card.name!r} has no crater class (classes {card.class_names})")
 
 
-def _score_craters(predictor: Any, data: TaskData, gsd: float | None, min_diameter: float,
-                   n_boot: int) -> dict[str, Any]:
-    """Pixel and object metrics of a segmentation model on every image of ``data``."""
+@dataclass
+class CraterImages:
+    """Per-image scores of a crater map on a split, before pooling: what reports and paired
+    bootstraps over images both start from."""
+
+    counts: np.ndarray
+    """``(n, 3)`` pixel (tp, fp, fn) of the crater class, one row per image."""
+    pixels: np.ndarray
+    """``(n,)`` pixels per image (for the background class's IoU)."""
+    matches: list[CraterMatch] | None
+    """One :class:`~momo_geo.metrics.CraterMatch` per image; None without labelled circles."""
+
+
+def score_crater_images(predictor: Any, data: TaskData,
+                        min_diameter: float = MIN_DIAMETER_PX) -> CraterImages:
+    """Map every image of ``data`` with ``predictor`` (the engine's maps, as ``map`` draws
+    them) and score each against its mask and labelled circles."""
     positive = crater_class(predictor.card)
     counts, pixels, matches = [], [], []
     for i, (image, mask) in enumerate(zip(data.images, data.targets, strict=True)):
         class_map = predict_mask(predictor, image)
         counts.append(pixel_counts(class_map, mask, positive=positive))
-        pixels.append(class_map.size)  # for the background class's IoU
+        pixels.append(class_map.size)
         if data.circles is not None:
             x, y, d = np.asarray(data.circles[i], dtype=np.float64).reshape(-1, 3).T
             matches.append(match_craters(mask_to_circles(class_map, positive),
                                          Circles.of(x, y, d), min_diameter))
-    report = segmentation_report(np.array(counts, dtype=np.int64), n_boot,
-                                 pixels=np.array(pixels, dtype=np.int64))
-    if data.circles is not None:
-        report.update(crater_report(matches, gsd, min_diameter, n_boot))
+    return CraterImages(np.array(counts, dtype=np.int64).reshape(-1, 3),
+                        np.array(pixels, dtype=np.int64),
+                        matches if data.circles is not None else None)
+
+
+def _score_craters(predictor: Any, data: TaskData, gsd: float | None, min_diameter: float,
+                   n_boot: int) -> dict[str, Any]:
+    """Pixel and object metrics of a segmentation model on every image of ``data``, pooled."""
+    scores = score_crater_images(predictor, data, min_diameter)
+    report = segmentation_report(scores.counts, n_boot, pixels=scores.pixels)
+    if scores.matches is not None:
+        report.update(crater_report(scores.matches, gsd, min_diameter, n_boot))
     return report
 
 

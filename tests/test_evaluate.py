@@ -300,6 +300,25 @@ def test_evaluate_a_users_themis_folder_whole_through_the_mapping_engine(two_the
 
 
 @pytest.mark.shared_data
+@pytest.mark.usefixtures("one_torch_thread")
+def test_per_image_crater_scores_pool_to_what_evaluate_reports(two_themis_crops) -> None:
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import load_task_data, score_crater_images
+    from momo_geo.inference.engine import Predictor
+
+    data = load_task_data("themis-craters", str(two_themis_crops), "all")
+    scores = score_crater_images(Predictor(load_bundle("craters")), data)
+    assert scores.counts.shape == (2, 3) and scores.pixels.tolist() == [416 * 416] * 2
+    labelled = [int((np.asarray(c).reshape(-1, 3)[:, 2] >= 8).sum()) for c in data.circles]
+    assert [m.tp + m.fn for m in scores.matches] == labelled  # one row per image, in order
+    report = evaluate_cli("--task", "themis-craters", "--data", str(two_themis_crops))
+    tp, fp, fn = scores.counts.sum(axis=0)
+    assert report["iou"] == pytest.approx(tp / (tp + fp + fn))
+    assert report["crater_tp"] == sum(m.tp for m in scores.matches)
+    assert report["crater_fp"] == sum(m.fp for m in scores.matches)
+
+
+@pytest.mark.shared_data
 def test_a_split_without_images_is_one_clear_error(two_themis_crops) -> None:
     result = CliRunner().invoke(cli, ["evaluate", "--task", "themis-craters", "--data",
                                       str(two_themis_crops), "--split", "val"])

@@ -29,14 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from momo_geo.metrics import (
-    Circles,
-    crater_metrics,
-    mask_to_circles,
-    match_craters,
-    pixel_counts,
-    segmentation_metrics,
-)
+from momo_geo.metrics import crater_metrics, segmentation_metrics
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
@@ -46,18 +39,13 @@ N_BOOT = 2000
 
 
 def image_counts(predictor: object, select: object) -> np.ndarray:
-    """Per selection image: pixel (tp, fp, fn) and crater (tp, fp, fn) of the shipped map."""
-    from momo_geo.evaluate import predict_mask
+    """Per selection image: pixel (tp, fp, fn) and crater (tp, fp, fn) of the shipped map,
+    as ``momo-geo evaluate`` scores them before pooling."""
+    from momo_geo.evaluate import score_crater_images
 
-    rows = []
-    for image, target, circles in zip(select.images, select.targets, select.circles,
-                                      strict=True):
-        class_map = predict_mask(predictor, image)
-        truth = Circles.of(*np.asarray(circles, dtype=float).reshape(-1, 3).T)
-        match = match_craters(mask_to_circles(class_map, 1), truth)
-        rows.append((*pixel_counts(class_map, target, valid=target != 255),
-                     match.tp, match.fp, match.fn))
-    return np.array(rows, dtype=np.int64).reshape(-1, 6)
+    scores = score_crater_images(predictor, select)
+    craters = [(m.tp, m.fp, m.fn) for m in scores.matches or []]
+    return np.column_stack([scores.counts, np.array(craters, dtype=np.int64).reshape(-1, 3)])
 
 
 def validation_images(data: Path) -> dict[str, object]:
