@@ -566,15 +566,25 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
     card.description = description
     for key, value in (card_fields or {}).items():
         setattr(card, key, value)
+    return save_scored(model, card, out, recipe, select, eval_tasks or [(task, roots[0])],
+                       held_out=held_out, overwrite=overwrite, half=half)
+
+
+def save_scored(model: torch.nn.Module, card: ModelCard, out: str | Path, recipe: Recipe,
+                select: TaskData | None, eval_tasks: list[tuple[str, str]],
+                held_out: Any = None, overwrite: bool = False, half: bool = False
+                ) -> tuple[Path, dict[str, Any]]:
+    """Save a trained (or merged) model's bundle, calibrate it on the selection images where
+    they can be scored (a floor per class, crater sizes, test-time augmentation) and score it
+    on each ``eval_tasks`` validation split: the one ending of every way a bundle is made."""
     path = save_bundle(out, model.state_dict(), card, overwrite=overwrite, half=half)
-    if held_out is not None or (select is not None and (kind == "classification"
+    if held_out is not None or (select is not None and (card.task == "classification"
                                                          or select.circles is not None)):
         from momo_geo.training.calibrate import calibrate_bundle
 
         calibrate_bundle(path, select, held_out=held_out, device=training_device(recipe),
                          tta=tta_modes(recipe))
-    metrics = score_bundle(path, eval_tasks or [(task, roots[0])], training_device(recipe))
-    return path, metrics
+    return path, score_bundle(path, eval_tasks, training_device(recipe))
 
 
 def training_device(recipe: Recipe) -> str:

@@ -64,19 +64,15 @@ def recompute_batchnorm(model: torch.nn.Module, task: str, data: Any, recipe: An
 def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) -> Path:
     """Build the bundle of a ``merge_of`` recipe into ``out_dir``: merge, recompute BatchNorm,
     save, calibrate on the selection images and score on the validation split."""
-    from momo_geo.bundle import save_bundle
-    from momo_geo.training.calibrate import calibrate_bundle
     from momo_geo.training.finetune import (
         Recipe,
         build_task_model,
         continue_weights,
         learning_curve,
-        score_bundle,
+        save_scored,
         task_card,
         task_of_root,
-        training_device,
         training_split,
-        tta_modes,
     )
     from momo_geo.training.recipes import CARD_FIELDS, built_bundle, finetune_data
 
@@ -115,9 +111,7 @@ def build_merged(recipe: dict[str, Any], out_dir: str | Path, data_root: str) ->
         "seconds": round(time.perf_counter() - start, 1), "kind": card.task,
         "normalization_from": "recipe"}
     card.description = about.get("description", "")
-    path = save_bundle(Path(out_dir) / recipe["bundle"], model.state_dict(), card,
-                       overwrite=True, half=bool(spec.get("half", False)))
-    if select is not None:
-        calibrate_bundle(path, select, device=training_device(ft), tta=tta_modes(ft))
-    score_bundle(path, [(task_of_root(spec["task"], r), r) for r in roots], training_device(ft))
+    path, _ = save_scored(model, card, Path(out_dir) / recipe["bundle"], ft, select,
+                          [(task_of_root(spec["task"], r), r) for r in roots],
+                          overwrite=True, half=bool(spec.get("half", False)))
     return path
