@@ -574,6 +574,32 @@ def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
     assert report_models.tied(selection, cards, "third") == []
 
 
+def test_an_arm_that_fails_the_product_guard_does_not_ship(tmp_path, monkeypatch) -> None:
+    from training import report_models
+
+    def arm(weighted: float, sha: str) -> dict:
+        row = {"floor": 0.0, "f1_weighted": weighted, "f1_macro": 0.8}
+        return {"weights_sha256": sha, "training": {"calibration": {"sweep": [row]}}}
+
+    selection = {"criterion": ["f1_weighted", "f1_macro"], "compare_at_floor": "none",
+                 "choose_from": ["first", "second", "third"],
+                 "product_guard": {"scene": "scene.tif", "max_crater_share": 0.02}}
+    cards = {"first": arm(0.90, "a"), "second": arm(0.95, "b"), "third": arm(0.93, "c")}
+    record = tmp_path / "guard.json"
+    record.write_text(json.dumps({"second": {"weights_sha256": "b", "crater_share": 0.09},
+                                  "third": {"weights_sha256": "c", "crater_share": 0.005},
+                                  "first": {"weights_sha256": "old", "crater_share": 0.5}}))
+    monkeypatch.setattr(report_models, "GUARD_FILE", record)
+    shares = report_models.product_guard(selection, cards, tmp_path / "none", tmp_path)
+    assert shares == {"second": 0.09, "third": 0.005}  # stops at the first arm that passes
+    assert report_models.choose(selection, cards, shares) == "third"
+    assert report_models.choose(selection, cards) == "second"  # unmeasured arms pass
+    cards["third"]["weights_sha256"] = "rebuilt"  # a record of other weights is not read
+    assert report_models.product_guard(selection, cards, tmp_path / "none", tmp_path) == {
+        "second": 0.09}
+    assert report_models.choose({**selection, "product_guard": {}}, cards, shares) == "second"
+
+
 def test_the_curves_put_each_target_beside_the_validation_score_as_shipped() -> None:
     """The learning-curve figure draws, on the THEMIS IoU panel, the issue's target and the
     recorded arms' validation scores (the values the comparison tables hold)."""

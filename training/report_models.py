@@ -191,11 +191,65 @@ def selection_scores(selection: dict[str, Any], cards: dict[str, dict[str, Any]]
     return {k: v for k, v in scored.items() if v is not None}
 
 
-def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]]) -> str | None:
+def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]],
+           guard: dict[str, float] | None = None) -> str | None:
     """The arm of the best selection score (a tie keeps the arm listed first in
-    ``choose_from``)."""
+    ``choose_from``) among those that pass the selection recipe's ``product_guard``: an arm
+    whose recorded share of crater on the guard scene (``guard``) is above
+    ``max_crater_share`` does not ship, whatever its score; an arm not yet measured passes."""
     scored = selection_scores(selection, cards)
-    return max(scored, key=scored.get) if scored else None
+    limit = selection.get("product_guard", {}).get("max_crater_share")
+    ok = {name: score for name, score in scored.items()
+          if limit is None or (guard or {}).get(name, 0.0) <= limit}
+    return max(ok, key=ok.get) if ok else None
+
+
+GUARD_FILE = ROOT / "docs" / "product_guard.json"
+"""Each crater arm's share of crater inside the real HiRISE scene's frame, with its weights'
+hash: measured once from its bundle, read back where the bundle is gone."""
+
+
+def product_guard(selection: dict[str, Any], cards: dict[str, dict[str, Any]],
+                  bundles: Path, data: Path = DATA) -> dict[str, float]:
+    """The guard scene's crater share of every arm that could ship ahead of the one that
+    passes (best score first), measured where the bundle and scene exist, recorded in
+    :data:`GUARD_FILE`."""
+    spec = selection.get("product_guard")
+    if not spec:
+        return {}
+    record = json.loads(GUARD_FILE.read_text()) if GUARD_FILE.is_file() else {}
+    shares: dict[str, float] = {}
+    scored = selection_scores(selection, cards)
+    for name in sorted(scored, key=lambda n: -scored[n]):
+        sha = cards[name].get("weights_sha256")
+        if record.get(name, {}).get("weights_sha256") != sha:
+            bundle, scene = bundles / f"{name}.bundle", data / spec["scene"]
+            if not (bundle.is_dir() and scene.is_file()):
+                break
+            record[name] = {"weights_sha256": sha,
+                            "crater_share": round(scene_crater_share(bundle, scene), 4)}
+        shares[name] = record[name]["crater_share"]
+        if shares[name] <= spec["max_crater_share"]:
+            break
+    GUARD_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return shares
+
+
+def scene_crater_share(bundle: Path, scene: Path) -> float:
+    """Share of a scene's image (its black frame left out) that ``momo-geo map`` marks crater
+    with ``bundle``."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from momo_geo.inference import map_scene
+    from momo_geo.inference.frame import find_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        map_scene(scene, Path(tmp) / "mask.tif", None, str(bundle), device="cpu")
+        with rasterio.open(Path(tmp) / "mask.tif") as src:
+            mask = src.read(1)
+            inside = find_frame(str(scene)).valid(Window(0, 0, src.width, src.height))
+    return float((mask[inside] == 1).mean())
 
 
 def tied(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: str
@@ -861,7 +915,8 @@ def transfer_reading(transfer: dict[str, Any] | None, control: dict[str, Any] | 
 
 
 def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
-           chosen: dict[str, str], selections: dict[str, dict[str, Any]]) -> str:
+           chosen: dict[str, str], selections: dict[str, dict[str, Any]],
+           guards: dict[str, dict[str, float]] | None = None) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     minutes = sum(c["training"]["seconds"] for c in arms.values()) / 60
     crater_arms = {k: v for k, v in arms.items() if v["task"] == "segmentation"}
@@ -889,6 +944,14 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
                "on those images)" if sel.get("compare_at_floor") == "none" else "")
         out.append(f"- `{name}` = arm **{arm}**, chosen among {', '.join(sel['choose_from'])} "
                    f"by {' + '.join(sel['criterion'])} on the selection images{raw}.")
+        limit = sel.get("product_guard", {}).get("max_crater_share")
+        for skipped, share in (guards or {}).get(name, {}).items():
+            if limit is not None and share > limit:
+                out.append(f"  - `{skipped}` scores higher there but does not ship: `momo-geo "
+                           f"map` marks {share:.1%} of the real HiRISE scene "
+                           f"({sel['product_guard']['scene']}, wind-eroded ridges with hardly "
+                           f"a crater) as crater, above the product guard's "
+                           f"{limit:.0%} (docs/product_guard.json).")
         for twin in tied(sel, arms, arm):
             out.append(f"  - `{twin}` ties it there ({' + '.join(sel['criterion'])} equal to "
                        "four decimals); a tie keeps the arm listed first. The selection images "
@@ -1212,9 +1275,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no arm bundles in {args.bundles} and no recorded cards in {CARDS}; run "
               "training/build_models.py first", file=sys.stderr)
         return 1
-    chosen, defaults = {}, {}
+    chosen, defaults, guards = {}, {}, {}
     for selection in selections.values():
-        arm = choose(selection, arms)
+        guards[selection["bundle"]] = product_guard(selection, arms, args.bundles)
+        arm = choose(selection, arms, guards[selection["bundle"]])
         if arm is None:
             continue
         if args.rescore:
@@ -1236,7 +1300,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results.parent / "img").mkdir(parents=True, exist_ok=True)
     plot_curves(arms, args.results.parent / "img" / "learning_curves.png")
     args.results.write_text(render(arms, defaults, chosen,
-                                   {s["bundle"]: s for s in selections.values()}))
+                                   {s["bundle"]: s for s in selections.values()}, guards))
     print(f"wrote {args.results}")
     return 0
 
