@@ -15,7 +15,6 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
-from rasterio.windows import Window
 
 from momo_geo.bundle import BUNDLED_DIR, load_bundle, load_card
 from momo_geo.cli import cli
@@ -199,17 +198,13 @@ def test_default_model_maps_no_crater_in_the_real_hirise_frame(hirise_scene, tmp
     # 0.06 %, two specks along the collar's edge; no floor 0.4 %); the first bundled model
     # marked 49 %, collar included.
     from momo_geo.inference import map_scene
-    from momo_geo.inference.frame import find_frame
+    from momo_geo.inference.frame import mask_in_frame
 
     map_scene(hirise_scene, tmp_path / "mask.tif", None, "default", device="cpu")
-    frame = find_frame(str(hirise_scene))
-    with rasterio.open(tmp_path / "mask.tif") as src:
-        mask = src.read(1)
-        outside = ~frame.valid(Window(0, 0, src.width, src.height))
-    assert outside.mean() > 0.25
-    assert (mask[outside] == 255).all()
-    inside = mask[~outside]
-    crater_share = float((inside == 1).mean())
+    mask, inside = mask_in_frame(tmp_path / "mask.tif", hirise_scene)
+    assert (~inside).mean() > 0.25
+    assert (mask[~inside] == 255).all()
+    crater_share = float((mask[inside] == 1).mean())
     assert crater_share <= HIRISE_CRATER_SHARE_MAX, crater_share
 
 
@@ -221,18 +216,15 @@ def test_landmark_model_reads_the_real_hirise_scene_at_its_own_scale(hirise_scen
     # mostly in the collar stay unmapped. Before the card had a scale, one 227 px tile spanned
     # most of the scene's width and 38 % of it was called slope streak (one TTA pass here).
     from momo_geo.inference import map_scene
-    from momo_geo.inference.frame import find_frame
+    from momo_geo.inference.frame import mask_in_frame
 
     card = load_card(BUNDLED_DIR / "landmarks.bundle")
     result = map_scene(hirise_scene, tmp_path / "mask.tif", None, "landmarks", device="cpu",
                        tta="none")
     assert result.resample_factor == pytest.approx(card.gsd / 25.03, rel=0.01)
-    frame = find_frame(str(hirise_scene))
-    with rasterio.open(tmp_path / "mask.tif") as src:
-        mask = src.read(1)
-        outside = ~frame.valid(Window(0, 0, src.width, src.height))
-    assert (mask[outside] == 255).all()
-    inside = mask[~outside]
+    mask, where = mask_in_frame(tmp_path / "mask.tif", hirise_scene)
+    assert (mask[~where] == 255).all()
+    inside = mask[where]
     assert (inside == 255).mean() < 0.15  # the unmapped strip along the collar
     mapped = inside[inside != 255]
     assert (mapped == card.class_names.index("other")).mean() >= LANDMARK_OTHER_SHARE_MIN

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from momo_geo.inference.frame import find_frame
+from momo_geo.inference.frame import find_frame, mask_in_frame
 from momo_geo.inference.options import MapOptions
 
 MARS_EQC = ('PROJCS["Equirectangular MARS",GEOGCS["GCS_MARS",DATUM["D_MARS",SPHEROID["MARS",'
@@ -60,6 +60,26 @@ def test_map_treats_the_frame_as_nodata_unless_told_not_to(tmp_path):
     map_scene(tmp_path / "strip.tif", tmp_path / "m2.tif", None, "default",
               MapOptions(device="cpu", frame=False))
     assert (rasterio.open(tmp_path / "m2.tif").read(1) != 255).all()
+
+
+def write_mask(path, mask: np.ndarray) -> None:
+    with rasterio.open(path, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
+                       count=1, dtype="uint8") as dst:
+        dst.write(mask, 1)
+
+
+def test_a_mask_is_read_over_the_scene_image_only(tmp_path):
+    inside = rotated_strip(tmp_path / "strip.tif")
+    write_mask(tmp_path / "m.tif", np.where(inside, 1, 255).astype(np.uint8))
+    mask, where = mask_in_frame(tmp_path / "m.tif", tmp_path / "strip.tif")
+    assert where[inside].all() and (mask[~where] == 255).all()
+    assert abs(where.mean() - inside.mean()) < 0.03
+    write_mask(tmp_path / "half.tif", np.ones((48, 48), np.uint8))  # a coarser mask grid
+    _, half = mask_in_frame(tmp_path / "half.tif", tmp_path / "strip.tif")
+    assert half.shape == (48, 48) and (half == where[1::2, 1::2]).mean() > 0.95
+    write_mask(tmp_path / "plain.tif", np.ones((40, 30), np.uint8))  # a scene without frame
+    _, everywhere = mask_in_frame(tmp_path / "plain.tif", "sample_data/crater_field.tif")
+    assert everywhere.shape == (40, 30) and everywhere.all()
 
 
 @pytest.mark.shared_data

@@ -590,8 +590,13 @@ def test_an_arm_that_fails_the_product_guard_does_not_ship(tmp_path, monkeypatch
                                   "third": {"weights_sha256": "c", "crater_share": 0.005},
                                   "first": {"weights_sha256": "old", "crater_share": 0.5}}))
     monkeypatch.setattr(report_models, "GUARD_FILE", record)
+    before = record.read_text()
     shares = report_models.product_guard(selection, cards, tmp_path / "none", tmp_path)
     assert shares == {"second": 0.09, "third": 0.005}  # stops at the first arm that passes
+    assert record.read_text() == before  # a preview leaves the record as it is
+    report_models.product_guard(selection, cards, tmp_path / "none", tmp_path, record=True)
+    assert record.read_text() != before  # written (indented) by --promote
+    assert json.loads(record.read_text()) == json.loads(before)  # nothing new measured
     assert report_models.choose(selection, cards, shares) == "third"
     assert report_models.choose(selection, cards) == "second"  # unmeasured arms pass
     cards["third"]["weights_sha256"] = "rebuilt"  # a record of other weights is not read

@@ -210,45 +210,42 @@ hash: measured once from its bundle, read back where the bundle is gone."""
 
 
 def product_guard(selection: dict[str, Any], cards: dict[str, dict[str, Any]],
-                  bundles: Path, data: Path = DATA) -> dict[str, float]:
+                  bundles: Path, data: Path = DATA, record: bool = False) -> dict[str, float]:
     """The guard scene's crater share of every arm that could ship ahead of the one that
-    passes (best score first), measured where the bundle and scene exist, recorded in
-    :data:`GUARD_FILE`."""
+    passes (best score first): read from :data:`GUARD_FILE` for the same weights, else
+    measured where the bundle and scene exist; ``record`` (``--promote``) writes what was
+    measured back, so a preview leaves the docs as they are."""
     spec = selection.get("product_guard")
     if not spec:
         return {}
-    record = json.loads(GUARD_FILE.read_text()) if GUARD_FILE.is_file() else {}
+    known = json.loads(GUARD_FILE.read_text()) if GUARD_FILE.is_file() else {}
     shares: dict[str, float] = {}
     scored = selection_scores(selection, cards)
     for name in sorted(scored, key=lambda n: -scored[n]):
         sha = cards[name].get("weights_sha256")
-        if record.get(name, {}).get("weights_sha256") != sha:
+        if known.get(name, {}).get("weights_sha256") != sha:
             bundle, scene = bundles / f"{name}.bundle", data / spec["scene"]
             if not (bundle.is_dir() and scene.is_file()):
                 break
-            record[name] = {"weights_sha256": sha,
-                            "crater_share": round(scene_crater_share(bundle, scene), 4)}
-        shares[name] = record[name]["crater_share"]
+            known[name] = {"weights_sha256": sha,
+                           "crater_share": round(scene_crater_share(bundle, scene), 4)}
+        shares[name] = known[name]["crater_share"]
         if shares[name] <= spec["max_crater_share"]:
             break
-    GUARD_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    if record:
+        GUARD_FILE.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
     return shares
 
 
 def scene_crater_share(bundle: Path, scene: Path) -> float:
     """Share of a scene's image (its black frame left out) that ``momo-geo map`` marks crater
     with ``bundle``."""
-    import rasterio
-    from rasterio.windows import Window
-
     from momo_geo.inference import map_scene
-    from momo_geo.inference.frame import find_frame
+    from momo_geo.inference.frame import mask_in_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         map_scene(scene, Path(tmp) / "mask.tif", None, str(bundle), device="cpu")
-        with rasterio.open(Path(tmp) / "mask.tif") as src:
-            mask = src.read(1)
-            inside = find_frame(str(scene)).valid(Window(0, 0, src.width, src.height))
+        mask, inside = mask_in_frame(Path(tmp) / "mask.tif", scene)
     return float((mask[inside] == 1).mean())
 
 
@@ -1277,7 +1274,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     chosen, defaults, guards = {}, {}, {}
     for selection in selections.values():
-        guards[selection["bundle"]] = product_guard(selection, arms, args.bundles)
+        guards[selection["bundle"]] = product_guard(selection, arms, args.bundles,
+                                                    record=args.promote)
         arm = choose(selection, arms, guards[selection["bundle"]])
         if arm is None:
             continue

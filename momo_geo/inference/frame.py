@@ -18,6 +18,7 @@ noisy plain) has no frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -90,6 +91,20 @@ def find_frame(path: str, band: int = 1, nodata: float | None = None) -> Frame |
                 has, np.minimum(last + (MIN_RUN - 1) // 2, src.width), src.width)
         frame = Frame(float(value), left, right, src.width)
     return frame if frame.fraction > 0 else None
+
+
+def mask_in_frame(mask_path: str | Path, scene_path: str | Path
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The class mask ``momo-geo map`` wrote for a scene, and ``True`` where the scene's image
+    lies (everywhere when the scene has no frame): what a crater share is read over, since the
+    frame is nodata in the mask and must count neither for nor against a model."""
+    with rasterio.open(mask_path) as src:
+        mask = src.read(1)
+    frame = find_frame(str(scene_path))
+    if frame is None:
+        return mask, np.ones(mask.shape, bool)
+    whole = Window(0, 0, frame.width, len(frame.left))
+    return mask, frame.valid(whole, out_shape=mask.shape)
 
 
 def _border_value(src: rasterio.DatasetReader, band: int) -> float | None:
