@@ -62,3 +62,22 @@ def test_each_folder_is_also_read_alone_by_iou_and_crater_f1() -> None:
     themis = out["themis"]["iou"]
     assert themis[1]["value"] > themis[0]["value"] and themis[1]["higher_share"] == 1
     assert out["ctx"]["iou"][1]["difference"] == 0 and out["ctx"]["crater_f1"][1]["difference"] == 0
+
+
+def test_landmark_arms_are_resampled_by_whole_products() -> None:
+    # Ten products of ten crops; the reference gets one product wrong, the other arm none.
+    # Crops of one observation look alike, so the evidence is one product, not ten crops:
+    # resampling products leaves resamples without it (no difference), crops hardly any.
+    truth = np.repeat(np.arange(10) % 3, 10)
+    products = np.repeat([f"ESP_{k:06d}" for k in range(10)], 10)
+    wrong = truth.copy()
+    wrong[:10] = (truth[:10] + 1) % 3
+    score = selection_noise.landmark_criterion(["other", "crater", "dark_dune"])
+    arms = {"ref": np.column_stack([truth, wrong]), "better": np.column_stack([truth, truth])}
+    assert score(arms["better"]) == 2.0 and score(arms["ref"]) < 2.0
+    folders = np.array(["hirise_landmarks"] * 100)
+    by_product = selection_noise.paired_intervals(arms, folders, score, n_boot=400,
+                                                  units=products)[1]
+    by_crop = selection_noise.paired_intervals(arms, folders, score, n_boot=400)[1]
+    assert by_product["difference_ci"][0] == 0.0 and 0.5 < by_product["higher_share"] < 0.8
+    assert by_crop["higher_share"] > 0.99

@@ -17,6 +17,11 @@ the images).
 The first bundle is the reference (the bundled arm). Nothing is chosen by it. ``--split val``
 measures the same on the validation split, to report beside it (``docs/validation_noise.json``):
 whether validation itself can tell the arms apart.
+
+``--task landmarks`` does the same for landmark classifiers: the criterion is weighted + macro
+F1 of each crop's raw class (no floor, as ``landmarks.json`` compares arms), and whole HiRISE
+products are resampled, not crops, since the crops of one observation look alike
+(``docs/landmark_selection_noise.json``).
 """
 
 from __future__ import annotations
@@ -74,16 +79,20 @@ def criterion(counts: np.ndarray) -> float:
 
 def paired_intervals(arms: dict[str, np.ndarray], folders: np.ndarray,
                      statistic: Callable[[np.ndarray], float] = criterion,
-                     n_boot: int = N_BOOT, seed: int = 0) -> list[dict[str, object]]:
+                     n_boot: int = N_BOOT, seed: int = 0, units: np.ndarray | None = None
+                     ) -> list[dict[str, object]]:
     """Each arm's ``statistic`` and, against the first arm, the difference with its 95 % paired
-    bootstrap interval and the share of resamples in which the arm scores higher; images are
-    resampled within each folder (``folders``: one label per image)."""
+    bootstrap interval and the share of resamples in which the arm scores higher; rows are
+    resampled within each folder (``folders``: one label per row), or, with ``units`` (one
+    label per row: a HiRISE product), whole units with all their rows."""
     rng = np.random.default_rng(seed)
     names = list(arms)
-    groups = [np.flatnonzero(folders == f) for f in np.unique(folders)]
+    units = np.arange(len(folders)) if units is None else np.asarray(units)
+    groups = [[np.flatnonzero(units == u) for u in np.unique(units[folders == f])]
+              for f in np.unique(folders)]
     draws = np.zeros((n_boot, len(names)))
     for b in range(n_boot):
-        pick = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
+        pick = np.concatenate([g[k] for g in groups for k in rng.choice(len(g), size=len(g))])
         draws[b] = [statistic(arms[name][pick]) for name in names]
     out = []
     for k, name in enumerate(names):
@@ -110,6 +119,41 @@ def by_folder(arms: dict[str, np.ndarray], folders: np.ndarray, n_boot: int
     return out
 
 
+def landmark_rows(predictor: object, data: object) -> np.ndarray:
+    """Per crop: its labelled class and the arm's raw class (the argmax of the engine's
+    probabilities, no floor), as the landmark arms are compared."""
+    from momo_geo.evaluate import predict_probabilities
+
+    probs = predict_probabilities(predictor, data.images)
+    return np.column_stack([np.asarray(data.targets), probs.argmax(axis=1)])
+
+
+def landmark_criterion(class_names: list[str]) -> Callable[[np.ndarray], float]:
+    """Weighted + macro F1 of (label, class) rows, as ``landmarks.json`` scores an arm."""
+    from momo_geo.metrics import classification_report
+
+    def score(rows: np.ndarray) -> float:
+        report = classification_report(rows[:, 0], rows[:, 1], len(class_names), 0,
+                                       names=class_names)
+        return float(report["f1_weighted"]) + float(report["f1_macro"])
+
+    return score
+
+
+def landmark_images(bundle: Path, data: Path, split: str) -> object:
+    """The landmark crops an arm held out for selection, or the validation crops."""
+    from momo_geo.bundle import load_bundle
+    from momo_geo.evaluate import load_task_data
+    from momo_geo.training.finetune import Recipe, selection_split
+
+    root = str(data / "hirise_landmarks")
+    if split == "val":
+        return load_task_data("landmarks", root, "val")
+    recipe = Recipe.from_dict(load_bundle(str(bundle)).card.training["recipe"])
+    return selection_split("landmarks", [load_task_data("landmarks", root, "train")],
+                           recipe)[1]
+
+
 def images_needed(half_width: float, images: int, difference: float) -> int:
     """Selection images for a paired interval of half-width ``difference`` where ``images``
     gave ``half_width`` (the half-width shrinks as one over the square root of the images)."""
@@ -124,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", type=Path, nargs="+",
-                        help="crater arms' bundles; the first is the reference")
+                        help="the arms' bundles; the first is the reference")
+    parser.add_argument("--task", choices=("craters", "landmarks"), default="craters")
     parser.add_argument("--data", type=Path, default=CHECKOUT.parent / "shared" / "data")
     parser.add_argument("--split", choices=("selection", "val"), default="selection",
                         help="val: the same on the validation split, to report beside it")
@@ -132,21 +177,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the result (JSON) here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    arms, folders = {}, None
+    arms, folders, units, statistic = {}, None, None, criterion
     for bundle in args.bundles:
         predictor = Predictor(load_bundle(str(bundle)))
-        parts = (selection_images(bundle, args.data) if args.split == "selection"
-                 else validation_images(args.data))
-        arms[arm_name(bundle)] = np.concatenate([image_counts(predictor, s)
-                                                 for s in parts.values()])
-        folders = np.concatenate([[task] * len(s.images) for task, s in parts.items()])
-        print(f"{arm_name(bundle)}: {criterion(arms[arm_name(bundle)]):.4f}", file=sys.stderr)
-    rows = paired_intervals(arms, folders, n_boot=args.boot)
+        if args.task == "landmarks":
+            crops = landmark_images(bundle, args.data, args.split)
+            arms[arm_name(bundle)] = landmark_rows(predictor, crops)
+            folders, units = np.array(["hirise_landmarks"] * len(crops.images)), crops.groups
+            statistic = landmark_criterion(predictor.card.class_names)
+        else:
+            parts = (selection_images(bundle, args.data) if args.split == "selection"
+                     else validation_images(args.data))
+            arms[arm_name(bundle)] = np.concatenate([image_counts(predictor, s)
+                                                     for s in parts.values()])
+            folders = np.concatenate([[task] * len(s.images) for task, s in parts.items()])
+        print(f"{arm_name(bundle)}: {statistic(arms[arm_name(bundle)]):.4f}", file=sys.stderr)
+    rows = paired_intervals(arms, folders, statistic, n_boot=args.boot, units=units)
     widths = [(r["difference_ci"][1] - r["difference_ci"][0]) / 2 for r in rows[1:]]
-    result = {"reference": rows[0]["arm"], "split": args.split, "images": len(folders),
+    result = {"reference": rows[0]["arm"], "task": args.task, "split": args.split,
+              "images": len(folders),
               "images_by_folder": {str(f): int((folders == f).sum()) for f in np.unique(folders)},
-              "boot": args.boot, "arms": rows, "by_folder": by_folder(arms, folders, args.boot),
+              "boot": args.boot, "arms": rows,
               "median_half_width": round(float(np.median(widths)), 4) if widths else None}
+    if units is not None:
+        result["products"] = len(set(units))
+    else:
+        result["by_folder"] = by_folder(arms, folders, args.boot)
     if widths:
         result["images_for"] = {f"{d:g}": images_needed(float(np.median(widths)),
                                                         len(folders), d) for d in (0.02, 0.01)}
