@@ -1022,6 +1022,7 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
             "which all follow the current rule.", "",
             *curve_rows(arms), "", *reading(arms, defaults.get("crater-seg.bundle")), "",
             *size_curve_section(arms), "", *selection_noise_section(arms), "",
+            *landmark_noise_section(arms), "",
             *data_curve_section(), "", *comparison_section()]
     return "\n".join(out) + "\n"
 
@@ -1173,6 +1174,49 @@ def noise_reading(noise: dict[str, Any], rows: list[dict[str, Any]],
                     "is above the reference's with a paired interval clear of zero"
                     + (f" ({', '.join(f'`{a}`' for a in clear)})" if clear else ""))
     return reading + "."
+
+
+LANDMARK_NOISE = ROOT / "docs" / "landmark_selection_noise.json"
+"""``selection_noise.py --task landmarks --out``: landmark arms' paired bootstrap by product."""
+LANDMARK_VALIDATION_NOISE = ROOT / "docs" / "landmark_validation_noise.json"
+"""The same with ``--split val``: reported beside it, never used to choose."""
+
+
+def landmark_noise_section(arms: dict[str, dict[str, Any]], path: Path = LANDMARK_NOISE,
+                           validation: Path = LANDMARK_VALIDATION_NOISE) -> list[str]:
+    """How far apart landmark arms score on the selection crops when whole products are
+    resampled, with validation measured the same way beside it; none before the run."""
+    if not path.is_file():
+        return []
+    noise = json.loads(path.read_text())
+    rows = [r for r in noise["arms"] if r["arm"] in arms]
+    if len(rows) < 2 or rows[0]["arm"] != noise["reference"]:
+        return []
+    val: dict[str, dict[str, Any]] = {}
+    if validation.is_file():
+        measured = json.loads(validation.read_text())
+        if measured["reference"] == noise["reference"]:
+            val = {r["arm"]: r for r in measured["arms"]}
+    lines = ["## Can the selection crops tell landmark arms apart?", "",
+             f"Weighted + macro F1 (no floor) of each landmark arm on the {noise['images']} "
+             f"selection crops of {noise['products']} HiRISE products, and its difference "
+             f"from `{noise['reference']}` with a 95 % paired bootstrap interval "
+             f"({noise['boot']} resamples of whole products, the same for both arms: crops of "
+             "one observation look alike; `training/selection_noise.py --task landmarks`, "
+             f"`docs/{path.name}`). Beside it, the same on validation (`--split val`, "
+             f"`docs/{validation.name}`): read afterwards, never used to choose.", "",
+             "| arm | selection | difference | 95 % interval | resamples it is higher | "
+             "validation | difference | 95 % interval |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = val.get(r["arm"])
+        beside = ("– | – | –" if v is None else
+                  f"{v['value']:.3f} | {v['difference'] + 0.0:+.3f} | "
+                  f"[{v['difference_ci'][0] + 0.0:+.3f}, {v['difference_ci'][1] + 0.0:+.3f}]")
+        lines.append(f"| {r['arm']} | {r['value']:.3f} | {r['difference'] + 0.0:+.3f} | "
+                     f"[{r['difference_ci'][0] + 0.0:+.3f}, {r['difference_ci'][1] + 0.0:+.3f}]"
+                     f" | {r['higher_share']:.0%} | {beside} |")
+    return lines + ["", f"The median half-width is {noise['median_half_width']:.3f} of weighted "
+                    "+ macro F1: arms closer than that are a coin toss on these crops."]
 
 
 DATA_CURVE = ROOT / "docs" / "landmark_data_curve.jsonl"
