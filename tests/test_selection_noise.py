@@ -81,3 +81,40 @@ def test_landmark_arms_are_resampled_by_whole_products() -> None:
     by_crop = selection_noise.paired_intervals(arms, folders, score, n_boot=400)[1]
     assert by_product["difference_ci"][0] == 0.0 and 0.5 < by_product["higher_share"] < 0.8
     assert by_crop["higher_share"] > 0.99
+
+
+def test_out_of_fold_crops_are_what_each_member_predicted_on_products_it_never_saw(
+        tmp_path, monkeypatch) -> None:
+    # A tiny cross-fitted arm on crops whose labels the pixels do not tell, so its two
+    # members disagree: rebuilt from the bundle, each training crop's class is the one the
+    # member that never saw its product gave it during training.
+    from PIL import Image
+
+    from momo_geo.bundle import load_bundle
+    from momo_geo.training import members
+    from momo_geo.training.finetune import Recipe, finetune
+
+    root = tmp_path / "hirise_landmarks"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    rows = ["file,label,product_id"]
+    for i in range(48):
+        pixels = rng.integers(0, 255, (32, 32)).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"c{i}.jpg")
+        rows.append(f"c{i}.jpg,{rng.choice(['crater', 'other'])},P{i % 8}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    seen = []
+    train = members.train_members
+
+    def remember(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = train(*args, **kwargs)
+        seen.append(out.held_out["none"])
+        return out
+
+    monkeypatch.setattr(members, "train_members", remember)
+    recipe = Recipe(architecture="cnn_cls", input_size=16, width=4, epochs=2, batch_size=4,
+                    folds=2, select_fraction=0.25, value_scaling="scene_percentile")
+    path, _ = finetune("landmarks", str(root), tmp_path / "lm.bundle", recipe=recipe)
+    crops, classes = selection_noise.out_of_fold_crops(path, tmp_path)
+    assert len(classes) == load_bundle(path).card.training["calibration"]["training_crops"]
+    assert (classes == seen[0].argmax(axis=1)).all()

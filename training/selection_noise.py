@@ -21,7 +21,8 @@ whether validation itself can tell the arms apart.
 ``--task landmarks`` does the same for landmark classifiers: the criterion is weighted + macro
 F1 of each crop's raw class (no floor, as ``landmarks.json`` compares arms), and whole HiRISE
 products are resampled, not crops, since the crops of one observation look alike
-(``docs/landmark_selection_noise.json``).
+(``docs/landmark_selection_noise.json``). For cross-fitted arms ``--split oof`` scores every
+training crop by the member that never saw its product: ten times the selection crops.
 """
 
 from __future__ import annotations
@@ -154,6 +155,36 @@ def landmark_images(bundle: Path, data: Path, split: str) -> object:
                            recipe)[1]
 
 
+def out_of_fold_crops(bundle: Path, data: Path) -> tuple[object, np.ndarray]:
+    """A cross-fitted landmark arm's training crops and, per crop, its raw class from the
+    member that never saw the crop's product (the folds ``finetune`` drew, the card's
+    test-time augmentation): about ten times the selection crops, from about seven times
+    the products."""
+    from momo_geo.bundle import Bundle, load_bundle
+    from momo_geo.evaluate import predict_probabilities
+    from momo_geo.inference.engine import Predictor
+    from momo_geo.training.finetune import Recipe, training_split
+    from momo_geo.training.members import member_card, product_folds
+    from momo_geo.training.task_data import rare_classes, without_classes
+
+    arm = load_bundle(str(bundle))
+    recipe = Recipe.from_dict(arm.card.training["recipe"])
+    if not recipe.folds:
+        raise SystemExit(f"{arm_name(bundle)} has no cross-fitted members: no out-of-fold "
+                         "predictions")
+    crops, _ = training_split("landmarks", [str(data / "hirise_landmarks")], recipe)
+    crops = without_classes(crops, rare_classes(crops, recipe.min_class_crops))
+    classes = np.zeros(len(crops.images), np.int64)
+    for k, fold in enumerate(product_folds(crops, recipe.folds, recipe.seed)):
+        prefix = f"members.{k}."
+        weights = {key[len(prefix):]: value for key, value in arm.state_dict.items()
+                   if key.startswith(prefix)}
+        member = Predictor(Bundle(member_card(arm.card), weights))
+        probs = predict_probabilities(member, [crops.images[j] for j in fold])
+        classes[fold] = probs.argmax(axis=1)
+    return crops, classes
+
+
 def images_needed(half_width: float, images: int, difference: float) -> int:
     """Selection images for a paired interval of half-width ``difference`` where ``images``
     gave ``half_width`` (the half-width shrinks as one over the square root of the images)."""
@@ -171,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the arms' bundles; the first is the reference")
     parser.add_argument("--task", choices=("craters", "landmarks"), default="craters")
     parser.add_argument("--data", type=Path, default=CHECKOUT.parent / "shared" / "data")
-    parser.add_argument("--split", choices=("selection", "val"), default="selection",
-                        help="val: the same on the validation split, to report beside it")
+    parser.add_argument("--split", choices=("selection", "val", "oof"), default="selection",
+                        help="val: the same on the validation split, to report beside it; "
+                        "oof (landmarks): the training crops, each scored by the member "
+                        "that never saw its product")
     parser.add_argument("--boot", type=int, default=N_BOOT)
     parser.add_argument("--out", type=Path, help="write the result (JSON) here too")
     args = parser.parse_args(argv)
@@ -180,7 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     arms, folders, units, statistic = {}, None, None, criterion
     for bundle in args.bundles:
         predictor = Predictor(load_bundle(str(bundle)))
-        if args.task == "landmarks":
+        if args.task == "landmarks" and args.split == "oof":
+            crops, classes = out_of_fold_crops(bundle, args.data)
+            arms[arm_name(bundle)] = np.column_stack([np.asarray(crops.targets), classes])
+            folders, units = np.array(["hirise_landmarks"] * len(classes)), crops.groups
+            statistic = landmark_criterion(predictor.card.class_names)
+        elif args.task == "landmarks":
             crops = landmark_images(bundle, args.data, args.split)
             arms[arm_name(bundle)] = landmark_rows(predictor, crops)
             folders, units = np.array(["hirise_landmarks"] * len(crops.images)), crops.groups
