@@ -430,22 +430,33 @@ def test_landmark_noise_is_a_section_with_validation_beside_it(tmp_path) -> None
                 "higher_share": share}
 
     path, val = tmp_path / "noise.json", tmp_path / "val.json"
-    assert report_models.landmark_noise_section({}, path, val) == []
+    assert report_models.landmark_noise_section({}, path, val, tmp_path / "none") == []
     path.write_text(json.dumps({
         "reference": "ref", "images": 248, "products": 15, "boot": 2000,
         "median_half_width": 0.081,
         "arms": [row("ref", 1.7775, 0.0, [0.0, 0.0], 0.0),
                  row("new", 1.70, -0.0776, [-0.2, 0.05], 0.12)]}))
     arms = {"ref": {}, "new": {}}
-    text = "\n".join(report_models.landmark_noise_section(arms, path, val))
+    text = "\n".join(report_models.landmark_noise_section(arms, path, val, tmp_path / "none"))
     assert "248 selection crops of 15 HiRISE products" in text
-    assert "| new | 1.700 | -0.078 | [-0.200, +0.050] | 12% | – | – | – |" in text
+    assert "| new | 1.700 | -0.078 | [-0.200, +0.050] | 12% | – | – | – | – | – | – |" in text
     assert "The median half-width is 0.081" in text
     val.write_text(json.dumps({"reference": "ref", "arms": [
         row("ref", 1.2, 0.0, [0.0, 0.0], 0.0), row("new", 1.25, 0.05, [-0.01, 0.1], 0.9)]}))
-    text = "\n".join(report_models.landmark_noise_section(arms, path, val))
-    assert "| 12% | 1.250 | +0.050 | [-0.010, +0.100] |" in text
-    assert report_models.landmark_noise_section({"new": {}}, path, val) == []
+    oof = tmp_path / "oof.json"
+    oof.write_text(json.dumps({"reference": "other", "arms": []}))  # another reference: unread
+    text = "\n".join(report_models.landmark_noise_section(arms, path, val, oof))
+    assert "| 12% | – | – | – | 1.250 | +0.050 | [-0.010, +0.100] |" in text
+    oof.write_text(json.dumps({"reference": "ref", "arms": [
+        row("ref", 1.32, 0.0, [0.0, 0.0], 0.0), row("new", 1.31, -0.01, [-0.08, 0.01], 0.1)]}))
+    text = "\n".join(report_models.landmark_noise_section(arms, path, val, oof))
+    assert "| 12% | 1.310 | -0.010 | [-0.080, +0.010] | 1.250 | +0.050 |" in text
+    assert report_models.landmark_noise_section({"new": {}}, path, val, oof) == []
+    saturated = json.loads(path.read_text())
+    saturated["median_half_width"] = 0.0
+    path.write_text(json.dumps(saturated))
+    assert "they classify each selection crop the same" in \
+        report_models.landmark_noise_section(arms, path, val, oof)[-1]
 
 
 def test_members_are_read_at_the_floor_their_held_out_crops_chose() -> None:

@@ -1178,45 +1178,70 @@ def noise_reading(noise: dict[str, Any], rows: list[dict[str, Any]],
 
 LANDMARK_NOISE = ROOT / "docs" / "landmark_selection_noise.json"
 """``selection_noise.py --task landmarks --out``: landmark arms' paired bootstrap by product."""
+LANDMARK_OOF_NOISE = ROOT / "docs" / "landmark_oof_noise.json"
+"""The same with ``--split oof``: the training crops, each scored by the member that never
+saw its product (cross-fitted arms)."""
 LANDMARK_VALIDATION_NOISE = ROOT / "docs" / "landmark_validation_noise.json"
 """The same with ``--split val``: reported beside it, never used to choose."""
 
 
 def landmark_noise_section(arms: dict[str, dict[str, Any]], path: Path = LANDMARK_NOISE,
-                           validation: Path = LANDMARK_VALIDATION_NOISE) -> list[str]:
+                           validation: Path = LANDMARK_VALIDATION_NOISE,
+                           oof: Path = LANDMARK_OOF_NOISE) -> list[str]:
     """How far apart landmark arms score on the selection crops when whole products are
-    resampled, with validation measured the same way beside it; none before the run."""
+    resampled, with the out-of-fold training crops and validation measured the same way
+    beside it; none before the run."""
     if not path.is_file():
         return []
     noise = json.loads(path.read_text())
     rows = [r for r in noise["arms"] if r["arm"] in arms]
     if len(rows) < 2 or rows[0]["arm"] != noise["reference"]:
         return []
-    val: dict[str, dict[str, Any]] = {}
-    if validation.is_file():
-        measured = json.loads(validation.read_text())
-        if measured["reference"] == noise["reference"]:
-            val = {r["arm"]: r for r in measured["arms"]}
+    beside = {name: _same_reference(file, noise["reference"])
+              for name, file in (("oof", oof), ("val", validation))}
     lines = ["## Can the selection crops tell landmark arms apart?", "",
              f"Weighted + macro F1 (no floor) of each landmark arm on the {noise['images']} "
              f"selection crops of {noise['products']} HiRISE products, and its difference "
              f"from `{noise['reference']}` with a 95 % paired bootstrap interval "
              f"({noise['boot']} resamples of whole products, the same for both arms: crops of "
              "one observation look alike; `training/selection_noise.py --task landmarks`, "
-             f"`docs/{path.name}`). Beside it, the same on validation (`--split val`, "
-             f"`docs/{validation.name}`): read afterwards, never used to choose.", "",
+             f"`docs/{path.name}`). Beside it, the same on the training crops each scored by "
+             f"the member that never saw its product (`--split oof`, `docs/{oof.name}`, "
+             "cross-fitted arms) and on validation (`--split val`, "
+             f"`docs/{validation.name}`: read afterwards, never used to choose).", "",
              "| arm | selection | difference | 95 % interval | resamples it is higher | "
-             "validation | difference | 95 % interval |", "|---|---|---|---|---|---|---|---|"]
+             "out of fold | difference | 95 % interval | validation | difference | "
+             "95 % interval |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        v = val.get(r["arm"])
-        beside = ("– | – | –" if v is None else
-                  f"{v['value']:.3f} | {v['difference'] + 0.0:+.3f} | "
-                  f"[{v['difference_ci'][0] + 0.0:+.3f}, {v['difference_ci'][1] + 0.0:+.3f}]")
-        lines.append(f"| {r['arm']} | {r['value']:.3f} | {r['difference'] + 0.0:+.3f} | "
-                     f"[{r['difference_ci'][0] + 0.0:+.3f}, {r['difference_ci'][1] + 0.0:+.3f}]"
-                     f" | {r['higher_share']:.0%} | {beside} |")
-    return lines + ["", f"The median half-width is {noise['median_half_width']:.3f} of weighted "
-                    "+ macro F1: arms closer than that are a coin toss on these crops."]
+        cells = [_noise_cells(r)] + [_noise_cells(beside[k].get(r["arm"]))
+                                     for k in ("oof", "val")]
+        lines.append(f"| {r['arm']} | {cells[0]} | {r['higher_share']:.0%} | {cells[1]} | "
+                     f"{cells[2]} |")
+    if noise["median_half_width"] == 0:
+        reading = ("Every resample scores the arms alike: they classify each selection crop "
+                   "the same, so these crops cannot tell them apart.")
+    else:
+        reading = (f"The median half-width is {noise['median_half_width']:.3f} of weighted + "
+                   "macro F1: arms closer than that are a coin toss on these crops.")
+    return lines + ["", reading]
+
+
+def _same_reference(path: Path, reference: str) -> dict[str, dict[str, Any]]:
+    """The arms of a noise file measured against ``reference``, by name (none otherwise)."""
+    if not path.is_file():
+        return {}
+    measured = json.loads(path.read_text())
+    return ({r["arm"]: r for r in measured["arms"]} if measured["reference"] == reference
+            else {})
+
+
+def _noise_cells(row: dict[str, Any] | None) -> str:
+    """Value, difference and interval of one arm's noise row, or dashes."""
+    if row is None:
+        return "– | – | –"
+    low, high = row["difference_ci"]
+    return (f"{row['value']:.3f} | {row['difference'] + 0.0:+.3f} | "
+            f"[{low + 0.0:+.3f}, {high + 0.0:+.3f}]")
 
 
 DATA_CURVE = ROOT / "docs" / "landmark_data_curve.jsonl"
