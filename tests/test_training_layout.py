@@ -611,6 +611,31 @@ def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
     assert report_models.tied(selection, cards, "third") == []
 
 
+def test_a_tie_on_selection_is_broken_by_the_out_of_fold_crops() -> None:
+    from training import report_models
+
+    def arm(oof_macro: float | None) -> dict:
+        row = {"floor": 0.0, "f1_weighted": 0.93, "f1_macro": 0.85}
+        calibration = {"sweep": [row]}
+        if oof_macro is not None:
+            calibration["folds_sweep"] = [{"floor": 0.0, "f1_weighted": 0.86,
+                                           "f1_macro": oof_macro}]
+        return {"training": {"calibration": calibration}}
+
+    selection = {"criterion": ["f1_weighted", "f1_macro"], "compare_at_floor": "none",
+                 "choose_from": ["single", "first", "second"]}
+    cards = {"single": arm(None), "first": arm(0.45), "second": arm(0.46)}
+    assert report_models.choose(selection, cards) == "second"
+    assert "break it: mean of f1_weighted and f1_macro 0.6600 against 0.6550" in \
+        report_models.tie_break(selection, cards, "second", "first")
+    assert "keeps the arm listed first" in \
+        report_models.tie_break(selection, cards, "second", "single")
+    cards["second"] = arm(0.45)  # equal out of fold too: the first listed of them
+    assert report_models.choose(selection, cards) == "first"
+    del cards["first"], cards["second"]
+    assert report_models.choose(selection, cards) == "single"
+
+
 def test_an_arm_that_fails_the_product_guard_does_not_ship(tmp_path, monkeypatch) -> None:
     from training import report_models
 

@@ -191,17 +191,38 @@ def selection_scores(selection: dict[str, Any], cards: dict[str, dict[str, Any]]
     return {k: v for k, v in scored.items() if v is not None}
 
 
+TIE = 5e-5
+"""Selection scores closer than this are equal: the cards round each metric to four decimals."""
+
+
 def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]],
            guard: dict[str, float] | None = None) -> str | None:
-    """The arm of the best selection score (a tie keeps the arm listed first in
-    ``choose_from``) among those that pass the selection recipe's ``product_guard``: an arm
-    whose recorded share of crater on the guard scene (``guard``) is above
-    ``max_crater_share`` does not ship, whatever its score; an arm not yet measured passes."""
+    """The arm of the best selection score among those that pass the selection recipe's
+    ``product_guard`` (an arm whose recorded share of crater on the guard scene, ``guard``, is
+    above ``max_crater_share`` does not ship, whatever its score; an arm not yet measured
+    passes). Scores equal at the cards' four decimals are a tie: the arm with the better
+    :func:`out_of_fold_score` wins it, and where that does not decide, the arm listed first in
+    ``choose_from``."""
     scored = selection_scores(selection, cards)
     limit = selection.get("product_guard", {}).get("max_crater_share")
-    ok = {name: score for name, score in scored.items()
-          if limit is None or (guard or {}).get(name, 0.0) <= limit}
-    return max(ok, key=ok.get) if ok else None
+    ok = [name for name in scored
+          if limit is None or (guard or {}).get(name, 0.0) <= limit]
+    if not ok:
+        return None
+    best = max(scored[name] for name in ok)
+    level = [name for name in ok if abs(scored[name] - best) < TIE]
+    return max(level, key=lambda name: out_of_fold_score(cards[name], selection["criterion"]))
+
+
+def out_of_fold_score(card: dict[str, Any], criterion: list[str]) -> float:
+    """Mean of the criterion's metrics on a cross-fitted arm's training crops, each scored
+    by the member that never saw its product, without a floor (-inf for an arm without
+    members): the crops of seven times the selection products, which break a tie that the
+    selection crops cannot."""
+    point = raw_point(card, "folds_sweep")
+    if not point:
+        return -math.inf
+    return sum(float(point.get(k, 0.0)) for k in criterion) / len(criterion)
 
 
 GUARD_FILE = ROOT / "docs" / "product_guard.json"
@@ -252,12 +273,23 @@ def scene_crater_share(bundle: Path, scene: Path) -> float:
 def tied(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: str
          ) -> list[str]:
     """The arms whose selection score equals the chosen arm's at the cards' four decimals:
-    :func:`choose` kept the one listed first, and the report says so, since the selection
-    images then do not tell those arms apart (the validation split must not)."""
+    :func:`choose` broke the tie, and the report says how, since the selection images then
+    do not tell those arms apart (the validation split must not)."""
     scored = selection_scores(selection, cards)
     best = scored.get(chosen)
     return [name for name, score in scored.items()
-            if name != chosen and best is not None and abs(score - best) < 5e-5]
+            if name != chosen and best is not None and abs(score - best) < TIE]
+
+
+def tie_break(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: str,
+              twin: str) -> str:
+    """How :func:`choose` broke a tie between ``chosen`` and ``twin``, in one sentence."""
+    mine, theirs = (out_of_fold_score(cards[n], selection["criterion"]) for n in (chosen, twin))
+    if math.isinf(mine) or math.isinf(theirs) or mine == theirs:
+        return "A tie the out-of-fold crops cannot break keeps the arm listed first."
+    metrics = " and ".join(selection["criterion"])
+    return (f"The out-of-fold training crops break it: mean of {metrics} {mine:.4f} against "
+            f"{theirs:.4f} (no floor).")
 
 
 def promote(bundles: Path, arm: str, target: Path, card: dict[str, Any]) -> None:
@@ -951,9 +983,9 @@ def render(arms: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]],
                            f"{limit:.0%} (docs/product_guard.json).")
         for twin in tied(sel, arms, arm):
             out.append(f"  - `{twin}` ties it there ({' + '.join(sel['criterion'])} equal to "
-                       "four decimals); a tie keeps the arm listed first. The selection images "
-                       "do not tell the two apart, and their validation scores (below) are "
-                       "reported, never used to choose.")
+                       f"four decimals). {tie_break(sel, arms, arm, twin)} The selection "
+                       "images do not tell the two apart, and their validation scores "
+                       "(below) are reported, never used to choose.")
     out += ["", "### Validation scores", "", *score_rows(defaults), "",
             "### Against the targets of the model issue", "", *target_rows(defaults), "",
             "### Crater recall by diameter (validation)", "", *recall_rows(defaults), "",
