@@ -81,7 +81,7 @@ ARMS := craters-unet craters-unet-long craters-unet-longer craters-unet-longest 
         craters-unet-short craters-momo craters-scratch landmarks-momo landmarks-cnn \
         landmarks-cnn-ema landmarks-cnn-192 landmarks-cnn-zoom landmarks-cnn-folds \
         landmarks-cnn-folds8 landmarks-unet-transfer landmarks-unet-scratch landmarks-unet-transfer48 \
-        landmarks-unet-transfer-soup-anneal
+        landmarks-unet-transfer-soup-anneal landmarks-unet-transfer-products
 models: venv
 	$(PY) training/build_models.py $(ARMS:%=training/recipes/%.json) \
 	  --out build/models/bundles --work build/models

@@ -90,7 +90,7 @@ class ModelCard:
     """Classes the model never predicts: too few training examples to learn (a class seen in
     one crop is memorised, and its predictions elsewhere are false alarms). The engine masks
     their logits, so each such tile goes to its next most likely class
-    (``Recipe.min_class_crops``)."""
+    (``Recipe.min_class_crops``, ``Recipe.min_class_products``)."""
     tta: str = "none"
     """Test-time augmentation the engine applies (:mod:`momo_geo.inference.tta`): ``none`` or
     ``d4`` (probabilities averaged over the eight flips and quarter turns); chosen by the

@@ -49,6 +49,9 @@ def test_rare_classes_are_named_and_dropped():
     data = crops(["a", "a", "b", "c"], [0, 0, 1, 0])
     assert rare_classes(data, 2) == ["crater", "swiss_cheese"]
     assert rare_classes(data, 0) == []
+    assert rare_classes(data, 0, min_products=2) == ["crater", "swiss_cheese"]  # one product
+    two = crops(["a", "b", "b", "c"], [1, 1, 1, 0])
+    assert rare_classes(two, 0, min_products=2) == ["other", "swiss_cheese"]
     kept = without_classes(data, ["crater"])
     assert kept.targets == [0, 0, 0] and kept.groups == ["a", "a", "c"]
 

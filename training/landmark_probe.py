@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.recipe.read_text())["finetune"]["recipe"]
     recipe = Recipe.from_dict(spec)
     train, _ = training_split("landmarks", [str(args.data / "hirise_landmarks")], recipe)
-    train = without_classes(train, rare_classes(train, recipe.min_class_crops))
+    rare = rare_classes(train, recipe.min_class_crops, recipe.min_class_products)
+    train = without_classes(train, rare)
     targets = np.asarray(train.targets)
     folds = product_folds(train, args.folds, seed=0)
     for size in args.size:

@@ -173,7 +173,8 @@ def out_of_fold_crops(bundle: Path, data: Path) -> tuple[object, np.ndarray]:
         raise SystemExit(f"{arm_name(bundle)} has no cross-fitted members: no out-of-fold "
                          "predictions")
     crops, _ = training_split("landmarks", [str(data / "hirise_landmarks")], recipe)
-    crops = without_classes(crops, rare_classes(crops, recipe.min_class_crops))
+    rare = rare_classes(crops, recipe.min_class_crops, recipe.min_class_products)
+    crops = without_classes(crops, rare)
     classes = np.zeros(len(crops.images), np.int64)
     for k, fold in enumerate(product_folds(crops, recipe.folds, recipe.seed)):
         prefix = f"members.{k}."

@@ -140,6 +140,11 @@ class Recipe:
     The selection hold-out leaves a class at least this many (it gives drawn products back to
     training); a class still short of it is dropped from training and listed in the card's
     ``unmapped_classes``, which the engine never predicts."""
+    min_class_products: int = 0
+    """Classification: training products (observations) a class needs to be learnt and mapped
+    (0: any). A class from one observation cannot be checked out of fold: when its product is
+    held out no member knows the class, and the members that know it learnt one scene; such a
+    class is dropped and unmapped like one short of ``min_class_crops``."""
     ema: float = 0.0
     """Decay of an exponential moving average of the weights, updated after every step; the
     average is what the learning curve scores and the bundle keeps (0: off, the last weights).
@@ -525,7 +530,8 @@ def finetune(task: str, data_root: str | list[str], out: str | Path,
 
         encoder_card = load_card(encoder_bundle)
         recipe.encoder = encoder_card.architecture["encoder"]
-    unmapped = rare_classes(train_data, recipe.min_class_crops) if kind == "classification" else []
+    unmapped = (rare_classes(train_data, recipe.min_class_crops, recipe.min_class_products)
+                if kind == "classification" else [])
     if unmapped:
         train_data = without_classes(train_data, unmapped)
     torch.manual_seed(recipe.seed)

@@ -130,10 +130,13 @@ def _keep_rare_in_fit(data: TaskData, drawn: list[str], min_crops: int) -> set[s
     return chosen
 
 
-def rare_classes(data: TaskData, min_crops: int) -> list[str]:
-    """Names of ``data``'s classes with fewer than ``min_crops`` crops (none at 0)."""
+def rare_classes(data: TaskData, min_crops: int, min_products: int = 0) -> list[str]:
+    """Names of ``data``'s classes with fewer than ``min_crops`` crops or from fewer than
+    ``min_products`` products (``data.groups``; none at 0)."""
     counts = Counter(data.targets)
-    return [name for i, name in enumerate(data.classes or []) if counts[i] < min_crops]
+    products = Counter(t for t, _ in set(zip(data.targets, data.groups, strict=True)))
+    return [name for i, name in enumerate(data.classes or [])
+            if counts[i] < min_crops or products[i] < min_products]
 
 
 def without_classes(data: TaskData, names: list[str]) -> TaskData:
