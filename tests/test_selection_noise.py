@@ -83,26 +83,33 @@ def test_landmark_arms_are_resampled_by_whole_products() -> None:
     assert by_crop["higher_share"] > 0.99
 
 
+def noise_crops(root, spider_product: bool = False):  # noqa: ANN001, ANN201
+    """48 random crops of eight products labelled crater or other at random (the pixels do
+    not tell), and with ``spider_product`` six more of a ninth product labelled spider."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    rows = ["file,label,product_id"]
+    for i in range(54 if spider_product else 48):
+        pixels = rng.integers(0, 255, (32, 32)).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"c{i}.jpg")
+        label = "spider" if i >= 48 else rng.choice(["crater", "other"])
+        rows.append(f"c{i}.jpg,{label},P{i % 8 if i < 48 else 8}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
 def test_out_of_fold_crops_are_what_each_member_predicted_on_products_it_never_saw(
         tmp_path, monkeypatch) -> None:
     # A tiny cross-fitted arm on crops whose labels the pixels do not tell, so its two
     # members disagree: rebuilt from the bundle, each training crop's class is the one the
     # member that never saw its product gave it during training.
-    from PIL import Image
-
     from momo_geo.bundle import load_bundle
     from momo_geo.training import members
     from momo_geo.training.finetune import Recipe, finetune
 
-    root = tmp_path / "hirise_landmarks"
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    rows = ["file,label,product_id"]
-    for i in range(48):
-        pixels = rng.integers(0, 255, (32, 32)).astype(np.uint8)
-        Image.fromarray(pixels).save(root / "images" / f"c{i}.jpg")
-        rows.append(f"c{i}.jpg,{rng.choice(['crater', 'other'])},P{i % 8}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    root = noise_crops(tmp_path / "hirise_landmarks")
     seen = []
     train = members.train_members
 
@@ -118,3 +125,22 @@ def test_out_of_fold_crops_are_what_each_member_predicted_on_products_it_never_s
     crops, classes = selection_noise.out_of_fold_crops(path, tmp_path)
     assert len(classes) == load_bundle(path).card.training["calibration"]["training_crops"]
     assert (classes == seen[0].argmax(axis=1)).all()
+
+
+def test_out_of_fold_crops_keep_the_classes_an_arm_leaves_unmapped(tmp_path) -> None:
+    # An arm that leaves spider (one product) unmapped is still scored on the spider crops,
+    # as an arm that maps spider is: both are compared on the same crops.
+    from momo_geo.bundle import load_bundle
+    from momo_geo.training.finetune import Recipe, finetune
+
+    root = noise_crops(tmp_path / "hirise_landmarks", spider_product=True)
+    recipe = Recipe(architecture="cnn_cls", input_size=16, width=4, epochs=1, batch_size=4,
+                    folds=2, select_fraction=0.0, value_scaling="scene_percentile",
+                    min_class_products=2)
+    path, _ = finetune("landmarks", str(root), tmp_path / "lm.bundle", recipe=recipe)
+    card = load_bundle(path).card
+    assert "spider" in card.unmapped_classes and "crater" not in card.unmapped_classes
+    crops, classes = selection_noise.out_of_fold_crops(path, tmp_path)
+    spider = card.class_names.index("spider")
+    assert len(classes) == len(crops.targets) and (np.asarray(crops.targets) == spider).sum() == 6
+    assert not (classes == spider).any()  # never predicted, yet scored

@@ -614,12 +614,13 @@ def test_a_tie_on_selection_keeps_the_arm_listed_first() -> None:
 def test_a_tie_on_selection_is_broken_by_the_out_of_fold_crops() -> None:
     from training import report_models
 
-    def arm(oof_macro: float | None) -> dict:
+    def arm(oof_macro: float | None, crops: int = 2330) -> dict:
         row = {"floor": 0.0, "f1_weighted": 0.93, "f1_macro": 0.85}
         calibration = {"sweep": [row]}
         if oof_macro is not None:
             calibration["folds_sweep"] = [{"floor": 0.0, "f1_weighted": 0.86,
                                            "f1_macro": oof_macro}]
+            calibration["training_crops"] = crops
         return {"training": {"calibration": calibration}}
 
     selection = {"criterion": ["f1_weighted", "f1_macro"], "compare_at_floor": "none",
@@ -630,6 +631,9 @@ def test_a_tie_on_selection_is_broken_by_the_out_of_fold_crops() -> None:
         report_models.tie_break(selection, cards, "second", "first")
     assert "keeps the arm listed first" in \
         report_models.tie_break(selection, cards, "second", "single")
+    cards["second"] = arm(0.60, crops=2310)  # fewer crops (a class dropped): not comparable
+    assert report_models.choose(selection, cards) == "first"
+    assert "cannot break" in report_models.tie_break(selection, cards, "first", "second")
     cards["second"] = arm(0.45)  # equal out of fold too: the first listed of them
     assert report_models.choose(selection, cards) == "first"
     del cards["first"], cards["second"]

@@ -211,7 +211,21 @@ def choose(selection: dict[str, Any], cards: dict[str, dict[str, Any]],
         return None
     best = max(scored[name] for name in ok)
     level = [name for name in ok if abs(scored[name] - best) < TIE]
-    return max(level, key=lambda name: out_of_fold_score(cards[name], selection["criterion"]))
+    oof = comparable_out_of_fold(level, cards, selection["criterion"])
+    return max(level, key=oof.get)
+
+
+def comparable_out_of_fold(names: list[str], cards: dict[str, dict[str, Any]],
+                           criterion: list[str]) -> dict[str, float]:
+    """:func:`out_of_fold_score` of each arm that scored the most out-of-fold crops among
+    ``names``, -inf for the rest: an arm that dropped a class from training (too few
+    products) scored fewer crops and fewer classes, and its macro mean cannot be set
+    against theirs."""
+    crops = {name: ((cards[name].get("training", {}).get("calibration") or {})
+                    .get("training_crops")) for name in names}
+    most = max((n for n in crops.values() if n), default=None)
+    return {name: out_of_fold_score(cards[name], criterion) if crops[name] == most
+            else -math.inf for name in names}
 
 
 def out_of_fold_score(card: dict[str, Any], criterion: list[str]) -> float:
@@ -284,9 +298,11 @@ def tied(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: st
 def tie_break(selection: dict[str, Any], cards: dict[str, dict[str, Any]], chosen: str,
               twin: str) -> str:
     """How :func:`choose` broke a tie between ``chosen`` and ``twin``, in one sentence."""
-    mine, theirs = (out_of_fold_score(cards[n], selection["criterion"]) for n in (chosen, twin))
+    oof = comparable_out_of_fold([chosen, twin], cards, selection["criterion"])
+    mine, theirs = oof[chosen], oof[twin]
     if math.isinf(mine) or math.isinf(theirs) or mine == theirs:
-        return "A tie the out-of-fold crops cannot break keeps the arm listed first."
+        return ("A tie the out-of-fold crops cannot break (the same crops, scored by both) "
+                "keeps the arm listed first.")
     metrics = " and ".join(selection["criterion"])
     return (f"The out-of-fold training crops break it: mean of {metrics} {mine:.4f} against "
             f"{theirs:.4f} (no floor).")

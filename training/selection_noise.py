@@ -159,7 +159,9 @@ def out_of_fold_crops(bundle: Path, data: Path) -> tuple[object, np.ndarray]:
     """A cross-fitted landmark arm's training crops and, per crop, its raw class from the
     member that never saw the crop's product (the folds ``finetune`` drew, the card's
     test-time augmentation): about ten times the selection crops, from about seven times
-    the products."""
+    the products. The crops of a class the arm left unmapped for too few products
+    (``min_class_products``) are scored too, so that arms are compared on the same crops: by
+    the member that never saw their product, or by the whole arm where no member did."""
     from momo_geo.bundle import Bundle, load_bundle
     from momo_geo.evaluate import predict_probabilities
     from momo_geo.inference.engine import Predictor
@@ -173,16 +175,22 @@ def out_of_fold_crops(bundle: Path, data: Path) -> tuple[object, np.ndarray]:
         raise SystemExit(f"{arm_name(bundle)} has no cross-fitted members: no out-of-fold "
                          "predictions")
     crops, _ = training_split("landmarks", [str(data / "hirise_landmarks")], recipe)
-    rare = rare_classes(crops, recipe.min_class_crops, recipe.min_class_products)
-    crops = without_classes(crops, rare)
+    crops = without_classes(crops, rare_classes(crops, recipe.min_class_crops))
+    trained = without_classes(crops, rare_classes(crops, 0, recipe.min_class_products))
+    folds = product_folds(trained, recipe.folds, recipe.seed)
+    fold_of = {trained.groups[j]: k for k, fold in enumerate(folds) for j in fold}
     classes = np.zeros(len(crops.images), np.int64)
-    for k, fold in enumerate(product_folds(crops, recipe.folds, recipe.seed)):
+    for k in [*range(recipe.folds), None]:  # None: products no member saw, the whole arm
+        rows = [j for j, group in enumerate(crops.groups) if fold_of.get(group) == k]
+        if not rows:
+            continue
         prefix = f"members.{k}."
         weights = {key[len(prefix):]: value for key, value in arm.state_dict.items()
                    if key.startswith(prefix)}
-        member = Predictor(Bundle(member_card(arm.card), weights))
-        probs = predict_probabilities(member, [crops.images[j] for j in fold])
-        classes[fold] = probs.argmax(axis=1)
+        model = (Predictor(arm) if k is None
+                 else Predictor(Bundle(member_card(arm.card), weights)))
+        probs = predict_probabilities(model, [crops.images[j] for j in rows])
+        classes[rows] = probs.argmax(axis=1)
     return crops, classes
 
 
