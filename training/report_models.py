@@ -1139,16 +1139,26 @@ VALIDATION_NOISE = ROOT / "docs" / "validation_noise.json"
 """The same with ``--split val``: reported beside it, never used to choose."""
 
 
+def read_noise(path: Path, arms: dict[str, dict[str, Any]]
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A ``selection_noise.py`` result and its rows of the known ``arms``; no rows when the
+    file is missing, fewer than two arms are known or its reference is not the first."""
+    if not path.is_file():
+        return {}, []
+    noise = json.loads(path.read_text())
+    rows = [r for r in noise["arms"] if r["arm"] in arms]
+    if len(rows) < 2 or rows[0]["arm"] != noise["reference"]:
+        return noise, []
+    return noise, rows
+
+
 def selection_noise_section(arms: dict[str, dict[str, Any]], path: Path = SELECTION_NOISE,
                             validation: Path = VALIDATION_NOISE) -> list[str]:
     """How far apart crater arms score on the selection images, with paired intervals, how
     many selection images would resolve a difference, and (when measured) the paired THEMIS
     IoU difference on validation beside it; none before the script has run."""
-    if not path.is_file():
-        return []
-    noise = json.loads(path.read_text())
-    rows = [r for r in noise["arms"] if r["arm"] in arms]
-    if len(rows) < 2 or rows[0]["arm"] != noise["reference"]:
+    noise, rows = read_noise(path, arms)
+    if not rows:
         return []
     val = {}
     if validation.is_file():
@@ -1239,11 +1249,8 @@ def landmark_noise_section(arms: dict[str, dict[str, Any]], path: Path = LANDMAR
     """How far apart landmark arms score on the selection crops when whole products are
     resampled, with the out-of-fold training crops and validation measured the same way
     beside it; none before the run."""
-    if not path.is_file():
-        return []
-    noise = json.loads(path.read_text())
-    rows = [r for r in noise["arms"] if r["arm"] in arms]
-    if len(rows) < 2 or rows[0]["arm"] != noise["reference"]:
+    noise, rows = read_noise(path, arms)
+    if not rows:
         return []
     beside = {name: _same_reference(file, noise["reference"])
               for name, file in (("oof", oof), ("val", validation))}
