@@ -144,3 +144,12 @@ def test_out_of_fold_crops_keep_the_classes_an_arm_leaves_unmapped(tmp_path) -> 
     spider = card.class_names.index("spider")
     assert len(classes) == len(crops.targets) and (np.asarray(crops.targets) == spider).sum() == 6
     assert not (classes == spider).any()  # never predicted, yet scored
+
+
+def test_out_of_fold_is_refused_for_crater_arms(capsys) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        selection_noise.main(["arm.bundle", "--split", "oof"])
+    assert exit_info.value.code == 2
+    assert "--split oof needs --task landmarks" in capsys.readouterr().err

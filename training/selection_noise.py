@@ -218,18 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boot", type=int, default=N_BOOT)
     parser.add_argument("--out", type=Path, help="write the result (JSON) here too")
     args = parser.parse_args(argv)
+    if args.split == "oof" and args.task != "landmarks":
+        parser.error("--split oof needs --task landmarks (cross-fitted landmark arms)")
     torch.set_num_threads(1)
     arms, folders, units, statistic = {}, None, None, criterion
     for bundle in args.bundles:
         predictor = Predictor(load_bundle(str(bundle)))
-        if args.task == "landmarks" and args.split == "oof":
-            crops, classes = out_of_fold_crops(bundle, args.data)
-            arms[arm_name(bundle)] = np.column_stack([np.asarray(crops.targets), classes])
-            folders, units = np.array(["hirise_landmarks"] * len(classes)), crops.groups
-            statistic = landmark_criterion(predictor.card.class_names)
-        elif args.task == "landmarks":
-            crops = landmark_images(bundle, args.data, args.split)
-            arms[arm_name(bundle)] = landmark_rows(predictor, crops)
+        if args.task == "landmarks":
+            if args.split == "oof":
+                crops, classes = out_of_fold_crops(bundle, args.data)
+                arms[arm_name(bundle)] = np.column_stack([np.asarray(crops.targets), classes])
+            else:
+                crops = landmark_images(bundle, args.data, args.split)
+                arms[arm_name(bundle)] = landmark_rows(predictor, crops)
             folders, units = np.array(["hirise_landmarks"] * len(crops.images)), crops.groups
             statistic = landmark_criterion(predictor.card.class_names)
         else:
