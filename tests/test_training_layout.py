@@ -441,6 +441,7 @@ def test_landmark_noise_is_a_section_with_validation_beside_it(tmp_path) -> None
     assert "248 selection crops of 15 HiRISE products" in text
     assert "| new | 1.700 | -0.078 | [-0.200, +0.050] | 12% | – | – | – | – | – | – |" in text
     assert "The median half-width is 0.081" in text
+    assert "drew different folds" not in text  # no out-of-fold file: no caveat about folds
     val.write_text(json.dumps({"reference": "ref", "arms": [
         row("ref", 1.2, 0.0, [0.0, 0.0], 0.0), row("new", 1.25, 0.05, [-0.01, 0.1], 0.9)]}))
     oof = tmp_path / "oof.json"
@@ -451,6 +452,7 @@ def test_landmark_noise_is_a_section_with_validation_beside_it(tmp_path) -> None
         row("ref", 1.32, 0.0, [0.0, 0.0], 0.0), row("new", 1.31, -0.01, [-0.08, 0.01], 0.1)]}))
     text = "\n".join(report_models.landmark_noise_section(arms, path, val, oof))
     assert "| 12% | 1.310 | -0.010 | [-0.080, +0.010] | 1.250 | +0.050 |" in text
+    assert "arms that drew different folds differ also by where" in text
     assert report_models.landmark_noise_section({"new": {}}, path, val, oof) == []
     saturated = json.loads(path.read_text())
     saturated["median_half_width"] = 0.0

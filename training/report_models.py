@@ -1278,6 +1278,11 @@ def landmark_noise_section(arms: dict[str, dict[str, Any]], path: Path = LANDMAR
     else:
         reading = (f"The median half-width is {noise['median_half_width']:.3f} of weighted + "
                    "macro F1: arms closer than that are a coin toss on these crops.")
+    if beside["oof"]:
+        reading += (" Out of fold, arms that drew different folds differ also by where the two "
+                    "or three products of a rare class fell: an arm that drops a class draws "
+                    "its folds over the products it trains on, and a member that saw none of a "
+                    "class's products cannot find it.")
     return lines + ["", reading]
 
 
