@@ -22,7 +22,9 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -1160,11 +1162,8 @@ def selection_noise_section(arms: dict[str, dict[str, Any]], path: Path = SELECT
     noise, rows = read_noise(path, arms)
     if not rows:
         return []
-    val = {}
-    if validation.is_file():
-        measured = json.loads(validation.read_text())
-        if measured["reference"] == noise["reference"]:
-            val = {r["arm"]: r for r in measured["by_folder"]["themis-craters"]["iou"]}
+    val = _same_reference(validation, noise["reference"],
+                          lambda measured: measured["by_folder"]["themis-craters"]["iou"])
     folders = ", ".join(f"{n} {task}" for task, n in noise["images_by_folder"].items())
     lines = ["## Can the selection images tell crater arms apart?", "",
              f"Crater F1 + pixel IoU of each arm's shipped maps on the {noise['images']} "
@@ -1179,14 +1178,10 @@ def selection_noise_section(arms: dict[str, dict[str, Any]], path: Path = SELECT
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         low, high = r["difference_ci"]
-        v = val.get(r["arm"])
-        beside = ("– | – | –" if v is None else
-                  f"{v['value']:.3f} | {v['difference']:+.3f} | "
-                  f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
         lines.append(f"| {r['arm']} | {selection_point(arms[r['arm']]).get('samples', 0):,} | "
                      f"{r['value']:.4f} | {r['difference'] + 0.0:+.4f} | "
                      f"[{low + 0.0:+.4f}, {high + 0.0:+.4f}] | "
-                     f"{r['higher_share']:.0%} | {beside} |")
+                     f"{r['higher_share']:.0%} | {_noise_cells(val.get(r['arm']))} |")
     return lines + ["", noise_reading(noise, rows, val, arms)]
 
 
@@ -1286,12 +1281,15 @@ def landmark_noise_section(arms: dict[str, dict[str, Any]], path: Path = LANDMAR
     return lines + ["", reading]
 
 
-def _same_reference(path: Path, reference: str) -> dict[str, dict[str, Any]]:
-    """The arms of a noise file measured against ``reference``, by name (none otherwise)."""
+def _same_reference(path: Path, reference: str,
+                    pick: Callable[[dict[str, Any]], list[dict[str, Any]]] = itemgetter("arms")
+                    ) -> dict[str, dict[str, Any]]:
+    """The arm rows (``pick``: which of the file's rows, all arms by default) of a noise file
+    measured against ``reference``, by name (none otherwise)."""
     if not path.is_file():
         return {}
     measured = json.loads(path.read_text())
-    return ({r["arm"]: r for r in measured["arms"]} if measured["reference"] == reference
+    return ({r["arm"]: r for r in pick(measured)} if measured["reference"] == reference
             else {})
 
 

@@ -176,7 +176,7 @@ def out_of_fold_crops(bundle: Path, data: Path) -> tuple[object, np.ndarray]:
                          "predictions")
     crops, _ = training_split("landmarks", [str(data / "hirise_landmarks")], recipe)
     crops = without_classes(crops, rare_classes(crops, recipe.min_class_crops))
-    trained = without_classes(crops, rare_classes(crops, 0, recipe.min_class_products))
+    trained = without_classes(crops, arm.card.unmapped_classes)  # what the members learnt
     folds = product_folds(trained, recipe.folds, recipe.seed)
     fold_of = {trained.groups[j]: k for k, fold in enumerate(folds) for j in fold}
     classes = np.zeros(len(crops.images), np.int64)
